@@ -1,0 +1,88 @@
+"""Atomic dataset output: a failed run leaves nothing at the destination.
+
+Everything is written into a temporary sibling directory that is renamed onto ``out``
+only when the writer finishes without an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``out`` on success.
+
+    Args:
+        out: final directory.
+        overwrite: replace an existing ``out``; otherwise an existing one is an error.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is false.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, trash)
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+META_FILE = "visgrpo_meta.json"
+
+
+def save_dataset(
+    ds, out: str | Path, meta: dict | None = None, fmt: str = "arrow", overwrite: bool = False
+) -> Path:
+    """Save a ``datasets.Dataset`` atomically, with visgrpo metadata beside it.
+
+    Args:
+        ds: the dataset.
+        out: destination directory.
+        meta: dataset-level metadata (e.g. ``{"processor": fingerprint}``), written to
+            ``out/visgrpo_meta.json`` for both formats.
+        fmt: ``"arrow"`` (``save_to_disk``) or ``"parquet"`` (``out/data.parquet``).
+        overwrite: replace an existing ``out``.
+    """
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        if fmt == "arrow":
+            ds.save_to_disk(str(tmp))
+        elif fmt == "parquet":
+            ds.to_parquet(str(tmp / "data.parquet"))
+        else:
+            raise ValueError(f"unknown format {fmt!r}; valid: arrow, parquet")
+        (tmp / META_FILE).write_text(json.dumps(meta or {}, indent=2, sort_keys=True))
+    return Path(out)
+
+
+def load_dataset_dir(path: str | Path):
+    """Load a dataset written by :func:`save_dataset`; returns ``(dataset, meta)``."""
+    import datasets
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such dataset directory")
+    meta_path = path / META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if (path / "data.parquet").exists():
+        ds = datasets.Dataset.from_parquet(str(path / "data.parquet"))
+    else:
+        ds = datasets.load_from_disk(str(path))
+    return ds, meta
