@@ -118,9 +118,7 @@ def _check(logits: Tensor, labels: Tensor, temperature: float, chunk_size: int) 
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
     if labels.numel() and int(labels.max()) >= logits.shape[-1]:
-        raise ValueError(
-            f"labels has id {int(labels.max())} >= vocabulary size {logits.shape[-1]}"
-        )
+        raise ValueError(f"labels has id {int(labels.max())} >= vocabulary size {logits.shape[-1]}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if chunk_size < 1:
