@@ -156,7 +156,8 @@ def gspo_loss(
     lengths = mask.sum(-1)  # [B]
     seq_log_ratio = log_ratio.sum(-1) / lengths.clamp(min=1)  # [B]
     seq_log_ratio = seq_log_ratio.detach().clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)  # [B]
-    log_s_tok = logp - logp.detach() + seq_log_ratio.unsqueeze(-1)  # [B, T] value log s_i
+    logp_real = torch.where(mask, logp, torch.zeros_like(logp))  # [B, T] no padding garbage
+    log_s_tok = logp_real - logp_real.detach() + seq_log_ratio.unsqueeze(-1)  # [B, T] = log s_i
     s_tok = torch.exp(log_s_tok)  # [B, T]
     loss_unclipped = -adv * s_tok  # [B, T]
     loss_clipped = -adv * s_tok.clamp(1.0 - eps_low, 1.0 + eps_high)  # [B, T]
@@ -216,7 +217,9 @@ def sapo_loss(
         raise ValueError(f"tau_pos and tau_neg must be > 0, got {tau_pos}, {tau_neg}")
     mask, log_ratio, adv = _prepare(logp, old_logp, advantages, response_mask)
     ratio = torch.exp(log_ratio.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP))  # [B, T]
-    tau = torch.where(adv > 0, torch.full_like(adv, tau_pos), torch.full_like(adv, tau_neg))
+    tau = torch.where(
+        adv > 0, torch.full_like(adv, tau_pos), torch.full_like(adv, tau_neg)
+    )  # [B, T]
     sig = torch.sigmoid(tau * (ratio - 1.0))  # [B, T]
     gate = sig * (4.0 / tau)  # [B, T]
     loss = -gate * adv  # [B, T]
