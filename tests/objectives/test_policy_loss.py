@@ -208,3 +208,31 @@ def test_sapo_hand_values_and_gradient():
     assert m["gate_weight_mean"].item() == pytest.approx(0.9301469, rel=1e-6)
     with pytest.raises(ValueError, match="tau"):
         sapo_loss(logp, old, adv, mask, tau_pos=0.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), B=st.integers(1, 4), T=st.integers(1, 5))
+def test_gspo_and_sapo_match_loop(data, B, T):
+    lr_l = data.draw(st.lists(st.floats(-0.5, 0.5), min_size=B * T, max_size=B * T))
+    adv_l = data.draw(st.lists(st.floats(-2, 2), min_size=B, max_size=B))
+    mask_l = data.draw(st.lists(st.booleans(), min_size=B * T, max_size=B * T))
+    lr = torch.tensor(lr_l, dtype=torch.float64).view(B, T)
+    adv = torch.tensor(adv_l, dtype=torch.float64)
+    mask = torch.tensor(mask_l).view(B, T)
+    old = torch.zeros_like(lr)
+    g_loss, _ = gspo_loss(lr, old, adv, mask, eps_low=0.05, eps_high=0.1)
+    s_loss, _ = sapo_loss(lr, old, adv, mask, tau_pos=1.0, tau_neg=1.05)
+    for i in range(B):
+        real = [lr_l[i * T + t] for t in range(T) if mask_l[i * T + t]]
+        s = math.exp(sum(real) / len(real)) if real else 1.0  # length-normalised ratio
+        a = adv_l[i]
+        for t in range(T):
+            if not mask_l[i * T + t]:
+                assert g_loss[i, t].item() == 0.0 and s_loss[i, t].item() == 0.0
+                continue
+            g_ref = -min(s * a, min(max(s, 0.95), 1.1) * a)
+            assert math.isclose(g_loss[i, t].item(), g_ref, rel_tol=1e-9, abs_tol=1e-12)
+            r = math.exp(lr_l[i * T + t])
+            tau = 1.0 if a > 0 else 1.05
+            s_ref = -(4 / tau) * a / (1 + math.exp(-tau * (r - 1)))
+            assert math.isclose(s_loss[i, t].item(), s_ref, rel_tol=1e-9, abs_tol=1e-12)
