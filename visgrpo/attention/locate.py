@@ -99,7 +99,9 @@ def locate_image_tokens(
     # A sample boundary must fall on an image boundary (images are never split across samples).
     bounds = torch.cat([img_start.new_zeros(1), img_end])  # [n_images + 1]
     for b in range(B):
-        if counts[b] > 0 and not bool((bounds == smp_start[b]).any() & (bounds == smp_end[b]).any()):
+        if counts[b] > 0 and not bool(
+            (bounds == smp_start[b]).any() & (bounds == smp_end[b]).any()
+        ):
             raise ValueError(
                 f"sample {b}: its {int(counts[b])} image tokens (tokens {int(smp_start[b])}.."
                 f"{int(smp_end[b])} of the batch) do not make whole images of image_grid_thw "

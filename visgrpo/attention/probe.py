@@ -115,7 +115,9 @@ class _ProbeFn(torch.autograd.Function):
     def forward(ctx, query, key, rows, cols, attention_mask, scale, chunk):
         ctx.save_for_backward(query, key, rows, cols)
         ctx.attention_mask, ctx.scale, ctx.chunk = attention_mask, scale, chunk
-        return _probe_forward(query, key, rows, cols, attention_mask, scale, chunk, False)  # [B, H, T, C]
+        return _probe_forward(
+            query, key, rows, cols, attention_mask, scale, chunk, False
+        )  # [B, H, T, C]
 
     @staticmethod
     def backward(ctx, grad):
@@ -176,7 +178,9 @@ def probe_attention(
     if cols.numel() and (int(cols.min()) < 0 or int(cols.max()) >= L):
         raise ValueError(f"probe: key positions outside [0, {L})")
     if with_grad and torch.is_grad_enabled():
-        out = _ProbeFn.apply(query, key, rows, cols, attention_mask, scale, chunk_size)  # [B, H, T, C]
+        out = _ProbeFn.apply(
+            query, key, rows, cols, attention_mask, scale, chunk_size
+        )  # [B, H, T, C]
         return out.mean(1) if mean_heads else out
     with torch.no_grad():
         out = _probe_forward(query, key, rows, cols, attention_mask, scale, chunk_size, mean_heads)
@@ -245,7 +249,9 @@ class AttentionProbe:
             self.response_layers = {self._norm(i, n, "response_columns") for i in response_columns}
         self.grad_layers = {self._norm(i, n, "grad_layers") for i in grad_layers}
         if not (self.response_layers | self.grad_layers) <= self.layers:
-            raise ValueError("probe: response_columns / grad_layers must be among the probed layers")
+            raise ValueError(
+                "probe: response_columns / grad_layers must be among the probed layers"
+            )
         if query_positions.dim() != 2 or image_positions.dim() != 2:
             raise ValueError("probe: query_positions must be [B, T] and image_positions [B, N]")
         if image_positions.shape[0] != query_positions.shape[0]:
@@ -255,10 +261,14 @@ class AttentionProbe:
         self.rows = query_positions.long()
         self.cols = image_positions.long()
         self.query_mask = (
-            torch.ones_like(self.rows, dtype=torch.bool) if query_mask is None else query_mask.bool()
+            torch.ones_like(self.rows, dtype=torch.bool)
+            if query_mask is None
+            else query_mask.bool()
         )
         self.image_mask = (
-            torch.ones_like(self.cols, dtype=torch.bool) if image_mask is None else image_mask.bool()
+            torch.ones_like(self.cols, dtype=torch.bool)
+            if image_mask is None
+            else image_mask.bool()
         )
         if self.query_mask.shape != self.rows.shape or self.image_mask.shape != self.cols.shape:
             raise ValueError("probe: query_mask / image_mask shapes must match the positions")
@@ -301,12 +311,22 @@ class AttentionProbe:
         rows, cols = self.rows.to(dev), cols.to(dev)
         scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
         attn = probe_attention(
-            query, key, attention_mask, rows, cols, scale, self.chunk_size,
-            with_grad=idx in self.grad_layers, mean_heads=not self.per_head,
+            query,
+            key,
+            attention_mask,
+            rows,
+            cols,
+            scale,
+            self.chunk_size,
+            with_grad=idx in self.grad_layers,
+            mean_heads=not self.per_head,
         )  # [B, (H,) T, C]
-        valid = self.query_mask.to(dev)[:, :, None] & torch.cat(
-            [self.image_mask, self.query_mask] if want_resp else [self.image_mask], 1
-        ).to(dev)[:, None, :]  # [B, T, C]
+        valid = (
+            self.query_mask.to(dev)[:, :, None]
+            & torch.cat(
+                [self.image_mask, self.query_mask] if want_resp else [self.image_mask], 1
+            ).to(dev)[:, None, :]
+        )  # [B, T, C]
         if self.per_head:
             valid = valid[:, None]
         attn = attn * valid

@@ -1,0 +1,211 @@
+"""One teacher-forced policy forward giving log-probs, entropies, hidden states and attention.
+
+DESIGN.md "Data flow of one RL step", step 4: a single forward of the policy over
+prompt + response serves the token log-probs, the entropies of the sampling distribution,
+the last-layer hidden states (VGPO) and the attention probe's response-to-image attention
+(SAYO, AT-RL, EASE), with autograd where the caller's context has it.
+
+Layout: ``input_ids`` [B, L] is the prompt left-padded to P followed by the response
+right-padded to T (L = P + T). Response token t sits at position ``P + t`` and is predicted
+by row ``P + t - 1`` ("row of token t", METHODS.md notation); every per-token signal uses
+that row. The lm_head is applied to those T rows only, never to all L (no [B, L, V]
+logits). Hidden states are the decoder's final output (after its last norm), i.e. what
+``output_hidden_states`` reports as the last layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from visgrpo.attention.hidden import masked_mean_rows
+from visgrpo.attention.locate import ImageTokens, locate_image_tokens
+from visgrpo.attention.probe import AttentionProbe
+from visgrpo.objectives.logprobs import token_logprobs_and_entropy
+
+_MODEL_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "second_per_grid_ts",
+    "mm_token_type_ids",
+)
+
+
+@dataclass
+class ForwardResult:
+    """Outputs of :func:`policy_forward` (rows aligned with response tokens).
+
+    Attributes:
+        logp: [B, T] float32 log-prob of each response token (0 at padding); carries grad.
+        entropy: [B, T] float32 entropy of softmax(logits / temperature) (0 at padding);
+            carries grad.
+        response_mask: [B, T] bool.
+        image_tokens: layout of the image tokens (:class:`ImageTokens`).
+        hidden: [B, T, D] last-layer hidden states at the response rows, or None.
+        image_hidden_mean: [B, D] float32 mean last-layer hidden state of the image tokens.
+        image_attention: layer -> [B, T, N] (keys as requested, e.g. -1).
+        response_attention: layer -> [B, T, T].
+    """
+
+    logp: Tensor
+    entropy: Tensor
+    response_mask: Tensor
+    image_tokens: ImageTokens
+    hidden: Tensor | None = None
+    image_hidden_mean: Tensor | None = None
+    image_attention: dict[int, Tensor] = field(default_factory=dict)
+    response_attention: dict[int, Tensor] = field(default_factory=dict)
+
+    def to_signals(self, **extra: Any):
+        """Build a ``visgrpo.credit.base.Signals`` from this result plus ``extra`` fields.
+
+        Signals get detached entropies and hidden states (credit signals are constants),
+        attention as computed (grad layers keep their graph). ``extra`` supplies
+        ``group_ids``, ``rewards``, ``evidence_*`` etc. and overrides any field here.
+        """
+        from visgrpo.credit.base import Signals
+
+        values = {
+            "response_mask": self.response_mask,
+            "image_mask": self.image_tokens.mask,
+            "entropies": self.entropy.detach(),
+            "hidden": None if self.hidden is None else self.hidden.detach(),
+            "image_hidden_mean": (
+                None if self.image_hidden_mean is None else self.image_hidden_mean.detach()
+            ),
+            "image_attention": self.image_attention,
+            "response_attention": self.response_attention,
+        }
+        values.update(extra)
+        names = {f.name for f in dataclasses.fields(Signals)}
+        return Signals(**{k: v for k, v in values.items() if k in names})
+
+
+def _base_model(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not (hasattr(base, "model") and hasattr(base, "lm_head")):
+        raise ValueError(
+            f"policy_forward needs a *ForConditionalGeneration model with .model and .lm_head, "
+            f"got {type(base).__name__}"
+        )
+    return base
+
+
+def _prompt_len(batch: dict) -> int:
+    for key in ("prompt_len", "P"):
+        if key in batch:
+            value = batch[key]
+            return int(value.item() if isinstance(value, Tensor) else value)
+    raise ValueError("batch needs 'prompt_len' (or 'P'): the left-padded prompt length")
+
+
+def _layers(request, name: str) -> list[int]:
+    return [int(i) for i in (getattr(request, name, None) or ())] if request is not None else []
+
+
+def policy_forward(
+    model,
+    batch: dict,
+    request=None,
+    temperature: float = 1.0,
+    logprob_chunk: int = 1024,
+    probe_chunk: int = 256,
+) -> ForwardResult:
+    """Run ONE forward of the policy and return every per-token signal requested.
+
+    Args:
+        model: Qwen2-VL / Qwen2.5-VL / Qwen3-VL ``*ForConditionalGeneration``, or a peft
+            wrapper of one. Runs with or without grad as the caller's context says.
+        batch: dict with ``input_ids`` [B, L], ``attention_mask`` [B, L], ``response_mask``
+            [B, T] bool, ``prompt_len`` int P (L = P + T), and the processor's vision inputs
+            (``pixel_values``, ``image_grid_thw``, optional ``mm_token_type_ids``; derived
+            from ``input_ids`` when absent, since Qwen's 3D rope needs it).
+        request: a ``SignalRequest`` (fields ``image_attention_layers``,
+            ``response_attention_layers``, ``grad_attention_layers``, ``hidden_states``,
+            ``entropies``) or None (log-probs and entropies only).
+        temperature: sampling temperature for log-probs and entropies.
+        logprob_chunk: rows per chunk of the log-softmax.
+        probe_chunk: query rows per chunk of the attention probe.
+
+    Returns:
+        :class:`ForwardResult`.
+    """
+    base = _base_model(model)
+    cfg = base.config
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    response_mask = batch["response_mask"].bool()  # [B, T]
+    B, L = input_ids.shape
+    T = response_mask.shape[1]
+    P = _prompt_len(batch)
+    if P < 1 or P + T != L:
+        raise ValueError(f"batch: prompt_len {P} + response length {T} != sequence length {L}")
+    dev = input_ids.device
+
+    merge = cfg.vision_config.spatial_merge_size
+    tokens = locate_image_tokens(
+        input_ids, attention_mask, cfg.image_token_id, batch.get("image_grid_thw"), merge
+    )
+    kwargs = {k: batch[k] for k in _MODEL_KEYS if batch.get(k) is not None}
+    if "mm_token_type_ids" not in kwargs:
+        mm = (input_ids == cfg.image_token_id).long()  # [B, L] 1 = image token
+        video_id = getattr(cfg, "video_token_id", None)
+        if video_id is not None:
+            mm = mm.masked_fill(input_ids == video_id, 2)
+        kwargs["mm_token_type_ids"] = mm
+
+    img_layers = _layers(request, "image_attention_layers")
+    resp_layers = _layers(request, "response_attention_layers")
+    grad_layers = _layers(request, "grad_attention_layers")
+    probed = sorted(set(img_layers) | set(resp_layers) | set(grad_layers))
+    rows = (P - 1 + torch.arange(T, device=dev)).expand(B, T)  # [B, T] row of token t
+
+    probe = None
+    if probed:
+        probe = AttentionProbe(
+            base,
+            probed,
+            rows,
+            tokens.positions,
+            query_mask=response_mask,
+            image_mask=tokens.mask,
+            response_columns=resp_layers,
+            grad_layers=grad_layers,
+            chunk_size=probe_chunk,
+        )
+        with probe:
+            out = base.model(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
+            )
+    else:
+        out = base.model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
+        )
+    last = out.last_hidden_state  # [B, L, D]
+    resp_hidden = last[:, P - 1 : P - 1 + T]  # [B, T, D]
+    logits = base.lm_head(resp_hidden)  # [B, T, V]
+    labels = input_ids[:, P:].masked_fill(~response_mask, -100)  # [B, T]
+    logp, entropy = token_logprobs_and_entropy(logits, labels, temperature, logprob_chunk)
+    entropy = entropy * response_mask  # [B, T]
+
+    result = ForwardResult(
+        logp=logp, entropy=entropy, response_mask=response_mask, image_tokens=tokens
+    )
+    if request is not None and getattr(request, "hidden_states", False):
+        result.hidden = resp_hidden
+        result.image_hidden_mean = masked_mean_rows(last, tokens.positions, tokens.mask)
+    if probe is not None:
+        n = len(probe.decoder.layers)
+        for i in set(img_layers) | set(grad_layers):
+            result.image_attention[i] = probe.image_attention[i % n]
+        for i in resp_layers:
+            result.response_attention[i] = probe.response_attention[i % n]
+    return result
+
+
+__all__ = ["ForwardResult", "policy_forward"]
