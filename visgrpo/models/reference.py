@@ -50,6 +50,9 @@ class ReferencePolicy:
         """Context yielding the reference model, under ``torch.no_grad``."""
         with torch.no_grad():
             if self._copy is not None:
+                device = next(self._policy.parameters()).device
+                if next(self._copy.parameters()).device != device:
+                    self._copy.to(device)  # the copy is not a submodule: follow the policy
                 yield self._copy
             else:
                 with self._policy.disable_adapter():
