@@ -116,3 +116,35 @@ def test_policy_forward_with_lora_and_grad(tiny_model_dirs, rl_batch):
     with torch.no_grad():
         plain = policy_forward(model, batch).logp
     torch.testing.assert_close(res.logp.detach(), plain, atol=1e-5, rtol=0)
+
+
+def test_policy_forward_under_gradient_checkpointing(tiny_model_dirs, rl_batch):
+    """Non-reentrant checkpointing recomputes layers after the probe context has exited:
+    attention-loss gradients must equal those without checkpointing."""
+    from transformers import AutoModelForImageTextToText
+
+    path = tiny_model_dirs["qwen2_5_vl"]
+    batch = rl_batch(path)
+    req = SimpleNamespace(
+        image_attention_layers=[1],
+        response_attention_layers=[1],
+        grad_attention_layers=[1],
+        hidden_states=False,
+        entropies=True,
+    )
+    grads = []
+    for ckpt in (False, True):
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+        if ckpt:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        model.train()
+        res = policy_forward(model, batch, req)
+        W = torch.randn(res.image_attention[1].shape, generator=torch.Generator().manual_seed(0))
+        (res.logp.sum() + (res.image_attention[1] * W).sum()).backward()
+        lay = model.model.language_model.layers
+        grads.append([lay[1].self_attn.q_proj.weight.grad, lay[0].self_attn.k_proj.weight.grad])
+    for a, b in zip(*grads, strict=True):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

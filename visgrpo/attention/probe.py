@@ -24,10 +24,11 @@ query/key"). With p_c the selected probabilities and g_c their incoming gradient
 score gradient is ``ds_j = [j selected] g_j p_j - p_j * sum_c g_c p_c`` (softmax Jacobian),
 then ``dq = s * ds @ k`` and ``dk = s * ds^T @ q``.
 
-Gradient checkpointing: with non-reentrant checkpointing a layer's forward runs twice; the
-probe stores the result of the first call of a layer and recomputes identically in the
-second, so the stored tensors stay valid. Reentrant checkpointing runs the first forward
-without grad, so ``grad_layers`` would get no gradient there (not supported).
+Gradient checkpointing (non-reentrant): a layer's forward is recomputed during backward,
+usually after the probe context has exited. The probe keeps the first result of each layer
+and saves its own backward tensors (the layer's query/key) outside the checkpoint's hooks,
+so the recomputation matches whether or not the probe is still installed. Reentrant
+checkpointing runs the first forward without grad: ``grad_layers`` get no gradient there.
 """
 
 from __future__ import annotations
@@ -63,29 +64,35 @@ AttentionMaskInterface.register(PROBE_NAME, sdpa_mask)
 
 
 def _allowed_rows(attention_mask: Tensor | None, rows: Tensor, B: int, L: int) -> Tensor:
-    """Additive float32 mask [B, 1, c, L] of the query rows ``rows`` [B, c] (0 or -inf)."""
+    """Mask of the query rows ``rows`` [B, c]: bool [B, 1, c, L] (True = visible), or the
+    additive float rows of a float mask."""
     if attention_mask is None:  # plain causal: key j visible from row i iff j <= i
-        ok = torch.arange(L, device=rows.device)[None, None, :] <= rows[:, :, None]  # [B, c, L]
-        return torch.zeros(ok.shape, device=rows.device).masked_fill(~ok, float("-inf"))[:, None]
+        return (torch.arange(L, device=rows.device)[None, None, :] <= rows[:, :, None])[:, None]
     if attention_mask.dim() != 4 or attention_mask.shape[-1] != L:
         raise ValueError(f"probe: unsupported attention mask shape {tuple(attention_mask.shape)}")
     m = attention_mask[:, 0].expand(B, -1, -1)  # [B, L, L]
     m = m.gather(1, rows[:, :, None].expand(-1, -1, L))  # [B, c, L]
-    if m.dtype == torch.bool:
-        return torch.zeros(m.shape, device=m.device).masked_fill(~m, float("-inf"))[:, None]
-    return m.to(torch.float32)[:, None]
+    return m[:, None] if m.dtype == torch.bool else m.to(torch.float32)[:, None]
 
 
-def _chunk_probs(q_rows, key, add_mask, cols, scale):
+def _chunk_probs(q_rows, key, mask, cols, scale):
     """Probabilities of one chunk. q_rows [B, Hkv, G, c, d], key [B, Hkv, L, d] (float32),
-    add_mask [B, 1, c, L] additive, cols [B, C]. Returns (sel [B, Hkv, G, c, C], p [.., c, L])."""
+    mask [B, 1, c, L] (bool visible, or additive float), cols [B, C].
+    Returns (sel [B, Hkv, G, c, C], p [B, Hkv, G, c, L])."""
     B, Hkv, G, c, d = q_rows.shape
     L = key.shape[2]
-    s = torch.matmul(q_rows.reshape(B, Hkv, G * c, d), key.transpose(-1, -2)) * scale
-    s = s.view(B, Hkv, G, c, L) + add_mask[:, :, None]  # [B, Hkv, G, c, L]
-    lse = torch.logsumexp(s, dim=-1, keepdim=True)  # [B, Hkv, G, c, 1]
-    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # fully masked rows -> 0
-    p = torch.exp(s - lse)  # [B, Hkv, G, c, L]
+    # In place after the matmul: one [B, H, c, L] float32 buffer (plus small row stats).
+    s = torch.matmul(q_rows.reshape(B, Hkv, G * c, d) * scale, key.transpose(-1, -2))
+    s = s.view(B, Hkv, G, c, L)  # [B, Hkv, G, c, L] scores
+    if mask.dtype == torch.bool:
+        s.masked_fill_(~mask[:, :, None], float("-inf"))
+    else:
+        s.add_(mask[:, :, None])
+    mx = s.amax(-1, keepdim=True)  # [B, Hkv, G, c, 1]
+    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))  # fully masked rows
+    p = s.sub_(mx).exp_()  # unnormalised
+    z = p.sum(-1, keepdim=True).clamp_(min=1.0)  # >= 1 on any row with a visible key
+    p.div_(z)  # [B, Hkv, G, c, L] softmax over every visible key
     idx = cols[:, None, None, None, :].expand(B, Hkv, G, c, cols.shape[1])
     return p.gather(-1, idx), p
 
@@ -201,6 +208,10 @@ def text_decoder(model):
     raise ValueError(f"cannot find the text decoder of {type(m).__name__}")
 
 
+def _identity(t):
+    return t
+
+
 class AttentionProbe:
     """Context manager installing the probe on a model's text decoder for the forwards inside.
 
@@ -310,28 +321,32 @@ class AttentionProbe:
         dev = query.device
         rows, cols = self.rows.to(dev), cols.to(dev)
         scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
-        attn = probe_attention(
-            query,
-            key,
-            attention_mask,
-            rows,
-            cols,
-            scale,
-            self.chunk_size,
-            with_grad=idx in self.grad_layers,
-            mean_heads=not self.per_head,
-        )  # [B, (H,) T, C]
-        valid = (
-            self.query_mask.to(dev)[:, :, None]
-            & torch.cat(
-                [self.image_mask, self.query_mask] if want_resp else [self.image_mask], 1
-            ).to(dev)[:, None, :]
-        )  # [B, T, C]
-        if self.per_head:
-            valid = valid[:, None]
-        attn = attn * valid
-        if idx in self.image_attention:  # recomputation under gradient checkpointing: keep first
+        if idx in self.image_attention:  # recomputation under gradient checkpointing
             return
+        # Identity saved-tensor hooks: what the probe saves for backward bypasses an
+        # enclosing checkpoint's hooks, so its recomputation (with or without the probe
+        # installed) sees the same saved tensors as the original forward.
+        with torch.autograd.graph.saved_tensors_hooks(_identity, _identity):
+            attn = probe_attention(
+                query,
+                key,
+                attention_mask,
+                rows,
+                cols,
+                scale,
+                self.chunk_size,
+                with_grad=idx in self.grad_layers,
+                mean_heads=not self.per_head,
+            )  # [B, (H,) T, C]
+            valid = (
+                self.query_mask.to(dev)[:, :, None]
+                & torch.cat(
+                    [self.image_mask, self.query_mask] if want_resp else [self.image_mask], 1
+                ).to(dev)[:, None, :]
+            )  # [B, T, C]
+            if self.per_head:
+                valid = valid[:, None]
+            attn = attn * valid
         N = self.cols.shape[1]
         self.image_attention[idx] = attn[..., :N]
         if want_resp:
