@@ -50,7 +50,7 @@ def merged_weights(model):
         base = model.get_base_model() if is_peft else model
         pairs = []
         for name, param in base.state_dict().items():
-            if "lora_" in name or "modules_to_save" in name and "original_module" in name:
+            if "lora_" in name or ("modules_to_save" in name and "original_module" in name):
                 continue
             pairs.append((name.replace(".base_layer", ""), param.detach()))
         yield pairs
