@@ -148,3 +148,26 @@ def test_policy_forward_under_gradient_checkpointing(tiny_model_dirs, rl_batch):
     for a, b in zip(*grads, strict=True):
         assert a.abs().max() > 0
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_policy_forward_accepts_rollout_batch_objects(tiny_models):
+    """An object with attributes (RolloutBatch-style, ``prompt_length``) works like the dict."""
+    sdpa, _, batch = tiny_models["qwen2_vl"]
+    obj = SimpleNamespace(**{k: v for k, v in batch.items() if k != "prompt_len"})
+    obj.prompt_length = batch["prompt_len"]
+    with torch.no_grad():
+        a = policy_forward(sdpa, batch).logp
+        b = policy_forward(sdpa, obj).logp
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_to_signals_fills_credit_signals(tiny_models):
+    base = pytest.importorskip("visgrpo.credit.base")
+    sdpa, _, batch = tiny_models["qwen2_5_vl"]
+    with torch.no_grad():
+        res = policy_forward(sdpa, batch, REQ)
+    sig = res.to_signals(group_ids=torch.tensor([0, 0]), rewards=torch.tensor([1.0, 0.0]))
+    assert isinstance(sig, base.Signals)
+    assert sig.image_attention[-1] is res.image_attention[-1]
+    assert torch.equal(sig.image_mask, res.image_tokens.mask)
+    assert torch.equal(sig.hidden, res.hidden) and torch.equal(sig.entropies, res.entropy)

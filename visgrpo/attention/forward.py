@@ -16,6 +16,7 @@ logits). Hidden states are the decoder's final output (after its last norm), i.e
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,11 +99,22 @@ def _base_model(model):
 
 
 def _prompt_len(batch: dict) -> int:
-    for key in ("prompt_len", "P"):
+    for key in ("prompt_len", "prompt_length", "P"):
         if key in batch:
             value = batch[key]
             return int(value.item() if isinstance(value, Tensor) else value)
-    raise ValueError("batch needs 'prompt_len' (or 'P'): the left-padded prompt length")
+    raise ValueError("batch needs 'prompt_len' (or 'prompt_length'): the left-padded prompt length")
+
+
+def _as_dict(batch) -> dict:
+    """A dict batch as is; a RolloutBatch-like object through its attributes."""
+    if isinstance(batch, Mapping):
+        return dict(batch)
+    out = dict(batch.model_inputs()) if hasattr(batch, "model_inputs") else {}
+    for key in ("input_ids", "attention_mask", "response_mask", "prompt_length", *_MODEL_KEYS):
+        if key not in out and getattr(batch, key, None) is not None:
+            out[key] = getattr(batch, key)
+    return out
 
 
 def _layers(request, name: str) -> list[int]:
@@ -122,8 +134,9 @@ def policy_forward(
     Args:
         model: Qwen2-VL / Qwen2.5-VL / Qwen3-VL ``*ForConditionalGeneration``, or a peft
             wrapper of one. Runs with or without grad as the caller's context says.
-        batch: dict with ``input_ids`` [B, L], ``attention_mask`` [B, L], ``response_mask``
-            [B, T] bool, ``prompt_len`` int P (L = P + T), and the processor's vision inputs
+        batch: dict (or a ``RolloutBatch``) with ``input_ids`` [B, L], ``attention_mask``
+            [B, L], ``response_mask`` [B, T] bool, ``prompt_len`` / ``prompt_length`` int P
+            (L = P + T), and the processor's vision inputs
             (``pixel_values``, ``image_grid_thw``, optional ``mm_token_type_ids``; derived
             from ``input_ids`` when absent, since Qwen's 3D rope needs it).
         request: a ``SignalRequest`` (fields ``image_attention_layers``,
@@ -138,6 +151,7 @@ def policy_forward(
     """
     base = _base_model(model)
     cfg = base.config
+    batch = _as_dict(batch)
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     response_mask = batch["response_mask"].bool()  # [B, T]
     B, L = input_ids.shape
