@@ -1,0 +1,1 @@
+"""Benchmarks: visgrpo vs TRL GRPOTrainer, credit overhead, micro-benchmarks (see README.md)."""

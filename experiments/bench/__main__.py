@@ -1,0 +1,304 @@
+"""``python -m experiments.bench [--quick]``: visgrpo vs TRL, credit overhead, micro-benchmarks.
+
+Writes experiments/bench/results.json and results.md (see experiments/bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from experiments.bench.harness import (
+    ROOT,
+    RunSpec,
+    machine_info,
+    prepare_assets,
+    run_worker,
+    summarise,
+    worker_env,
+    worker_main,
+)
+
+HERE = Path(__file__).resolve().parent
+CREDITS = ("sayo", "vgpo", "atrl", "ease")
+TARGETS = {"visgrpo_over_trl": 1.2, "sayo": 1.10, "vgpo": 1.10, "atrl": 1.10, "ease": 1.25}
+# Helpers' standalone scripts: (file, quick args, full args). Missing files are reported as such.
+MICRO = (
+    ("logprob_memory.py", ["--rows", "1024", "--vocab", "16384"], []),
+    ("probe_memory_bench.py", ["--quick"], []),
+    ("credit_vs_loop_bench.py", ["--quick"], []),
+    ("data_masks_bench.py", ["--quick"], []),
+    ("data_convert_bench.py", ["--quick"], []),
+)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="~1-2 minutes: fewer repeats and steps")
+    p.add_argument("--repeats", type=int, help="alternating visgrpo/TRL runs per configuration")
+    p.add_argument("--steps", type=int, help="measured optimiser steps per run (after warm-up)")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps per run")
+    p.add_argument("--prompts", type=int, default=2, help="prompts per step")
+    p.add_argument("--group", type=int, default=4, help="responses per prompt (G)")
+    p.add_argument("--max-completion", type=int, default=32, help="max new tokens per response")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--credit", default=",".join(CREDITS), help="credit methods ('' = none)")
+    p.add_argument("--model", help="model directory or hub id (default: build the tiny Qwen2.5-VL)")
+    p.add_argument("--data", help="evidence dataset directory (default: synthetic)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--vllm", action="store_true", help="vLLM rollouts on both sides (CUDA)")
+    p.add_argument("--skip-trl", action="store_true")
+    p.add_argument("--skip-micro", action="store_true")
+    p.add_argument("--workdir", help="where the tiny model and data are built (default: a temp dir)")
+    p.add_argument("--out", default=str(HERE / "results.json"))
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    a.repeats = a.repeats or (2 if a.quick else 5)
+    a.steps = a.steps or (2 if a.quick else 4)
+    a.credit = [c for c in a.credit.split(",") if c]
+    return a
+
+
+def throughput_runs(base: RunSpec, a, log) -> dict[str, list[dict]]:
+    """Alternating fresh-process runs: each round runs visgrpo and TRL (order flipped every
+    round) and, in the quick mode on round 0 only, every credit configuration."""
+    runs: dict[str, list[dict]] = {}
+    for r in range(a.repeats):
+        pair = [replace(base, side="visgrpo"), replace(base, side="trl")]
+        if a.skip_trl:
+            pair = pair[:1]
+        order = pair if r % 2 == 0 else pair[::-1]
+        if not a.quick or r == 0:
+            order += [replace(base, side="visgrpo", credit=[c]) for c in a.credit]
+        for spec in order:
+            res = run_worker(spec)
+            runs.setdefault(spec.label, []).append(res)
+            msg = res.get("error", "").splitlines()[-1:] if "error" in res else None
+            log(f"  round {r} {spec.label:<22} "
+                + (f"FAILED {msg}" if msg else
+                   f"{res['median_step_s']:.3f} s/step  {res['samples_per_s']:.1f} samples/s  "
+                   f"peak RSS {res['peak_rss_mb']:.0f} MB"))
+    return runs
+
+
+def paired_ratio(num: list[dict], den: list[dict]) -> float | None:
+    """Median over rounds of num/den median step time (rounds where both ran)."""
+    pairs = [(n["median_step_s"], d["median_step_s"]) for n, d in zip(num, den, strict=False)
+             if "error" not in n and "error" not in d]
+    return statistics.median(x / y for x, y in pairs) if pairs else None
+
+
+def comparisons(runs: dict[str, list[dict]], summary: dict, credits: list[str]) -> dict:
+    out: dict = {}
+    vis, trl = summary.get("visgrpo_dapo", {}), summary.get("trl_grpo", {})
+    if "samples_per_s" in vis and "samples_per_s" in trl:
+        ratio = vis["samples_per_s"] / trl["samples_per_s"]
+        out["visgrpo_over_trl"] = {
+            "throughput_ratio": ratio,
+            "tokens_ratio": vis["tokens_per_s"] / trl["tokens_per_s"],
+            "paired_ratio": paired_ratio(runs["trl_grpo"], runs["visgrpo_dapo"]),
+            "target": TARGETS["visgrpo_over_trl"],
+            "meets_target": ratio >= TARGETS["visgrpo_over_trl"],
+        }
+    for c in credits:
+        cs = summary.get(f"visgrpo_dapo+{c}", {})
+        if "median_step_s" in cs and "median_step_s" in vis:
+            ratio = cs["median_step_s"] / vis["median_step_s"]
+            out[c] = {
+                "step_time_ratio": ratio,
+                "paired_ratio": paired_ratio(runs[f"visgrpo_dapo+{c}"], runs["visgrpo_dapo"]),
+                "target": TARGETS[c],
+                "meets_target": ratio <= TARGETS[c],
+            }
+    return out
+
+
+def _script_help(path: Path) -> str:
+    res = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
+                         env=worker_env(2), cwd=ROOT, timeout=120)
+    return res.stdout
+
+
+def micro_benchmarks(quick: bool, workdir: Path, log) -> dict:
+    """Run the helpers' scripts (fresh processes) and collect their JSON / printed figures."""
+    out: dict = {}
+    for name, quick_args, full_args in MICRO:
+        path = HERE / name
+        if not path.exists():
+            out[name] = {"status": "missing", "note": f"{name} is not in experiments/bench yet"}
+            log(f"  {name}: missing")
+            continue
+        args = list(quick_args if quick else full_args)
+        help_text = _script_help(path)
+        args = [x for x in args if x != "--quick" or "--quick" in help_text]
+        json_out = workdir / f"{path.stem}.json"
+        if "--out" in help_text:
+            args += ["--out", str(json_out)]
+        t0 = time.perf_counter()
+        try:
+            res = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+                                 env=worker_env(2), cwd=ROOT, timeout=1800)
+        except subprocess.TimeoutExpired:
+            out[name] = {"status": "timeout", "args": args}
+            continue
+        entry: dict = {"status": "ok" if res.returncode == 0 else f"exit {res.returncode}",
+                       "args": args, "seconds": time.perf_counter() - t0,
+                       "stdout_tail": res.stdout.strip().splitlines()[-25:]}
+        if res.returncode != 0:
+            entry["stderr_tail"] = res.stderr.strip().splitlines()[-15:]
+        if json_out.exists():
+            entry["json"] = json.loads(json_out.read_text())
+        parsed = [json.loads(ln) for ln in res.stdout.splitlines() if ln.strip().startswith("{")
+                  and _is_json(ln)]
+        if parsed:
+            entry["stdout_json"] = parsed
+        entry["figures"] = _figures(name, entry)
+        out[name] = entry
+        log(f"  {name}: {entry['status']} ({entry['seconds']:.1f} s) {entry['figures']}")
+    return out
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except ValueError:
+        return False
+
+
+def _figures(name: str, entry: dict) -> dict:
+    """Headline numbers of a micro-benchmark (parsed from its JSON or printed lines)."""
+    text = "\n".join(entry.get("stdout_tail", []))
+    figs: dict = {}
+    if name == "logprob_memory.py":
+        for variant, mib, sec in re.findall(r"(\w+): peak \+(\d+) MiB\s+\(([\d.]+) s\)", text):
+            figs[f"{variant}_peak_mib"], figs[f"{variant}_s"] = float(mib), float(sec)
+        m = re.search(r"peak ratio unchunked / chunked = ([\d.]+)x", text)
+        if m:
+            figs["unchunked_over_chunked_peak"] = float(m.group(1))
+    elif name == "probe_memory_bench.py" and "json" in entry:
+        rows = {r["config"]: r for r in entry["json"].get("rows", [])}
+        for cfg, r in rows.items():
+            figs[f"{cfg}_extra_mb"], figs[f"{cfg}_s"] = r.get("extra_vs_sdpa_mb"), r.get("seconds")
+        figs.update(entry["json"].get("summary", {}))
+    elif "json" in entry and isinstance(entry["json"], dict):
+        figs = entry["json"].get("summary", {}) or {}
+    elif entry.get("stdout_json"):
+        figs = entry["stdout_json"][-1]
+    return figs
+
+
+def _f(x, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def write_markdown(res: dict) -> str:
+    """The results as markdown: machine, settings, medians, ratios vs targets, micro-benchmarks."""
+    m, s = res["machine"], res["settings"]
+    v = m["versions"]
+    lines = [
+        "# visgrpo benchmark results", "",
+        f"Generated by `python -m experiments.bench{' --quick' if s['quick'] else ''}` on {m['time']}.", "",
+        "| machine | |", "|---|---|",
+        f"| CPU | {m['cpu']} ({m['logical_cores']} logical, {m['usable_cores']} usable; "
+        f"{m['threads_per_run']} torch thread(s) per run; load {_f(m['loadavg_1m'], '.1f')}) |",
+        f"| versions | python {m['python']}, torch {v['torch']}, transformers {v['transformers']}, "
+        f"trl {v['trl']}, lightning {v['lightning']} |",
+        f"| commit | {m['git_commit'][:12]}{' (dirty tree)' if m['git_dirty'] else ''} |",
+        f"| work per step | {s['prompts']} prompts x G={s['group']} responses, <= {s['max_completion']} new "
+        f"tokens, T={s['temperature']}, AdamW lr {s['lr']}, beta 0, device {s['device']}"
+        f"{', vLLM' if s['vllm'] else ''} |",
+        f"| repeats | {s['repeats']} fresh-process runs per configuration (visgrpo/TRL alternating), "
+        f"{s['steps']} measured steps each after {s['warmup']} warm-up |", "",
+        "## End-to-end RL step (medians)", "",
+        "| configuration | step s | samples/s | tokens/s | mean len | RSS before MB | peak RSS MB | runs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, r in res["summary"].items():
+        if "error" in r:
+            err = str(r["error"]).strip().splitlines()[-1][:120] if r["error"] else "error"
+            lines.append(f"| {label} | failed: {err} | | | | | | 0/{r['runs']} |")
+            continue
+        lines.append(
+            f"| {label} | {_f(r['median_step_s'])} | {_f(r['samples_per_s'], '.1f')} | "
+            f"{_f(r['tokens_per_s'], '.0f')} | {_f(r['mean_completion_len'], '.1f')} | "
+            f"{_f(r['rss_before_mb'], '.0f')} | {_f(r['peak_rss_mb'], '.0f')} | {r['ok_runs']}/{r['runs']} |"
+        )
+    lines += ["", "## Ratios vs targets", "", "| comparison | ratio | paired-round median | target | met |",
+              "|---|---|---|---|---|"]
+    for name, c in res["comparisons"].items():
+        if name == "visgrpo_over_trl":
+            lines.append(f"| visgrpo / TRL throughput (samples/s) | {_f(c['throughput_ratio'], '.2f')}x | "
+                         f"{_f(c['paired_ratio'], '.2f')}x | >= {c['target']}x | {'yes' if c['meets_target'] else 'NO'} |")
+        else:
+            lines.append(f"| DAPO+{name} / DAPO step time | {_f(c['step_time_ratio'], '.2f')}x | "
+                         f"{_f(c['paired_ratio'], '.2f')}x | <= {c['target']}x | {'yes' if c['meets_target'] else 'NO'} |")
+    lines += ["", "## Micro-benchmarks (helpers' scripts, fresh processes)", ""]
+    for name, e in res.get("micro", {}).items():
+        figs = ", ".join(f"{k}={_f(val, '.3g') if isinstance(val, (int, float)) else val}"
+                         for k, val in (e.get("figures") or {}).items())
+        lines.append(f"- `{name}` {' '.join(e.get('args', []))}: {e['status']}"
+                     + (f" ({e['seconds']:.1f} s)" if "seconds" in e else "") + (f": {figs}" if figs else ""))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if a.worker:
+        return worker_main(a.worker)
+    t_start = time.perf_counter()
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    tmp = None if a.workdir else tempfile.TemporaryDirectory(prefix="visgrpo-bench-")
+    workdir = Path(a.workdir or tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    info = machine_info(a.threads)
+    log(f"machine: {info['cpu']} ({info['usable_cores']} usable cores), torch "
+        f"{info['versions']['torch']}, trl {info['versions']['trl']}, commit {info['git_commit'][:10]}")
+    model_dir, data_dir = prepare_assets(workdir) if not (a.model and a.data) else (a.model, a.data)
+    if a.model and not a.data:
+        _, data_dir = prepare_assets(workdir)
+    model_dir = a.model or model_dir
+    base = RunSpec(side="visgrpo", model_dir=str(model_dir), data_dir=str(data_dir),
+                   prompts_per_step=a.prompts, group_size=a.group,
+                   max_completion_length=a.max_completion, temperature=a.temperature,
+                   learning_rate=a.lr, warmup_steps=a.warmup, measure_steps=a.steps,
+                   threads=a.threads, device=a.device, vllm=a.vllm, workdir=str(workdir))
+    log(f"throughput: {a.repeats} rounds x {a.steps} measured steps (+{a.warmup} warm-up), "
+        f"{a.prompts} prompts x G={a.group}, max {a.max_completion} new tokens")
+    runs = throughput_runs(base, a, log)
+    summary = {label: summarise(rs) for label, rs in runs.items()}
+    micro = {} if a.skip_micro else micro_benchmarks(a.quick, workdir, log)
+    results = {
+        "machine": info,
+        "settings": {**{k: v for k, v in vars(a).items() if k not in ("worker", "out")},
+                     "objective": "dapo (dynamic sampling off, overlong shaping on)",
+                     "trl": "GRPOTrainer loss_type=dapo eps 0.2/0.28 beta=0 num_iterations=1"},
+        "summary": summary,
+        "comparisons": comparisons(runs, summary, a.credit),
+        "micro": micro,
+        "runs": runs,
+        "total_s": time.perf_counter() - t_start,
+    }
+    out = Path(a.out)
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    md = out.with_suffix(".md")
+    md.write_text(write_markdown(results))
+    log(f"wrote {out} and {md} ({results['total_s']:.0f} s)")
+    log(md.read_text())
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
