@@ -108,7 +108,7 @@ def test_one_step_each_side(tmp_path):
     for side in ("trl", "visgrpo"):
         res = run_worker(replace(base, side=side), timeout=600)
         assert "error" not in res, res.get("error")
-        assert RESULT_KEYS <= set(res), RESULT_KEYS - set(res)
+        assert set(res) >= RESULT_KEYS, RESULT_KEYS - set(res)
         assert res["framework"] == side
         assert len(res["step_times"]) == 1 and res["step_times"][0] > 0
         assert res["samples_per_step"] == 4  # 2 prompts x G = 2
