@@ -12,7 +12,8 @@ Fair-comparison settings (each matches the visgrpo side, see experiments/bench/R
 * ``loss_type="dapo"`` with ``epsilon=0.2, epsilon_high=0.28`` (DAPO clip-higher, token-mean
   aggregation), ``scale_rewards="group"`` (GRPO advantage), ``beta=0`` (no reference model),
   ``num_iterations=1``, ``mask_truncated_completions=False``;
-* sampling ``temperature``, ``top_p=1``, ``top_k=0``, ``max_completion_length``;
+* sampling ``temperature``, ``top_p=1``, ``top_k=0``, ``max_completion_length``, and the same
+  stop tokens (EOS and pad, as visgrpo's engine);
 * AdamW (``adamw_torch``, betas 0.9/0.999, eps 1e-8, weight decay 0), constant learning rate,
   gradient clipping at ``max_grad_norm``;
 * ``gradient_checkpointing=False`` (TRL's default is True; visgrpo's is off), ``bf16=False``,
@@ -111,6 +112,13 @@ def build_trainer(spec: RunSpec, output_dir: str, callbacks=()):
         spec.model_dir, dtype=torch.float32, attn_implementation="sdpa"
     )
     processor = AutoProcessor.from_pretrained(spec.model_dir, padding_side="left")
+    # Stop on the same tokens as visgrpo's engine (visgrpo.rollout.vision.eos_token_ids: the
+    # tokenizer's EOS and pad); TRL takes every EOS id the model's generation config declares.
+    tok = processor.tokenizer
+    stops = {tok.eos_token_id, tok.pad_token_id}
+    declared = model.generation_config.eos_token_id
+    stops.update([declared] if isinstance(declared, int) else list(declared or []))
+    model.generation_config.eos_token_id = sorted(i for i in stops if i is not None)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=choice_reward,
