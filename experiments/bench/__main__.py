@@ -247,7 +247,8 @@ def write_markdown(res: dict) -> str:
     for name, e in res.get("micro", {}).items():
         figs = ", ".join(f"{k}={_f(val, '.3g') if isinstance(val, (int, float)) else val}"
                          for k, val in (e.get("figures") or {}).items())
-        lines.append(f"- `{name}` {' '.join(e.get('args', []))}: {e['status']}"
+        shown = [x for x in e.get("args", []) if not x.endswith(".json") and x != "--out"]
+        lines.append(f"- `{name}` {' '.join(shown)}: {e['status']}"
                      + (f" ({e['seconds']:.1f} s)" if "seconds" in e else "") + (f": {figs}" if figs else ""))
     return "\n".join(lines) + "\n"
 

@@ -38,8 +38,12 @@ def reward_specs():
 
 def build_credit(names: list[str]) -> list:
     """Credit methods by registry name, with their default (paper) settings."""
-    from visgrpo.credit import CREDIT_METHODS
+    import importlib
 
+    from visgrpo.credit.base import CREDIT_METHODS
+
+    for name in names:  # one module per method registers it (visgrpo/credit/<name>.py)
+        importlib.import_module(f"visgrpo.credit.{name}")
     return [CREDIT_METHODS.get(name)() for name in names]
 
 
