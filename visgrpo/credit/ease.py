@@ -1,0 +1,230 @@
+"""EASE: evidence-anchored spatial attention supervision (arXiv 2605.30912; METHODS.md sec. 5).
+
+Evidence boxes become a smoothed target ``q`` over the visual tokens; the policy's
+response-to-image attention ``p`` (one decoder layer, ``floor(2L/3)``, head mean, WITH
+autograd) is pulled toward it on high-reward trajectories only::
+
+    q = (1 - alpha) * normalise(sum_boxes gaussian_box) + alpha * uniform     (alpha = 0.1)
+    L_attn = KL(p || q) averaged over <= 64 evenly spaced response tokens     (forward)
+    L = L_objective + lambda * L_attn                                         (lambda = 1e-3)
+
+Batch mean (our choice, matching the objectives' global normalisers): the per-trajectory
+token mean is summed over the gated trajectories (reward >= 0.5, with evidence and image
+tokens) and divided by ``normaliser`` = the number of gated trajectories in the FULL batch
+(:meth:`EASECredit.auxiliary_normaliser`; default: those of the given batch), so splitting
+a batch into micro-batches and summing their losses gives the full-batch loss.
+
+Values are from a second-hand account of the released code (METHODS.md): treat them as
+defaults. The Gaussian uses ``sigma = sigma_scale x box side`` per axis in token units
+(floored at 1e-6), evaluated at token centres; the sum over boxes is normalised through a
+log-sum-exp softmax so tiny boxes never underflow to an all-zero map.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, SignalRequest, Signals
+
+DIRECTIONS = ("forward", "reverse")
+
+
+def smoothed_evidence_target(
+    boxes_in_token_units: Tensor,
+    grid_hw: tuple[int, int],
+    sigma_scale: float = 0.25,
+    alpha: float = 0.1,
+) -> Tensor:
+    """EASE target over one image's merged token grid, row-major [gh * gw], sums to 1.
+
+    Args:
+        boxes_in_token_units: [K, 4] boxes ``(x0, y0, x1, y1)`` in token units of the merged
+            grid (resized-image pixels / (patch * merge)); K = 0 gives the uniform target.
+        grid_hw: ``(gh, gw)`` merged tokens per column / row.
+        sigma_scale: Gaussian sigma as a fraction of the box side, per axis (0.25).
+        alpha: weight of the uniform background (0.1).
+
+    Returns:
+        [gh * gw] float64: ``(1 - alpha) * normalise(sum_k g_k) + alpha / (gh * gw)`` with
+        ``g_k(r, c) = exp(-((c + .5 - cx)^2 / (2 sx^2) + (r + .5 - cy)^2 / (2 sy^2)))``.
+    """
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    if gh < 1 or gw < 1:
+        raise ValueError(f"smoothed_evidence_target: grid_hw must be positive, got {grid_hw}")
+    boxes = torch.as_tensor(boxes_in_token_units, dtype=torch.float64).reshape(-1, 4)  # [K, 4]
+    uniform = torch.full((gh * gw,), 1.0 / (gh * gw), dtype=torch.float64)
+    if boxes.shape[0] == 0:
+        return uniform
+    if not bool(torch.isfinite(boxes).all()) or bool((boxes[:, 2:] < boxes[:, :2]).any()):
+        raise ValueError(f"smoothed_evidence_target: boxes must be finite with x1 >= x0, y1 >= y0: {boxes.tolist()}")
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2  # [K]
+    sx = (sigma_scale * (boxes[:, 2] - boxes[:, 0])).clamp_min(1e-6)  # [K]
+    sy = (sigma_scale * (boxes[:, 3] - boxes[:, 1])).clamp_min(1e-6)  # [K]
+    ys = torch.arange(gh, dtype=torch.float64) + 0.5  # [gh] token-centre rows
+    xs = torch.arange(gw, dtype=torch.float64) + 0.5  # [gw]
+    lx = -((xs[None, :] - cx[:, None]) ** 2) / (2 * sx[:, None] ** 2)  # [K, gw]
+    ly = -((ys[None, :] - cy[:, None]) ** 2) / (2 * sy[:, None] ** 2)  # [K, gh]
+    log_g = ly[:, :, None] + lx[:, None, :]  # [K, gh, gw]
+    bump = torch.softmax(torch.logsumexp(log_g, 0).reshape(-1), 0)  # [gh*gw] normalised sum
+    return (1 - alpha) * bump + alpha * uniform
+
+
+def evenly_spaced_tokens(response_mask: Tensor, max_tokens: int = 64) -> Tensor:
+    """[B, T] bool: all real tokens of a response with ``n <= max_tokens``, else
+    ``max_tokens`` evenly spaced ones (ordinals ``floor(j (n-1) / (max_tokens-1))``: first
+    and last included, distinct). Vectorised."""
+    mask = response_mask.bool()
+    B, T = mask.shape
+    M = max(1, min(int(max_tokens), T))
+    n = mask.sum(-1, keepdim=True)  # [B, 1]
+    j = torch.arange(M, device=mask.device)[None, :]  # [1, M]
+    spaced = (j * (n - 1)) // max(M - 1, 1)  # [B, M]
+    ordinal = torch.where(n > M, spaced, j)  # [B, M]
+    valid = j < n.clamp_max(M)  # [B, M]
+    real_first = torch.sort((~mask).to(torch.int8), dim=-1, stable=True).indices  # [B, T]
+    cols = real_first.gather(1, ordinal.clamp_max(T - 1))  # [B, M] column of each ordinal
+    sel = torch.zeros(B, T, dtype=torch.bool, device=mask.device)
+    return sel.scatter_(1, cols, valid) & mask
+
+
+def ease_attention_loss(
+    attn: Tensor,
+    image_mask: Tensor,
+    evidence_target: Tensor,
+    response_mask: Tensor,
+    rewards: Tensor,
+    reward_threshold: float = 0.5,
+    max_tokens: int = 64,
+    direction: str = "forward",
+    eps: float = 1e-8,
+    normaliser: float | Tensor | None = None,
+) -> tuple[Tensor, Metrics]:
+    """Reward-gated KL between the policy's image attention and the evidence target.
+
+    Args:
+        attn: [B, T, N] response-to-image attention WITH autograd (head mean, one layer).
+        image_mask: [B, N] bool.
+        evidence_target: [B, N] target (renormalised over valid image tokens here).
+        response_mask: [B, T] bool.
+        rewards: [B]; trajectories with ``reward >= reward_threshold`` are supervised.
+        reward_threshold: the gate (0.5).
+        max_tokens: supervised tokens per trajectory, evenly spaced (64).
+        direction: ``forward`` = KL(p || q) (paper), ``reverse`` = KL(q || p).
+        eps: inside the logs and the renormalisation.
+        normaliser: number of gated trajectories in the full batch (default: here).
+
+    Returns:
+        ``(loss scalar, metrics)``; a zero that is still connected to ``attn``'s graph when
+        nothing is gated.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown EASE direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+    img = image_mask.bool()  # [B, N]
+    B, T, N = attn.shape
+    sel = evenly_spaced_tokens(response_mask, max_tokens)  # [B, T]
+    M = max(1, min(int(max_tokens), T))
+    cols = torch.sort((~sel).to(torch.int8), dim=-1, stable=True).indices[:, :M]  # [B, M] selected first
+    row_ok = sel.gather(1, cols)  # [B, M]
+    rows = attn.gather(1, cols[:, :, None].expand(B, M, N))  # [B, M, N] (grad flows)
+    rows = rows * img[:, None, :]
+    p = rows / (rows.sum(-1, keepdim=True) + eps)  # [B, M, N] over image tokens
+    q = evidence_target.to(p.dtype) * img  # [B, N]
+    q_mass = q.sum(-1, keepdim=True)  # [B, 1]
+    q = (q / q_mass.clamp_min(eps))[:, None, :]  # [B, 1, N]
+    if direction == "forward":
+        kl = (p * (torch.log(p + eps) - torch.log(q + eps)) * img[:, None, :]).sum(-1)  # [B, M]
+    else:
+        kl = (q * (torch.log(q + eps) - torch.log(p + eps)) * img[:, None, :]).sum(-1)  # [B, M]
+    n_sel = row_ok.sum(-1)  # [B]
+    kl_traj = (kl * row_ok).sum(-1) / n_sel.clamp_min(1)  # [B]
+    has_evidence = (q_mass.squeeze(-1) > 0) & img.any(-1)  # [B]
+    gate = (rewards.to(p.device) >= reward_threshold) & has_evidence & (n_sel > 0)  # [B]
+    norm = gate.sum() if normaliser is None else torch.as_tensor(normaliser, device=p.device)
+    norm = norm.to(p.dtype).clamp_min(1.0)
+    loss = (kl_traj * gate).sum() / norm
+    detached = kl_traj.detach()
+    gf = gate.to(detached.dtype)
+    metrics: Metrics = {
+        "kl": (detached * gf).sum() / gf.sum().clamp_min(1.0),
+        "gated": gf.sum(),
+        "gated_frac": gf.mean() if B else gf.sum(),
+        "no_evidence": float((~has_evidence).sum()),
+        "tokens_per_traj": n_sel.float().mean(),
+    }
+    return loss, metrics
+
+
+@CREDIT_METHODS.register("ease")
+class EASECredit(CreditMethod):
+    """EASE (arXiv 2605.30912): reward-gated attention KL to the evidence target.
+
+    Args:
+        lambda_attn: weight of ``L_attn`` in the total loss (1e-3).
+        layer: decoder layer of the supervised attention (``floor(2L/3)``).
+        reward_threshold: trajectories with reward >= this are supervised (0.5).
+        max_tokens: evenly spaced supervised tokens per trajectory (64).
+        direction: ``forward`` KL(p || q) (paper) or ``reverse`` KL(q || p).
+        sigma_scale: Gaussian sigma / box side of the target (0.25), used by
+            :func:`smoothed_evidence_target` when the dataset's target is absent.
+        alpha: uniform mixing of the target (0.1), same use.
+        eps: inside the logs.
+    """
+
+    name = "ease"
+
+    def __init__(
+        self,
+        lambda_attn: float = 1e-3,
+        layer: int | str = "two_thirds",
+        reward_threshold: float = 0.5,
+        max_tokens: int = 64,
+        direction: str = "forward",
+        sigma_scale: float = 0.25,
+        alpha: float = 0.1,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        if direction not in DIRECTIONS:
+            raise ValueError(f"EASECredit: unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+        if max_tokens < 1:
+            raise ValueError(f"EASECredit: max_tokens must be >= 1, got {max_tokens}")
+        self.lambda_attn, self.layer = lambda_attn, layer
+        self.reward_threshold, self.max_tokens, self.direction = reward_threshold, max_tokens, direction
+        self.sigma_scale, self.alpha, self.eps = sigma_scale, alpha, eps
+
+    def signal_request(self, num_layers: int) -> SignalRequest:
+        self.num_layers = int(num_layers)
+        return SignalRequest(grad_attention_layers=frozenset(self.resolve(self.layer)))
+
+    def auxiliary_normaliser(self, rewards: Tensor, evidence_target: Tensor | None = None) -> Tensor:
+        """Number of trajectories of the FULL batch that pass the gate (and have evidence)."""
+        gate = rewards >= self.reward_threshold  # [B]
+        if evidence_target is not None:
+            gate = gate & (evidence_target.to(gate.device).sum(-1) > 0)
+        return gate.sum()
+
+    def auxiliary_loss(self, signals: Signals, normaliser=None) -> tuple[Tensor, Metrics]:
+        if signals.evidence_target is None:
+            raise ValueError(
+                "EASE needs Signals.evidence_target (the dataset's evidence_target column from "
+                "`visgrpo-data masks`, or smoothed_evidence_target(boxes, grid))"
+            )
+        attn = signals.mean_image_attention(self.resolve(self.layer))  # [B, T, N]
+        loss, metrics = ease_attention_loss(
+            attn,
+            signals.image_mask,
+            signals.evidence_target,
+            signals.response_mask,
+            signals.rewards,
+            reward_threshold=self.reward_threshold,
+            max_tokens=self.max_tokens,
+            direction=self.direction,
+            eps=self.eps,
+            normaliser=normaliser,
+        )
+        metrics["loss"] = loss.detach()
+        return self.lambda_attn * loss, metrics
+
+
+__all__ = ["EASECredit", "ease_attention_loss", "evenly_spaced_tokens", "smoothed_evidence_target"]

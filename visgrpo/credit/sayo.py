@@ -1,0 +1,154 @@
+"""SAYO: region-level visual attention reward (arXiv 2602.08241; METHODS.md section 2).
+
+The reward of a response is how much more attention its high-entropy tokens pay to the
+evidence region than to the average image token::
+
+    r_attn = tanh(log((a_reg + eps) / (a_img + eps)))          (paper, attention reward)
+
+with ``a_img`` the mean attention over selected rows x all valid image tokens and ``a_reg``
+the mean over selected rows x region tokens (union of the evidence boxes). Rows are the
+top ``rho`` (30%) of response tokens by entropy of the sampling distribution.
+
+Departures from the authors' code (stated in METHODS.md): only REAL tokens are ranked
+(their code ranks padded positions too); the selection size is ``ceil(rho * n)`` with a
+1e-6 tolerance (at least one token, see :func:`~visgrpo.credit.base.top_fraction_mask`);
+region tokens come from the processor's real merged grid (dataset ``evidence_mask``),
+not a fixed 28-px grid. Head averaging happens in the probe: the mean over heads of the
+per-head means equals the mean of the head-mean map, so the value is the same.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from visgrpo.credit.base import (
+    CREDIT_METHODS,
+    CreditMethod,
+    Metrics,
+    SignalRequest,
+    Signals,
+    top_fraction_mask,
+)
+
+
+def sayo_attention_reward(
+    attn: Tensor,
+    image_mask: Tensor,
+    region_mask: Tensor,
+    entropies: Tensor,
+    response_mask: Tensor,
+    rho: float = 0.3,
+    eps: float = 1e-8,
+) -> tuple[Tensor, Metrics]:
+    """SAYO's region attention reward per response.
+
+    Args:
+        attn: [B, T, N] attention of response rows on image tokens (head mean, one layer).
+        image_mask: [B, N] bool, valid image tokens.
+        region_mask: [B, N] bool, evidence-region tokens (union of boxes).
+        entropies: [B, T] token entropies of the sampling distribution.
+        response_mask: [B, T] bool, real response tokens.
+        rho: fraction of real tokens selected by entropy (paper: 0.3; 0.2-0.4 best).
+        eps: the paper's 1e-8 inside the log ratio.
+
+    Returns:
+        ``(r_attn [B], metrics)``. Responses with no region token, no image token or no real
+        token get ``r = 0`` (counted in ``metrics["no_region"]``).
+    """
+    image_mask = image_mask.bool()
+    region = region_mask.bool() & image_mask  # [B, N]
+    resp = response_mask.bool()  # [B, T]
+    attn = attn.detach().float()  # [B, T, N]
+    selected, k = top_fraction_mask(entropies.float(), resp, rho)  # [B, T], [B]
+    row_sum_img = (attn * image_mask[:, None, :]).sum(-1)  # [B, T]
+    row_sum_reg = (attn * region[:, None, :]).sum(-1)  # [B, T]
+    sel = selected.float()  # [B, T]
+    n_img = image_mask.sum(-1).float()  # [B]
+    n_reg = region.sum(-1).float()  # [B]
+    kf = k.float()  # [B]
+    a_img = (row_sum_img * sel).sum(-1) / (kf * n_img).clamp_min(1.0)  # [B]
+    a_reg = (row_sum_reg * sel).sum(-1) / (kf * n_reg).clamp_min(1.0)  # [B]
+    valid = (n_reg > 0) & (k > 0) & (n_img > 0)  # [B]
+    r = torch.tanh(torch.log((a_reg + eps) / (a_img + eps)))  # [B]
+    r = torch.where(valid, r, torch.zeros_like(r))  # [B]
+    vf = valid.float()
+    denom = vf.sum().clamp_min(1.0)
+    metrics: Metrics = {
+        "reward": (r * vf).sum() / denom,
+        "a_img": (a_img * vf).sum() / denom,
+        "a_reg": (a_reg * vf).sum() / denom,
+        "selected_tokens": kf.mean(),
+        "no_region": float((~valid).sum()),
+    }
+    return r, metrics
+
+
+def region_mask_from(signals: Signals, threshold: float = 0.0) -> Tensor:
+    """[B, N] bool evidence-region tokens: ``evidence_mask > threshold`` if present, else
+    ``region_labels > 0``.
+
+    Raises:
+        ValueError: neither field is present.
+    """
+    if signals.evidence_mask is not None:
+        return signals.evidence_mask > threshold
+    if signals.region_labels is not None:
+        return signals.region_labels > 0
+    raise ValueError("SAYO needs Signals.evidence_mask or Signals.region_labels (both None)")
+
+
+@CREDIT_METHODS.register("sayo")
+class SAYOCredit(CreditMethod):
+    """SAYO (arXiv 2602.08241): region attention reward added to the outcome reward.
+
+    Args:
+        rho: fraction of each response's real tokens, ranked by entropy, whose attention
+            rows enter the reward (paper 0.3).
+        layer: decoder layer(s) of the attention (paper: the last; several are averaged).
+        reward_weight: multiplier of ``r_attn`` before it is added to the outcome reward
+            (paper 1.0: total reward = r_attn + format (+ accuracy)).
+        region_threshold: a token is a region token when its evidence coverage exceeds
+            this (0.0 = any overlap with a box, like the authors' box-to-grid rounding).
+        eps: constant inside the log ratio (paper 1e-8).
+    """
+
+    name = "sayo"
+
+    def __init__(
+        self,
+        rho: float = 0.3,
+        layer: int | str = "last",
+        reward_weight: float = 1.0,
+        region_threshold: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < rho <= 1.0:
+            raise ValueError(f"SAYOCredit: rho must be in (0, 1], got {rho}")
+        self.rho = rho
+        self.layer = layer
+        self.reward_weight = reward_weight
+        self.region_threshold = region_threshold
+        self.eps = eps
+
+    def signal_request(self, num_layers: int) -> SignalRequest:
+        self.num_layers = int(num_layers)
+        return SignalRequest(image_attention_layers=frozenset(self.resolve(self.layer)), entropies=True)
+
+    def extra_rewards(self, signals: Signals) -> tuple[Tensor, Metrics]:
+        signals.require("entropies", method=self.name)
+        attn = signals.mean_image_attention(self.resolve(self.layer))  # [B, T, N]
+        r, metrics = sayo_attention_reward(
+            attn,
+            signals.image_mask,
+            region_mask_from(signals, self.region_threshold),
+            signals.entropies,
+            signals.response_mask,
+            rho=self.rho,
+            eps=self.eps,
+        )
+        return self.reward_weight * r, metrics
+
+
+__all__ = ["SAYOCredit", "region_mask_from", "sayo_attention_reward"]
