@@ -30,7 +30,6 @@ Everything is vectorised: no Python loop over tokens, responses or groups.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from visgrpo.credit.base import (
@@ -68,8 +67,11 @@ def visual_focus(hidden: Tensor, image_hidden_mean: Tensor, response_mask: Tenso
     """``w`` [B, T]: cosine of each token's hidden state with its sample's mean image hidden
     state, detached, min-max normalised over the valid tokens of the batch (Eq. focus)."""
     h = hidden.detach()  # [B, T, D]
-    v = image_hidden_mean.detach().to(h.dtype)[:, None, :]  # [B, 1, D]
-    w = F.cosine_similarity(h, v.expand_as(h), dim=-1, eps=1e-8)  # [B, T]
+    v = image_hidden_mean.detach().to(h.dtype)  # [B, D]
+    # cos = h.v / (max(|h|, eps) max(|v|, eps)), as F.cosine_similarity, without the
+    # [B, T, D] broadcast of v (about 7x faster on CPU).
+    v_unit = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # [B, D]
+    w = torch.einsum("btd,bd->bt", h, v_unit) / h.norm(dim=-1).clamp_min(1e-8)  # [B, T]
     return masked_minmax(w, response_mask)
 
 

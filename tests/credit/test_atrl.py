@@ -1,0 +1,125 @@
+"""AT-RL (arXiv 2602.11455, our specification): anchors, METIS clusters, load weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from visgrpo.credit import ATRLCredit, Signals
+from visgrpo.credit.atrl import (
+    anchor_tokens,
+    atrl_token_weights,
+    connectivity,
+    partition_response,
+    response_graph,
+)
+
+
+def _two_block_case(n_block=16, c_a=0.3, c_b=0.4, n_img=4):
+    """One response of 2 * n_block tokens: causal attention confined to each block; image
+    attention mass c_a on block A (tokens 0..15), c_b on block B (16..31)."""
+    T = 2 * n_block
+    ra = torch.zeros(1, T, T)
+    for t in range(T):
+        start = 0 if t < n_block else n_block
+        ra[0, t, start : t + 1] = 1.0 / (t + 1 - start)
+    c = torch.tensor([c_a] * n_block + [c_b] * n_block)
+    attn = (c[:, None] / n_img).expand(T, n_img)[None].clone()  # [1, T, n_img]
+    return attn, ra, torch.ones(1, n_img, dtype=torch.bool), torch.ones(1, T, dtype=torch.bool)
+
+
+def test_anchors_are_15_percent_of_real_tokens():
+    torch.manual_seed(0)
+    c = torch.rand(3, 50)
+    mask = torch.arange(50)[None, :] < torch.tensor([20, 40, 50])[:, None]
+    anchors = anchor_tokens(c, mask)
+    # ceil(0.15 n): 20 -> 3 (0.15 * 20 = 3.0000000000000004 in floats), 40 -> 6, 50 -> 8.
+    assert anchors.sum(-1).tolist() == [3, 6, 8]
+    assert not (anchors & ~mask).any()
+    top3 = c[0, :20].topk(3).indices.sort().values
+    assert anchors[0].nonzero().squeeze(-1).tolist() == top3.tolist()
+
+
+def test_connectivity_is_image_mass_mean_over_layers():
+    a1 = torch.tensor([[[0.1, 0.2, 0.5], [0.0, 0.1, 0.1]]])
+    a2 = torch.tensor([[[0.3, 0.0, 0.5], [0.2, 0.1, 0.1]]])
+    img = torch.tensor([[True, True, False]])  # the third column is not an image token
+    c = connectivity([a1, a2], img, torch.tensor([[True, False]]))
+    # Row 0: (0.3 + 0.3) / 2 = 0.3; row 1 is padding -> 0.
+    torch.testing.assert_close(c, torch.tensor([[0.3, 0.0]]))
+
+
+def test_metis_finds_the_two_blocks_and_weights_favour_the_high_connectivity_cluster():
+    attn, ra, img, mask = _two_block_case()
+    W, m = atrl_token_weights(attn, img, mask, ra)
+    # Anchors: ceil(0.15 * 32) = 5 tokens, all in block B (c 0.4 > 0.3; ties by position).
+    # load_A = 0.3 + 0/16; load_B = 0.4 + 5/16 = 0.7125; token-weighted mean = 0.50625.
+    # W_A = 0.3 / 0.50625 = 0.592593, W_B = 0.7125 / 0.50625 = 1.407407 (inside [0.5, 2]).
+    expected = torch.tensor([[0.3 / 0.50625] * 16 + [0.7125 / 0.50625] * 16])
+    torch.testing.assert_close(W, expected)
+    assert float(W.mean()) == pytest.approx(1.0, abs=1e-6)
+    assert float(m["clusters_per_response"]) == 2.0
+    assert float(m["anchor_share"]) == pytest.approx(5 / 32)
+
+
+def test_weights_clamp_and_short_responses_are_one_cluster():
+    attn, ra, img, mask = _two_block_case(c_a=0.05, c_b=0.5)
+    W, _ = atrl_token_weights(attn, img, mask, ra)
+    # load_A = 0.05, load_B = 0.5 + 0.3125 = 0.8125, mean = 0.43125:
+    # W_A = 0.1159 -> clamped to 0.5; W_B = 1.884.
+    assert W[0, :16].tolist() == pytest.approx([0.5] * 16)
+    assert W[0, 16:].tolist() == pytest.approx([0.8125 / 0.43125] * 16, abs=1e-6)
+    # 16 tokens <= cluster_size: K = 1, load / mean load = 1 everywhere (no METIS call).
+    W16, m = atrl_token_weights(attn[:, :16], img, mask[:, :16], ra[:, :16, :16])
+    torch.testing.assert_close(W16, torch.ones(1, 16))
+    assert float(m["clusters_per_response"]) == 1.0
+
+
+def test_ablation_switches():
+    c = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.0]])
+    attn = c[..., None]  # [1, 5, 1]: one image token carrying mass c
+    img = torch.ones(1, 1, dtype=torch.bool)
+    mask = torch.tensor([[True, True, True, True, False]])
+    # No clustering: W = c / mean c = c / 0.25 = [0.4 -> 0.5, 0.8, 1.2, 1.6]; padding 1.
+    W, _ = atrl_token_weights(attn, img, mask, clustering=False)
+    torch.testing.assert_close(W, torch.tensor([[0.5, 0.8, 1.2, 1.6, 1.0]]))
+    # Anchors only: ceil(0.15 * 4) = 1 anchor (token 3): W = 1 there, 0 on the others.
+    W, _ = atrl_token_weights(attn, img, mask, anchors_only=True)
+    torch.testing.assert_close(W, torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]]))
+
+
+def test_graph_csr_and_metis_part_count():
+    rng = np.random.default_rng(0)
+    n = 50
+    a = np.tril(rng.random((n, n)))
+    a /= a.sum(1, keepdims=True)
+    xadj, adjncy, ew = response_graph(a, top_k=8)
+    assert xadj[0] == 0 and xadj[-1] == len(adjncy) == len(ew)
+    edges = set()
+    for u in range(n):
+        nbrs = adjncy[xadj[u] : xadj[u + 1]]
+        assert u not in nbrs and len(nbrs) >= 8  # top-8 neighbours, no self loop
+        edges |= {(u, int(v)) for v in nbrs}
+    assert all((v, u) in edges for u, v in edges)  # symmetric
+    assert all((u, u + 1) in edges for u in range(n - 1))  # the sequence chain
+    assert ew.min() >= 1 and ew.max() == 1000
+    part = partition_response(a, cluster_size=16)
+    assert sorted(set(part.tolist())) == [0, 1, 2, 3]  # K = ceil(50 / 16) = 4
+    assert np.array_equal(part, partition_response(a, cluster_size=16))  # seeded: repeatable
+
+
+def test_credit_class_scales_advantages_and_requests_middle_third():
+    method = ATRLCredit()
+    req = method.signal_request(num_layers=6)
+    assert req.image_attention_layers == req.response_attention_layers == frozenset({2, 3})
+    assert ATRLCredit(clustering=False).signal_request(6).response_attention_layers == frozenset()
+    attn, ra, img, mask = _two_block_case()
+    sig = Signals(mask, torch.zeros(1, dtype=torch.long), torch.ones(1), img,
+                  image_attention={2: attn, 3: attn}, response_attention={2: ra, 3: ra})
+    out, m = method.token_advantages(torch.tensor([-2.0]), sig)
+    assert out[0, 0].item() == pytest.approx(-2.0 * 0.3 / 0.50625)
+    assert out[0, -1].item() == pytest.approx(-2.0 * 0.7125 / 0.50625)
+    assert float(m["weight_mean"]) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="anchor_frac"):
+        ATRLCredit(anchor_frac=0.0)
