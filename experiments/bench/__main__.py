@@ -191,10 +191,11 @@ def _figures(name: str, entry: dict) -> dict:
         for cfg, r in rows.items():
             figs[f"{cfg}_extra_mb"], figs[f"{cfg}_s"] = r.get("extra_vs_sdpa_mb"), r.get("seconds")
         figs.update(entry["json"].get("summary", {}))
-    elif "json" in entry and isinstance(entry["json"], dict):
-        figs = entry["json"].get("summary", {}) or {}
-    elif entry.get("stdout_json"):
-        figs = entry["stdout_json"][-1]
+    else:
+        doc = entry.get("json") or (entry.get("stdout_json") or [None])[-1]
+        if isinstance(doc, dict):
+            doc = doc.get("summary", doc) if isinstance(doc.get("summary"), dict) else doc
+            figs = {k: v for k, v in doc.items() if isinstance(v, (int, float, str, bool))}
     return figs
 
 
