@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     results = {
         "machine": info,
         "settings": {**{k: v for k, v in vars(a).items() if k not in ("worker", "out")},
-                     "objective": "dapo (dynamic sampling off, overlong shaping on)",
+                     "objective": "dapo (dynamic sampling off, overlong shaping off)",
                      "trl": "GRPOTrainer loss_type=dapo eps 0.2/0.28 beta=0 num_iterations=1"},
         "summary": summary,
         "comparisons": comparisons(runs, summary, a.credit),

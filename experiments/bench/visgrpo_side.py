@@ -7,8 +7,9 @@ validation and the progress bar (the TRL side has none of these either).
 
 Fixed amount of work per step: objective ``dapo`` with **dynamic sampling off** (every step
 trains on exactly ``prompts_per_step x group_size`` responses, as TRL does; with it on, the
-number of generation rounds would depend on the rewards). DAPO's overlong shaping stays on
-(a few arithmetic operations). ``micro_batch_size = prompts_per_step x group_size``: one
+number of generation rounds would depend on the rewards) and **overlong shaping off** (TRL
+has none, so both sides train on identical rewards; it would also push every truncated
+response of a random model below EASE's reward gate). ``micro_batch_size = prompts_per_step x group_size``: one
 forward/backward over the whole rollout batch, as TRL's single gradient-accumulation step;
 ``ppo_epochs = 1``, so the rollout log-probs come from the training forward (``fused``), as
 in TRL with ``num_iterations = 1``. The same reward function as TRL's
@@ -57,7 +58,10 @@ def build_module(spec: RunSpec):
     return RLVRModule(
         policy=PolicyConfig(spec.model_dir, dtype="float32", attn_implementation="sdpa"),
         objective="dapo",
-        objective_overrides={"dynamic_sampling": False},
+        objective_overrides={
+            "dynamic_sampling": False,
+            "overlong_shaping": False,  # TRL has none: identical rewards on both sides
+        },
         credit=build_credit(spec.credit),
         rewards=reward_specs(),
         sampling=SamplingConfig(
