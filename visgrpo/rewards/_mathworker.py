@@ -61,7 +61,9 @@ def verify_task(payload: dict[str, Any]) -> dict[str, Any]:
     pred = first_parse(payload["pred"], payload.get("pred_wrap", False))
     if not pred:
         return {"correct": False, "reason": "no parsable answer"}
-    ok = verify(gold, pred, float_rounding=int(payload.get("float_rounding", 6)), timeout_seconds=None)
+    ok = verify(
+        gold, pred, float_rounding=int(payload.get("float_rounding", 6)), timeout_seconds=None
+    )
     return {"correct": bool(ok), "reason": None if ok else "not equivalent"}
 
 

@@ -94,7 +94,9 @@ def choice_accuracy(
     letters = _letters(sample, num_options)
     gold = extract_choice(str(_gold(sample)).strip(), letters)
     if gold is None:
-        raise ValueError(f"record {sample.get('id')!r}: answer {_gold(sample)!r} is not an option letter")
+        raise ValueError(
+            f"record {sample.get('id')!r}: answer {_gold(sample)!r} is not an option letter"
+        )
     text, _ = answer_text(completion, answer_tag)
     pred = extract_choice(text[-max_chars:], letters)
     if pred is None:
@@ -177,7 +179,11 @@ def math_accuracy(
         pool: worker pool (default: the process-wide pool, see ``_mathpool.default_pool``).
     """
     payload = math_payload(
-        completion, sample, answer_tag=answer_tag, max_chars=max_chars, float_rounding=float_rounding
+        completion,
+        sample,
+        answer_tag=answer_tag,
+        max_chars=max_chars,
+        float_rounding=float_rounding,
     )
     if isinstance(payload, RewardValue):
         return payload
@@ -203,7 +209,9 @@ def exact_accuracy(
     golds = [str(g) for g in gold] if isinstance(gold, (list, tuple)) else [str(gold)]
     targets = {normalise_text(g) for g in golds} - {""}
     if not targets:
-        raise ValueError(f"record {sample.get('id')!r}: field 'answer' is empty after normalisation")
+        raise ValueError(
+            f"record {sample.get('id')!r}: field 'answer' is empty after normalisation"
+        )
     text, _ = answer_text(completion, answer_tag)
     if len(text) > max_chars:
         return RewardValue(0.0, f"answer longer than {max_chars} characters")

@@ -33,7 +33,9 @@ _NUM = r"(-?\d{1,9}(?:\.\d{1,9})?)"  # bounded digit runs: no huge numbers, line
 _SEP = r"\s*,\s*"
 _PATTERNS = [
     re.compile(r'"?bbox_2d"?\s*:\s*\[\s*' + _SEP.join([_NUM] * 4) + r"\s*\]"),
-    re.compile(r"\(\s*" + _NUM + _SEP + _NUM + r"\s*\)" + _SEP + r"\(\s*" + _NUM + _SEP + _NUM + r"\s*\)"),
+    re.compile(
+        r"\(\s*" + _NUM + _SEP + _NUM + r"\s*\)" + _SEP + r"\(\s*" + _NUM + _SEP + _NUM + r"\s*\)"
+    ),
     re.compile(r"\[\s*" + _SEP.join([_NUM] * 4) + r"\s*\]"),
 ]
 RELATIVE_1000 = ("qwen2_vl", "qwen3_vl")
@@ -92,7 +94,9 @@ def to_original(
         rh, rw = resized_hw
         sx, sy = W / float(rw), H / float(rh)
     else:
-        raise ValueError(f"unknown family {family!r}; expected one of qwen2_vl, qwen2_5_vl, qwen3_vl")
+        raise ValueError(
+            f"unknown family {family!r}; expected one of qwen2_vl, qwen2_5_vl, qwen3_vl"
+        )
     x0, y0, x1, y1 = (float(v) for v in box)
     xs = sorted((min(max(x0 * sx, 0.0), W), min(max(x1 * sx, 0.0), W)))
     ys = sorted((min(max(y0 * sy, 0.0), H), min(max(y1 * sy, 0.0), H)))
@@ -111,7 +115,7 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def gold_box(sample: Mapping[str, Any], gold_index: int = 0) -> list[float]:
-    """The gold box in original pixels: the ``answer`` if it is a box, else ``boxes[gold_index]``."""
+    """Gold box in original pixels: ``answer`` if it is a box, else ``boxes[gold_index]``."""
     ans = sample.get("answer")
     if isinstance(ans, (list, tuple)) and len(ans) == 4:
         return [float(v) for v in ans]

@@ -58,7 +58,9 @@ def _check_kwargs(fn: Callable, kwargs: Mapping[str, Any], batch: bool, label: s
     try:
         sig.bind(*args, **kwargs)
     except TypeError as exc:
-        raise TypeError(f"reward {label!r}: kwargs {dict(kwargs)} do not fit {fn.__name__}{sig}: {exc}") from exc
+        raise TypeError(
+            f"reward {label!r}: kwargs {dict(kwargs)} do not fit {fn.__name__}{sig}: {exc}"
+        ) from exc
 
 
 class _Component:
@@ -103,7 +105,9 @@ class RewardHead(nn.Module):
         num_threads: threads scoring per-item functions (>= the math pool size is useful).
     """
 
-    def __init__(self, components: Sequence[RewardSpec | Mapping[str, Any]], num_threads: int = 8) -> None:
+    def __init__(
+        self, components: Sequence[RewardSpec | Mapping[str, Any]], num_threads: int = 8
+    ) -> None:
         super().__init__()
         if not components:
             raise ValueError("RewardHead needs at least one reward component")
@@ -113,7 +117,9 @@ class RewardHead(nn.Module):
         keys = [c.key for c in self._components]
         dup = sorted({k for k in keys if keys.count(k) > 1})
         if dup:
-            raise ValueError(f"duplicate reward component keys {dup}; set RewardSpec.key to tell them apart")
+            raise ValueError(
+                f"duplicate reward component keys {dup}; set RewardSpec.key to tell them apart"
+            )
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         self.num_threads = int(num_threads)
@@ -137,14 +143,16 @@ class RewardHead(nn.Module):
         for c in self._components:
             if c.batched:
                 results[c.key] = c.batch(completions, samples)
-        if per_item and B:
+        if per_item:
             jobs = [(c, b) for c in per_item for b in range(B)]
             workers = min(self.num_threads, len(jobs))
-            if workers == 1:
+            if workers <= 1:
                 values = [c.item(completions[b], samples[b]) for c, b in jobs]
             else:
                 with ThreadPoolExecutor(workers, thread_name_prefix="reward") as ex:
-                    values = list(ex.map(lambda j: j[0].item(completions[j[1]], samples[j[1]]), jobs))
+                    values = list(
+                        ex.map(lambda j: j[0].item(completions[j[1]], samples[j[1]]), jobs)
+                    )
             for c in per_item:
                 results[c.key] = values[:B]
                 values = values[B:]

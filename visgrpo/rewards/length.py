@@ -71,6 +71,10 @@ def length_penalty(
     n = _length(sample, length)
     span = (int(max_length) - int(target)) if max_length is not None else int(target)
     if span <= 0:
-        raise ValueError(f"length_penalty needs max_length > target > 0, got {max_length}, {target}")
+        raise ValueError(
+            f"length_penalty needs max_length > target > 0, got {max_length}, {target}"
+        )
     over = max(0, n - int(target))
-    return RewardValue(-float(scale) * min(over / span, 1.0 if max_length is not None else float("inf")))
+    return RewardValue(
+        -float(scale) * min(over / span, 1.0 if max_length is not None else float("inf"))
+    )

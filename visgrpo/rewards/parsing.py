@@ -50,6 +50,8 @@ def normalise_text(text: str) -> str:
     'eiffeltower'
     """
     text = unicodedata.normalize("NFKC", str(text)).lower()
-    text = "".join(ch for ch in text if ch not in _PUNCT and not unicodedata.category(ch).startswith("P"))
+    text = "".join(
+        ch for ch in text if ch not in _PUNCT and not unicodedata.category(ch).startswith("P")
+    )
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())

@@ -48,12 +48,18 @@ def resolve_reward(name_or_path: str) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"reward path {name_or_path!r}: cannot import module {module_name!r} ({exc})") from exc
+        raise ValueError(
+            f"reward path {name_or_path!r}: cannot import module {module_name!r} ({exc})"
+        ) from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"reward path {name_or_path!r}: {module_name!r} has no attribute {attr!r}")
+            raise ValueError(
+                f"reward path {name_or_path!r}: {module_name!r} has no attribute {attr!r}"
+            )
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"reward path {name_or_path!r}: {attr!r} is a {type(obj).__name__}, not callable")
+        raise ValueError(
+            f"reward path {name_or_path!r}: {attr!r} is a {type(obj).__name__}, not callable"
+        )
     return obj

@@ -35,7 +35,9 @@ class RewardValue(NamedTuple):
 class RewardFn(Protocol):
     """Per-item reward function protocol (see the module docstring)."""
 
-    def __call__(self, completion: str, sample: Mapping[str, Any], **kwargs: Any) -> RewardValue: ...
+    def __call__(
+        self, completion: str, sample: Mapping[str, Any], **kwargs: Any
+    ) -> RewardValue: ...
 
 
 @dataclass
@@ -64,7 +66,7 @@ def batched(fn: Callable) -> Callable:
 
 
 def is_batched(fn: Callable) -> bool:
-    """True for functions marked with :func:`batched` or whose first parameter is ``completions``."""
+    """True if marked with :func:`batched` or the first parameter is named ``completions``."""
     if getattr(fn, "__reward_batched__", False):
         return True
     try:
