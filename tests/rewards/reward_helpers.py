@@ -7,6 +7,7 @@ worker processes inherit that path through PYTHONPATH.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 NOT_CALLABLE = 42
@@ -47,3 +48,10 @@ def stuck_task(payload):
     while True:
         with contextlib.suppress(BaseException):  # swallow the worker's timeout on purpose
             time.sleep(10)
+
+
+def noisy_task(payload):
+    """Worker task printing to stdout (must not corrupt the worker's reply channel)."""
+    print("noise on stdout")
+    os.write(1, b"raw noise on fd 1\n")
+    return {"correct": True, "reason": None}

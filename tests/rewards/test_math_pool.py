@@ -102,3 +102,13 @@ def test_head_verifies_a_batch_concurrently(helpers_path):
 def test_pool_rejects_bad_size():
     with pytest.raises(ValueError, match="size must be >= 1"):
         MathPool(size=0)
+
+
+def test_stdout_noise_in_worker_does_not_corrupt_replies(helpers_path):
+    p = MathPool(size=1, task="reward_helpers:noisy_task")
+    try:
+        assert p.run({}, timeout=5.0) == {"status": "ok", "result": {"correct": True, "reason": None}}
+        assert p.run({}, timeout=5.0)["status"] == "ok"  # the same worker is still in sync
+        assert p.kills == 0
+    finally:
+        p.close()

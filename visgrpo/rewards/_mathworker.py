@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -97,7 +98,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     import math_verify  # noqa: F401  (import cost paid before "ready")
 
-    out = sys.stdout
+    # Keep a private handle on the pipe and point fd 1 at stderr, so stray prints (from
+    # sympy, math-verify or a user task, even at C level) cannot corrupt the protocol.
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     out.write(json.dumps({"status": "ready"}) + "\n")
     out.flush()
     tasks: dict[str, Any] = {}
