@@ -71,15 +71,16 @@ def parse_args(argv=None):
 
 def throughput_runs(base: RunSpec, a, log) -> dict[str, list[dict]]:
     """Alternating fresh-process runs: each round runs visgrpo and TRL (order flipped every
-    round) and, in the quick mode on round 0 only, every credit configuration."""
+    round) and every credit configuration (in the quick mode on round 0 only)."""
     runs: dict[str, list[dict]] = {}
     for r in range(a.repeats):
         pair = [replace(base, side="visgrpo"), replace(base, side="trl")]
         if a.skip_trl:
             pair = pair[:1]
         order = pair if r % 2 == 0 else pair[::-1]
-        if not a.quick or r == 0:
-            order += [replace(base, side="visgrpo", credit=[c]) for c in a.credit]
+        if not a.quick or r == 0:  # credit order rotates every round (no position bias)
+            k = r % max(len(a.credit), 1)
+            order += [replace(base, side="visgrpo", credit=[c]) for c in a.credit[k:] + a.credit[:k]]
         for spec in order:
             res = run_worker(spec)
             runs.setdefault(spec.label, []).append(res)
