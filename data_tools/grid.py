@@ -1,0 +1,277 @@
+"""The model's merged visual-token grid, asked of the family's real image processor.
+
+A Qwen-VL image processor resizes an ``H x W`` image with its module's ``smart_resize`` to
+``(H', W')`` (multiples of ``patch_size * merge_size``, ``min_pixels <= H'W' <= max_pixels``)
+and reports ``image_grid_thw = [1, H'/patch, W'/patch]``; one merged visual token covers
+``patch*merge`` pixels of the resized image (METHODS.md section 7). This module never
+re-derives that arithmetic: it imports ``smart_resize`` from the module that defines the
+processor class in use and calls it with the processor's own ``size`` settings.
+
+Family names resolve to the image processor class transformers 5 uses for the family
+(``Qwen2VLImageProcessor``, torchvision backend, for all three: the ``image_processor_type``
+``Qwen2VLImageProcessorFast`` of the released Qwen3-VL configs maps to it; the PIL backend
+``Qwen2VLImageProcessorPil`` is available with ``backend="pil"``) configured like the
+released checkpoints' ``preprocessor_config.json`` -- the class defaults differ
+(``longest_edge`` 1003520):
+
+=============  =============================  =====  =====  ==========  ============
+family         released checkpoint            patch  merge  min_pixels  max_pixels
+=============  =============================  =====  =====  ==========  ============
+qwen2_vl       Qwen/Qwen2-VL-7B-Instruct      14     2      3136        12845056
+qwen2_5_vl     Qwen/Qwen2.5-VL-7B-Instruct    14     2      3136        12845056
+qwen3_vl       Qwen/Qwen3-VL-8B-Instruct      16     2      65536       16777216
+=============  =============================  =====  =====  ==========  ============
+
+(Qwen2/2.5-VL: ``min_pixels`` = 56*56, ``max_pixels`` = 28*28*16384, CLIP mean/std;
+Qwen3-VL: ``size = {"shortest_edge": 65536, "longest_edge": 16777216}`` i.e. 256^2 .. 4096^2,
+mean/std 0.5.) In transformers 5, ``min_pixels``/``max_pixels`` are ``size.shortest_edge``/
+``size.longest_edge``. A model or processor directory is loaded with
+``AutoImageProcessor.from_pretrained``; ``--min-pixels/--max-pixels`` override either.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+#: Per family: processor class names and the released checkpoints' image settings.
+FAMILY_PROCESSORS: dict[str, dict[str, Any]] = {
+    "qwen2_vl": {
+        "checkpoint": "Qwen/Qwen2-VL-7B-Instruct",
+        "processor_class": "Qwen2VLProcessor",
+        "image_processor_class": "Qwen2VLImageProcessor",
+        "patch_size": 14,
+        "merge_size": 2,
+        "temporal_patch_size": 2,
+        "min_pixels": 3136,
+        "max_pixels": 12845056,
+        "image_mean": _CLIP_MEAN,
+        "image_std": _CLIP_STD,
+    },
+    "qwen2_5_vl": {
+        "checkpoint": "Qwen/Qwen2.5-VL-7B-Instruct",
+        "processor_class": "Qwen2_5_VLProcessor",
+        "image_processor_class": "Qwen2VLImageProcessor",
+        "patch_size": 14,
+        "merge_size": 2,
+        "temporal_patch_size": 2,
+        "min_pixels": 3136,
+        "max_pixels": 12845056,
+        "image_mean": _CLIP_MEAN,
+        "image_std": _CLIP_STD,
+    },
+    "qwen3_vl": {
+        "checkpoint": "Qwen/Qwen3-VL-8B-Instruct",
+        "processor_class": "Qwen3VLProcessor",
+        "image_processor_class": "Qwen2VLImageProcessor",
+        "patch_size": 16,
+        "merge_size": 2,
+        "temporal_patch_size": 2,
+        "min_pixels": 65536,
+        "max_pixels": 16777216,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    },
+}
+
+BACKENDS = {"torchvision": "Qwen2VLImageProcessor", "pil": "Qwen2VLImageProcessorPil"}
+
+
+def _size_value(size, key: str) -> int:
+    value = size[key] if isinstance(size, dict) else getattr(size, key, None)
+    if value is None:
+        raise ValueError(f"image processor size has no {key!r}: {size}")
+    return int(value)
+
+
+def smart_resize_of(image_processor):
+    """The ``smart_resize`` function of the module defining ``image_processor``'s class."""
+    for cls in type(image_processor).__mro__:
+        fn = getattr(inspect.getmodule(cls), "smart_resize", None)
+        if callable(fn):
+            return fn
+    raise TypeError(f"{type(image_processor).__name__}: its module has no smart_resize function")
+
+
+@dataclass
+class ProcessorGrid:
+    """One image-processor configuration and the token grids it produces.
+
+    Attributes:
+        family: ``qwen2_vl`` | ``qwen2_5_vl`` | ``qwen3_vl``.
+        image_processor: the transformers image processor (its ``size`` decides min/max).
+        source: family name or directory it was loaded from.
+    """
+
+    family: str
+    image_processor: Any
+    source: str = ""
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._smart_resize = smart_resize_of(self.image_processor)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.image_processor.patch_size)
+
+    @property
+    def merge_size(self) -> int:
+        return int(self.image_processor.merge_size)
+
+    @property
+    def min_pixels(self) -> int:
+        return _size_value(self.image_processor.size, "shortest_edge")
+
+    @property
+    def max_pixels(self) -> int:
+        return _size_value(self.image_processor.size, "longest_edge")
+
+    @property
+    def token_pixels(self) -> int:
+        """Side (resized-image pixels) of one merged visual token."""
+        return self.patch_size * self.merge_size
+
+    def fingerprint(self) -> dict:
+        """``{family, patch_size, merge_size, min_pixels, max_pixels}`` (data_tools/schema.py)."""
+        return {
+            "family": self.family,
+            "patch_size": self.patch_size,
+            "merge_size": self.merge_size,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+        }
+
+    def resized_hw(self, height: int, width: int) -> tuple[int, int]:
+        """``(H', W')`` from the processor module's own ``smart_resize``."""
+        key = (int(height), int(width))
+        hw = self._cache.get(key)
+        if hw is None:
+            h, w = self._smart_resize(
+                key[0], key[1], factor=self.token_pixels,
+                min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+            )
+            hw = self._cache[key] = (int(h), int(w))
+        return hw
+
+    def resized_hw_many(self, heights, widths) -> np.ndarray:
+        """``[n, 2]`` int64 ``(H', W')`` for many sizes: ``smart_resize`` once per distinct size."""
+        hw = np.stack([np.asarray(heights, np.int64), np.asarray(widths, np.int64)], 1)  # [n, 2]
+        if hw.shape[0] == 0:
+            return np.zeros((0, 2), np.int64)
+        uniq, inverse = np.unique(hw, axis=0, return_inverse=True)  # [u, 2], [n]
+        out = np.array([self.resized_hw(h, w) for h, w in uniq.tolist()], np.int64)  # [u, 2]
+        return out[inverse.reshape(-1)]  # [n, 2]
+
+    def grid_thw_many(self, heights, widths) -> np.ndarray:
+        """``[n, 3]`` ``image_grid_thw`` rows ``[1, H'/patch, W'/patch]``."""
+        hw = self.resized_hw_many(heights, widths) // self.patch_size  # [n, 2]
+        return np.concatenate([np.ones((hw.shape[0], 1), np.int64), hw], 1)  # [n, 3]
+
+    def grid_thw(self, height: int, width: int) -> list[int]:
+        """``[1, H'/patch, W'/patch]`` for one image."""
+        h, w = self.resized_hw(height, width)
+        return [1, h // self.patch_size, w // self.patch_size]
+
+    def tokens_hw_many(self, heights, widths) -> np.ndarray:
+        """``[n, 2]`` merged-token grid ``(H'/(patch*merge), W'/(patch*merge))``."""
+        return self.resized_hw_many(heights, widths) // self.token_pixels  # [n, 2]
+
+
+def family_image_processor(family: str, backend: str = "torchvision", **overrides):
+    """The family's image processor with the released checkpoint's settings.
+
+    Args:
+        family: a key of :data:`FAMILY_PROCESSORS`.
+        backend: ``torchvision`` (``Qwen2VLImageProcessor``) or ``pil``.
+        overrides: ``min_pixels`` / ``max_pixels`` (``None`` keeps the released value).
+    """
+    if family not in FAMILY_PROCESSORS:
+        raise KeyError(f"unknown family {family!r}; valid: {', '.join(sorted(FAMILY_PROCESSORS))}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    import transformers
+
+    spec = FAMILY_PROCESSORS[family]
+    lo = overrides.get("min_pixels") or spec["min_pixels"]
+    hi = overrides.get("max_pixels") or spec["max_pixels"]
+    cls = getattr(transformers, BACKENDS[backend])
+    return cls(
+        patch_size=spec["patch_size"], merge_size=spec["merge_size"],
+        temporal_patch_size=spec["temporal_patch_size"],
+        image_mean=spec["image_mean"], image_std=spec["image_std"],
+        size={"shortest_edge": int(lo), "longest_edge": int(hi)},
+    )
+
+
+def _family_of_dir(path: Path) -> str:
+    """Family of a model/processor directory: processor class, else config model_type."""
+    by_proc = {v["processor_class"]: k for k, v in FAMILY_PROCESSORS.items()}
+    for name in ("processor_config.json", "preprocessor_config.json", "config.json"):
+        f = path / name
+        if not f.exists():
+            continue
+        cfg = json.loads(f.read_text())
+        if cfg.get("processor_class") in by_proc:
+            return by_proc[cfg["processor_class"]]
+        if cfg.get("model_type") in FAMILY_PROCESSORS:
+            return cfg["model_type"]
+    raise ValueError(
+        f"{path}: cannot tell the model family (no processor_class among "
+        f"{', '.join(sorted(by_proc))} and no model_type among {', '.join(sorted(FAMILY_PROCESSORS))})"
+    )
+
+
+def load_processor_grid(
+    processor: str, min_pixels: int | None = None, max_pixels: int | None = None,
+    backend: str = "torchvision",
+) -> ProcessorGrid:
+    """A :class:`ProcessorGrid` from a family name or a model/processor directory.
+
+    Args:
+        processor: ``qwen2_vl`` | ``qwen2_5_vl`` | ``qwen3_vl`` or a directory.
+        min_pixels, max_pixels: override the processor's ``size`` bounds.
+        backend: image-processor backend for family names.
+    """
+    if processor in FAMILY_PROCESSORS:
+        ip = family_image_processor(processor, backend, min_pixels=min_pixels, max_pixels=max_pixels)
+        return ProcessorGrid(processor, ip, processor)
+    path = Path(processor)
+    if not path.is_dir():
+        raise ValueError(
+            f"--processor {processor!r} is neither a family ({', '.join(sorted(FAMILY_PROCESSORS))}) "
+            "nor a model/processor directory"
+        )
+    from transformers import AutoImageProcessor
+
+    family = _family_of_dir(path)
+    ip = AutoImageProcessor.from_pretrained(str(path))
+    if min_pixels is not None or max_pixels is not None:
+        ip.size = {
+            "shortest_edge": int(min_pixels or _size_value(ip.size, "shortest_edge")),
+            "longest_edge": int(max_pixels or _size_value(ip.size, "longest_edge")),
+        }
+    return ProcessorGrid(family, ip, str(path))
+
+
+def add_processor_arguments(parser) -> None:
+    """``--processor``, ``--min-pixels``, ``--max-pixels``."""
+    parser.add_argument(
+        "--processor", required=True, metavar="FAMILY|DIR",
+        help=f"model family ({' | '.join(FAMILY_PROCESSORS)}; released-checkpoint settings) "
+        "or a model/processor directory",
+    )
+    parser.add_argument("--min-pixels", type=int, default=None, help="override min_pixels")
+    parser.add_argument("--max-pixels", type=int, default=None, help="override max_pixels")
+
+
+def grid_from_args(args) -> ProcessorGrid:
+    return load_processor_grid(args.processor, args.min_pixels, args.max_pixels)
