@@ -54,7 +54,10 @@ class BoxFormatError(RecordError):
 
 
 def parse_box_format(
-    fmt: str | BoxFormat, scale: str | None = None, where: str = "arguments", field: str = "box_format"
+    fmt: str | BoxFormat,
+    scale: str | None = None,
+    where: str = "arguments",
+    field: str = "box_format",
 ) -> BoxFormat:
     """Parse ``LAYOUT``, ``LAYOUT-SCALE`` (``_`` or ``:`` also accepted) plus an optional scale.
 
@@ -81,13 +84,19 @@ def parse_box_format(
         fmt_scale = parts[1] if len(parts) == 2 else None
         if fmt_scale is not None and fmt_scale not in SCALES:
             raise BoxFormatError(
-                where, field, f"unknown box scale {fmt_scale!r} in {fmt!r}; valid: {', '.join(SCALES)}"
+                where,
+                field,
+                f"unknown box scale {fmt_scale!r} in {fmt!r}; valid: {', '.join(SCALES)}",
             )
     if scale is not None and scale not in SCALES:
-        raise BoxFormatError(where, "box_scale", f"unknown box scale {scale!r}; valid: {', '.join(SCALES)}")
+        raise BoxFormatError(
+            where, "box_scale", f"unknown box scale {scale!r}; valid: {', '.join(SCALES)}"
+        )
     if scale is not None and fmt_scale is not None and scale != fmt_scale:
         raise BoxFormatError(
-            where, "box_scale", f"box format {fmt!r} says scale {fmt_scale!r} but box scale is {scale!r}"
+            where,
+            "box_scale",
+            f"box format {fmt!r} says scale {fmt_scale!r} but box scale is {scale!r}",
         )
     return BoxFormat(layout, scale or fmt_scale or "pixel")
 
@@ -107,7 +116,9 @@ def as_box_array(boxes, where: str, field: str = "boxes") -> np.ndarray:
         arr = boxes
     else:
         if not isinstance(boxes, (list, tuple)):
-            raise RecordError(where, field, f"expected a list of [4 numbers] boxes, got {type(boxes).__name__}")
+            raise RecordError(
+                where, field, f"expected a list of [4 numbers] boxes, got {type(boxes).__name__}"
+            )
         if len(boxes) == 4 and all(_is_number(v) for v in boxes):
             boxes = [boxes]
         for i, b in enumerate(boxes):
@@ -202,7 +213,9 @@ def validate_boxes(
     """
     a = as_box_array(boxes, where, field)  # [K, 4]
     if not (np.isfinite(width) and np.isfinite(height) and width > 0 and height > 0):
-        raise RecordError(where, "width/height", f"image size must be positive, got {width}x{height}")
+        raise RecordError(
+            where, "width/height", f"image size must be positive, got {width}x{height}"
+        )
     if a.shape[0] == 0:
         return np.zeros((0, 4), dtype=np.float32)
 
@@ -225,8 +238,11 @@ def validate_boxes(
     over = np.maximum(over, np.maximum(a - limits, 0).max(axis=1))  # [K] incl. right/bottom
     bad = over > tol  # [K]
     if bad.any() and not clip:
-        fail(bad, f"out of bounds of the {width:g}x{height:g} image by more than {tol:g} px "
-             "(pass --clip-boxes to clip)")
+        fail(
+            bad,
+            f"out of bounds of the {width:g}x{height:g} image by more than {tol:g} px "
+            "(pass --clip-boxes to clip)",
+        )
     out = np.clip(a, 0.0, limits)  # [K, 4]
     gone = (out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])  # [K]
     if gone.any():
@@ -253,28 +269,42 @@ def convert_and_validate(
 ) -> np.ndarray:
     """:func:`to_xyxy_pixels` then :func:`validate_boxes`; ``[K, 4]`` float32 pixels."""
     return validate_boxes(
-        to_xyxy_pixels(boxes, fmt, width, height, where, field), width, height, where, clip, tol, field
+        to_xyxy_pixels(boxes, fmt, width, height, where, field),
+        width,
+        height,
+        where,
+        clip,
+        tol,
+        field,
     )
 
 
 def add_box_arguments(parser) -> None:
     """Add ``--box-format``, ``--box-scale``, ``--clip-boxes``, ``--box-tolerance``."""
     parser.add_argument(
-        "--box-format", default="xyxy", metavar="FMT",
+        "--box-format",
+        default="xyxy",
+        metavar="FMT",
         help="box layout xyxy | xywh | cxcywh, optionally with a scale suffix "
         f"(-pixel | -unit | -thousand), e.g. cxcywh-unit (default xyxy = xyxy-pixel); valid: {', '.join(BOX_FORMATS)}",
     )
     parser.add_argument(
-        "--box-scale", choices=SCALES, default=None,
+        "--box-scale",
+        choices=SCALES,
+        default=None,
         help="coordinate scale: pixel (absolute), unit (0-1 normalised), thousand (0-1000); "
         "default: from --box-format, else pixel",
     )
     parser.add_argument(
-        "--clip-boxes", action="store_true",
+        "--clip-boxes",
+        action="store_true",
         help="clip boxes that leave the image instead of treating them as errors",
     )
     parser.add_argument(
-        "--box-tolerance", type=float, default=DEFAULT_TOL, metavar="PX",
+        "--box-tolerance",
+        type=float,
+        default=DEFAULT_TOL,
+        metavar="PX",
         help=f"overshoot (pixels) clipped silently without --clip-boxes (default {DEFAULT_TOL:g})",
     )
 

@@ -1,0 +1,315 @@
+"""Shared machinery of the ``convert`` sub-commands.
+
+* Images are **embedded** (their file bytes go into the ``image`` column), so a converted
+  dataset is self-contained for both ``--format arrow`` and ``--format parquet``. The size
+  (``width``, ``height``) is read from the image header (PIL opens lazily, without decoding
+  pixels); ``--check-images verify`` (default) additionally runs PIL's ``verify()`` (chunk
+  CRCs, structure) and ``decode`` fully decodes each image.
+* Records are streamed into Arrow shards in a temporary directory beside ``--out`` (so
+  memory stays bounded by one shard), then saved atomically with
+  :func:`data_tools.io.save_dataset`: a failed run leaves nothing at ``--out``.
+* ``--on-error skip`` drops bad records and writes the :class:`~data_tools.errors.ErrorReport`
+  to ``<OUT>.errors.json`` beside the output directory (also when no dataset could be
+  written, which is why it is not inside ``OUT``); its summary is printed and also stored in
+  ``OUT/visgrpo_meta.json`` under ``"convert"``.
+* Optional ``segmentation`` column (``convert coco``/``refcoco``, or ``convert jsonl
+  --segmentation-field``): a JSON **string** per record holding a list with one entry per box
+  (same order as ``boxes``), each a COCO segmentation object in original-image pixels --
+  polygons ``[[x0, y0, x1, y1, ...], ...]`` or RLE ``{"size": [h, w], "counts": str | list}``
+  (compressed counts as a UTF-8 string, uncompressed as a list of ints) -- or ``null`` for a
+  box without one. Decode with ``pycocotools.mask.frPyObjects`` (polygons / uncompressed RLE)
+  or use compressed RLE directly. The column is absent when no record has segmentation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from data_tools.errors import ErrorReport, RecordError, handle
+from data_tools.io import save_dataset
+from data_tools.schema import ANSWER_TYPES, BASE_FEATURES
+
+SEGMENTATION_FEATURE = datasets.Value("string")
+SHARD_SIZE = 2000  # records per temporary Arrow shard
+
+
+def add_output_arguments(parser, source_default: str) -> None:
+    """Arguments every converter shares: output, format, errors, images, progress."""
+    parser.add_argument(
+        "--out", required=True, help="output dataset directory (must not exist unless --overwrite)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("arrow", "parquet"),
+        default="arrow",
+        help="arrow: datasets save_to_disk; parquet: OUT/data.parquet (default arrow)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="raise: stop at the first bad record (default); skip: drop it and report "
+        "counts and reasons (printed and written to <OUT>.errors.json)",
+    )
+    parser.add_argument(
+        "--source",
+        default=source_default,
+        help=f"value of the source column (default {source_default})",
+    )
+    parser.add_argument(
+        "--check-images",
+        choices=("header", "verify", "decode"),
+        default="verify",
+        help="header: read the size only; verify: also PIL verify() (default); decode: full decode",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def read_image(
+    path: str | Path, where: str, check: str = "verify", field: str = "image"
+) -> tuple[bytes, int, int]:
+    """Read an image file's bytes and its size from the header.
+
+    Returns:
+        ``(bytes, width, height)``.
+
+    Raises:
+        RecordError: missing, unreadable or corrupt file (field ``image``).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecordError(where, field, f"image file not found: {path}") from None
+    except OSError as e:
+        raise RecordError(where, field, f"cannot read image file: {path}: {e}") from None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if check == "verify":
+                im.verify()
+            elif check == "decode":
+                im.load()
+    except Exception as e:  # PIL raises many types for bad files
+        detail = (
+            "not a recognised image format"
+            if isinstance(e, UnidentifiedImageError)
+            else f"{type(e).__name__}: {e}"
+        )
+        raise RecordError(where, field, f"corrupt or unsupported image: {path}: {detail}") from None
+    if width <= 0 or height <= 0:
+        raise RecordError(where, field, f"image {path} has empty size {width}x{height}")
+    return data, int(width), int(height)
+
+
+def text_value(value, where: str, field: str, allow_empty: bool = False) -> str:
+    """A string field (numbers are turned into text; anything else is an error)."""
+    if isinstance(value, bool) or value is None or not isinstance(value, (str, int, float)):
+        raise RecordError(where, field, f"expected a string, got {type(value).__name__}: {value!r}")
+    text = (
+        value
+        if isinstance(value, str)
+        else (str(int(value)) if float(value).is_integer() else str(value))
+    )
+    if not allow_empty and not text.strip():
+        raise RecordError(where, field, "empty")
+    return text
+
+
+def answer_type_value(value, where: str, field: str = "answer_type") -> str:
+    if value not in ANSWER_TYPES:
+        raise RecordError(
+            where, field, f"unknown answer type {value!r}; valid: {', '.join(ANSWER_TYPES)}"
+        )
+    return value
+
+
+def labels_value(labels, n_boxes: int, where: str, field: str = "box_labels") -> list[str]:
+    """Box labels: one string per box (``None`` means empty labels)."""
+    if labels is None:
+        return [""] * n_boxes
+    if isinstance(labels, str) and n_boxes == 1:
+        labels = [labels]
+    if not isinstance(labels, (list, tuple)):
+        raise RecordError(where, field, f"expected a list of strings, got {type(labels).__name__}")
+    if len(labels) != n_boxes:
+        raise RecordError(where, field, f"{len(labels)} labels for {n_boxes} boxes")
+    return [text_value(v, where, f"{field}[{i}]", allow_empty=True) for i, v in enumerate(labels)]
+
+
+def segmentation_value(segs, n_boxes: int, where: str, field: str = "segmentation") -> str | None:
+    """Check per-box COCO segmentation objects and serialise them (see module docstring)."""
+    if segs is None:
+        return None
+    if not isinstance(segs, (list, tuple)) or len(segs) != n_boxes:
+        raise RecordError(
+            where, field, f"expected a list with one segmentation per box ({n_boxes})"
+        )
+    out = []
+    for i, s in enumerate(segs):
+        out.append(_one_segmentation(s, where, f"{field}[{i}]"))
+    return json.dumps(out, separators=(",", ":"))
+
+
+def _one_segmentation(s, where: str, field: str):
+    if s is None:
+        return None
+    if isinstance(s, dict):
+        if "counts" not in s or "size" not in s:
+            raise RecordError(where, field, "RLE needs 'size' and 'counts'")
+        counts = s["counts"]
+        if isinstance(counts, bytes):
+            counts = counts.decode("utf-8")
+        size = s["size"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2):
+            raise RecordError(where, field, f"RLE size must be [h, w], got {size!r}")
+        return {"size": [int(size[0]), int(size[1])], "counts": counts}
+    if isinstance(s, (list, tuple)):
+        polys = []
+        for j, poly in enumerate(s):
+            arr = np.asarray(poly, dtype=np.float64) if isinstance(poly, (list, tuple)) else None
+            if (
+                arr is None
+                or arr.ndim != 1
+                or arr.size < 6
+                or arr.size % 2
+                or not np.isfinite(arr).all()
+            ):
+                raise RecordError(
+                    where, f"{field}[{j}]", "polygon must be a flat list of >= 3 finite x, y pairs"
+                )
+            polys.append([float(v) for v in arr])
+        return polys
+    raise RecordError(
+        where, field, f"expected polygons (list) or RLE (dict), got {type(s).__name__}"
+    )
+
+
+class ShardedWriter:
+    """Stream encoded records into temporary Arrow shards; :meth:`dataset` concatenates them.
+
+    Use as a context manager: the temporary shards are removed on exit either way.
+    """
+
+    def __init__(self, out: str | Path, with_segmentation: bool) -> None:
+        feats = dict(BASE_FEATURES)
+        if with_segmentation:
+            feats["segmentation"] = SEGMENTATION_FEATURE
+        self.features = datasets.Features(feats)
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.shards-", dir=out.parent))
+        self.paths: list[Path] = []
+        self._writer = None
+        self._in_shard = 0
+        self.count = 0
+
+    def __enter__(self) -> ShardedWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def add(self, record: dict) -> None:
+        from datasets.arrow_writer import ArrowWriter
+
+        if self._writer is None:
+            path = self.tmp / f"shard-{len(self.paths):05d}.arrow"
+            self.paths.append(path)
+            self._writer = ArrowWriter(features=self.features, path=str(path))
+        row = {k: record.get(k) for k in self.features}
+        self._writer.write(self.features.encode_example(row))
+        self._in_shard += 1
+        self.count += 1
+        if self._in_shard >= SHARD_SIZE:
+            self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.finalize()
+            self._writer.close()
+            self._writer, self._in_shard = None, 0
+
+    def dataset(self) -> datasets.Dataset:
+        self.close()
+        parts = [datasets.Dataset.from_file(str(p)) for p in self.paths]
+        return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def make_record(**kw) -> dict:
+    """A schema record; boxes as plain lists of float (``[K, 4]`` float32 arrays accepted)."""
+    boxes = kw.get("boxes")
+    if isinstance(boxes, np.ndarray):
+        kw["boxes"] = boxes.astype(np.float32).tolist()
+    return kw
+
+
+def skip_or_raise(err: RecordError, on_error: str, report: ErrorReport) -> None:
+    """:func:`data_tools.errors.handle`, grouping skipped records by kind of error.
+
+    The report key drops box indices and the details after the first ``": "`` of the reason
+    (file names, coordinates), which go into the example instead, so that e.g. all missing
+    images are counted together.
+    """
+    if on_error != "skip":
+        handle(err, on_error, report)
+        return
+    kind = err.reason.split(": ", 1)[0]
+    field = re.sub(r"\[\d+\]", "[]", err.field)
+    handle(RecordError(f"{err.where} ({err.field}: {err.reason})", field, kind), on_error, report)
+
+
+def error_report_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".errors.json")
+
+
+def finish(writer: ShardedWriter, args, report: ErrorReport, meta: dict) -> int:
+    """Save the dataset atomically, write/print the error report; return the exit code."""
+    report_path = error_report_path(args.out)
+    if args.on_error == "skip":
+        report.write(report_path)
+        print(report.summary(), file=sys.stderr)
+        print(f"error report: {report_path}", file=sys.stderr)
+    if writer.count == 0:
+        print(
+            f"no valid records ({report.skipped} skipped); nothing written to {args.out}",
+            file=sys.stderr,
+        )
+        return 1
+    meta = dict(meta)
+    meta["convert"] = {
+        **meta.get("convert", {}),
+        "records": writer.count,
+        "skipped": report.skipped,
+    }
+    save_dataset(writer.dataset(), args.out, meta=meta, fmt=args.format, overwrite=args.overwrite)
+    print(f"wrote {writer.count} records to {args.out} ({args.format})", file=sys.stderr)
+    return 0
+
+
+def check_out(args) -> None:
+    """Fail early (before any work) when ``--out`` exists without ``--overwrite``."""
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+
+
+def progress(iterable, args, total: int | None = None, desc: str = "convert"):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        iterable, total=total, desc=desc, unit="rec", disable=getattr(args, "no_progress", False)
+    )
