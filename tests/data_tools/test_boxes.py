@@ -127,7 +127,9 @@ def test_tolerance_clips_silently_and_clip_policy():
     np.testing.assert_allclose(out, [[0, 0, 50, 40], [190, 90, 200, 100]])
     assert count_clipped([[-10, -3, 50, 40], [190, 90, 260, 130], [1, 1, 2, 2]], W, H) == 2
     # tolerance is a parameter: 2 px overshoot passes with tol=3
-    np.testing.assert_allclose(validate_boxes([[0, 0, 202, 10]], W, H, "r", tol=3), [[0, 0, 200, 10]])
+    np.testing.assert_allclose(
+        validate_boxes([[0, 0, 202, 10]], W, H, "r", tol=3), [[0, 0, 200, 10]]
+    )
 
 
 def test_box_entirely_outside_fails_even_with_clip():
@@ -138,7 +140,9 @@ def test_box_entirely_outside_fails_even_with_clip():
 def test_shapes_and_types():
     assert validate_boxes([], W, H, "r").shape == (0, 4)
     assert validate_boxes(None, W, H, "r").shape == (0, 4)
-    np.testing.assert_allclose(validate_boxes([1, 2, 3, 4], W, H, "r"), [[1, 2, 3, 4]])  # one flat box
+    np.testing.assert_allclose(
+        validate_boxes([1, 2, 3, 4], W, H, "r"), [[1, 2, 3, 4]]
+    )  # one flat box
     assert validate_boxes(np.array([[1, 2, 3, 4]]), W, H, "r").dtype == np.float32
     with pytest.raises(RecordError, match=r"'boxes\[1\]': expected 4 numbers"):
         validate_boxes([[1, 2, 3, 4], [1, 2, 3]], W, H, "r")
