@@ -131,7 +131,7 @@ def text_value(value, where: str, field: str, allow_empty: bool = False) -> str:
 def answer_type_value(value, where: str, field: str = "answer_type") -> str:
     if value not in ANSWER_TYPES:
         raise RecordError(
-            where, field, f"unknown answer type {value!r}; valid: {', '.join(ANSWER_TYPES)}"
+            where, field, f"unknown answer type: {value!r} (valid: {', '.join(ANSWER_TYPES)})"
         )
     return value
 
