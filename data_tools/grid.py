@@ -34,6 +34,7 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,87 @@ def add_processor_arguments(parser) -> None:
 
 def grid_from_args(args) -> ProcessorGrid:
     return load_processor_grid(args.processor, args.min_pixels, args.max_pixels)
+
+
+# ------------------------------------------------------------------ cell geometry (pure)
+# Coverage and smoothed targets on a th x tw merged-token grid (used by data_tools/masks.py).
+def box_cell_coverage(b: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """Fraction of each cell covered by each box.
+
+    Args:
+        b: ``[S, K, 4]`` boxes ``x0, y0, x1, y1`` in token units inside ``[0, tw] x [0, th]``.
+
+    Returns:
+        ``[S, K, th, tw]`` coverage (separable interval overlaps, exact).
+    """
+    jx, jy = np.arange(tw), np.arange(th)
+    ox = np.clip(np.minimum(b[..., 2:3], jx + 1) - np.maximum(b[..., 0:1], jx), 0, 1)  # [S, K, tw]
+    oy = np.clip(np.minimum(b[..., 3:4], jy + 1) - np.maximum(b[..., 1:2], jy), 0, 1)  # [S, K, th]
+    return oy[..., :, None] * ox[..., None, :]  # [S, K, th, tw]
+
+
+def _axis_pieces(lo: np.ndarray, hi: np.ndarray, n: int):
+    """Elementary intervals between all box edges and cell edges along one axis."""
+    s = lo.shape[0]
+    edges = np.concatenate([lo, hi, np.broadcast_to(np.arange(n + 1.0), (s, n + 1))], 1)
+    edges.sort(axis=1)  # [S, 2K+n+1]
+    width = np.diff(edges, axis=1)  # [S, P]
+    mid = 0.5 * (edges[:, 1:] + edges[:, :-1])  # [S, P]
+    inside = (lo[:, :, None] <= mid[:, None, :]) & (mid[:, None, :] < hi[:, :, None])  # [S, K, P]
+    cell = np.minimum(mid.astype(np.int64), n - 1)  # [S, P]
+    onehot = (cell[:, :, None] == np.arange(n)).astype(np.float64)  # [S, P, n]
+    return width, inside.astype(np.float64), onehot
+
+
+def union_cell_coverage(b: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """Exact fraction of each cell covered by the union of the boxes of each sample.
+
+    Coordinate compression: the box and cell edges cut the plane into elementary
+    rectangles, each wholly inside or outside every box and inside one cell.
+
+    Args:
+        b: ``[S, K, 4]`` boxes in token units (K >= 1).
+
+    Returns:
+        ``[S, th, tw]`` union coverage in [0, 1].
+    """
+    if b.shape[1] == 1:
+        return box_cell_coverage(b, th, tw)[:, 0]
+    dx, inx, ox = _axis_pieces(b[..., 0], b[..., 2], tw)  # [S, Px], [S, K, Px], [S, Px, tw]
+    dy, iny, oy = _axis_pieces(b[..., 1], b[..., 3], th)  # [S, Py], [S, K, Py], [S, Py, th]
+    covered = (iny.transpose(0, 2, 1) @ inx) > 0  # [S, Py, Px]: inside some box
+    area = covered * dy[:, :, None] * dx[:, None, :]  # [S, Py, Px]
+    return oy.transpose(0, 2, 1) @ area @ ox  # [S, th, tw]
+
+
+def gaussian_cell_bumps(b: np.ndarray, th: int, tw: int, sigma_scale: float) -> np.ndarray:
+    """Sum over boxes of peak-1 Gaussians (sigma = sigma_scale x side), averaged per cell.
+
+    Args:
+        b: ``[S, K, 4]`` boxes in token units.
+
+    Returns:
+        ``[S, th, tw]`` float64, non-negative.
+    """
+    import torch
+
+    def axis(lo, hi, n):
+        c = torch.from_numpy(0.5 * (lo + hi))[..., None]  # [S, K, 1]
+        s = torch.from_numpy(np.maximum(sigma_scale * (hi - lo), 1e-6))[..., None]  # [S, K, 1]
+        e = torch.arange(n + 1, dtype=torch.float64)  # [n+1]
+        cdf = torch.special.ndtr((e - c) / s)  # [S, K, n+1]
+        return (s * np.sqrt(2 * np.pi) * (cdf[..., 1:] - cdf[..., :-1])).numpy()  # [S, K, n]
+
+    gx = axis(b[..., 0], b[..., 2], tw)  # [S, K, tw]
+    gy = axis(b[..., 1], b[..., 3], th)  # [S, K, th]
+    return np.einsum("ski,skj->sij", gy, gx)  # [S, th, tw]
+
+
+@lru_cache(maxsize=256)
+def pixel_cell_weights(pixels: int, cells: int) -> np.ndarray:
+    """``[cells, pixels]``: share of each original pixel [x, x+1] in each cell, averaged."""
+    step = pixels / cells  # a cell's extent in original pixels
+    x = np.arange(pixels, dtype=np.float64)
+    lo = np.arange(cells, dtype=np.float64)[:, None] * step  # [cells, 1]
+    ov = np.clip(np.minimum(x + 1, lo + step) - np.maximum(x, lo), 0, None)  # [cells, pixels]
+    return (ov / step).astype(np.float32)
