@@ -338,6 +338,14 @@ class EvidenceDataModule(pl.LightningDataModule):
             self._stream["cursor"] += take
         return self.collate([ds[i] for i in idx])
 
+    def fixed_prompts(self, n: int) -> PromptBatch:
+        """The first ``n`` validation prompts (train if there is no validation split): the
+        fixed images of the attention-overlay callback."""
+        if not self.datasets:
+            self.setup("fit")
+        ds = self.datasets.get("val") or self.datasets["train"]
+        return self.collate([ds[i] for i in range(min(n, len(ds)))])
+
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         order = (

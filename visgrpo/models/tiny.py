@@ -42,7 +42,7 @@ orange black white gray grey pink brown cyan circle square triangle star cross d
 hexagon ellipse rectangle there answer think options option with letter number count
 A B C D E F G H I J K L M N O P Q R S T U V W X Y Z
 0 1 2 3 4 5 6 7 8 9 Locate box Answer Question Picture Video
-""".split()
+""".split()  # noqa: SIM905 (a word list reads better as text)
 
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"

@@ -1,0 +1,184 @@
+"""Callbacks: rollout tables and attention overlays to MLflow, export of the trained model.
+
+All of them log through the trainer's ``MLFlowLogger`` when there is one and write plain
+files under ``trainer.default_root_dir`` otherwise, so a run without MLflow still leaves
+its figures behind.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+
+def mlflow_client(trainer):
+    """``(client, run_id)`` of the trainer's MLFlowLogger, or ``(None, None)``."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger):
+            return logger.experiment, logger.run_id
+    return None, None
+
+
+class RolloutTable(L.Callback):
+    """Logs a table of sample rollouts (prompt id, answer, completion, reward) every N steps.
+
+    Args:
+        every_n_steps: logging period in optimiser steps.
+        max_rows: responses per table.
+    """
+
+    def __init__(self, every_n_steps: int = 10, max_rows: int = 16) -> None:
+        self.every_n_steps = every_n_steps
+        self.max_rows = max_rows
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        rollout = getattr(pl_module, "last_rollout", None)
+        step = trainer.global_step
+        if rollout is None or step % self.every_n_steps:
+            return
+        n = min(self.max_rows, len(rollout.completions))
+        rewards = getattr(pl_module, "last_rewards", None)
+        table = {
+            "step": [step] * n,
+            "id": [str(s.get("id", "")) for s in rollout.samples[:n]],
+            "answer": [str(s.get("answer", "")) for s in rollout.samples[:n]],
+            "completion": list(rollout.completions[:n]),
+            "reward": [float(r) for r in rewards[:n]] if rewards is not None else [float("nan")] * n,
+            "group": [int(g) for g in rollout.group_ids[:n]],
+        }
+        client, run_id = mlflow_client(trainer)
+        if client is not None:
+            client.log_table(run_id, data=table, artifact_file=f"rollouts/step_{step:06d}.json")
+
+
+def attention_map(attn: torch.Tensor, response_mask: torch.Tensor, grid_hw: tuple[int, int]) -> np.ndarray:
+    """Mean attention of the real response rows on the first image's tokens, as a grid.
+
+    Args:
+        attn: [T, N] attention of response rows on the sample's image tokens.
+        response_mask: [T] bool.
+        grid_hw: merged-token grid (rows, cols) of the first image.
+    """
+    rows = attn[response_mask.bool()]  # [T_real, N]
+    mean = rows.mean(0) if len(rows) else torch.zeros(attn.shape[-1])  # [N]
+    h, w = grid_hw
+    return mean[: h * w].reshape(h, w).float().cpu().numpy()
+
+
+def overlay_figure(image, heat: np.ndarray, title: str = ""):
+    """Matplotlib figure of ``image`` with ``heat`` (token grid) overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.2, 3.4), dpi=100)
+    ax.imshow(image)
+    ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, image.width, image.height, 0), interpolation="nearest")
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+class AttentionOverlay(L.Callback):
+    """Attention of the policy's answers on fixed validation images, at fit start and every N steps.
+
+    Greedy answers are generated for the first ``num_images`` validation prompts; their mean
+    response-to-image attention at the module's diagnostics layer is drawn over the image.
+
+    Args:
+        every_n_steps: period in optimiser steps (and once before training, step 0).
+        num_images: number of fixed validation prompts.
+        out_dir: directory for the PNGs (default ``<default_root_dir>/attention``).
+    """
+
+    def __init__(self, every_n_steps: int = 50, num_images: int = 4, out_dir: str | None = None) -> None:
+        self.every_n_steps = every_n_steps
+        self.num_images = num_images
+        self.out_dir = out_dir
+
+    def _render(self, trainer, pl_module, tag: str) -> list[Path]:
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "fixed_prompts"):
+            return []
+        prompts = dm.fixed_prompts(self.num_images)
+        maps = pl_module.attention_maps(prompts)
+        out = Path(self.out_dir or Path(trainer.default_root_dir) / "attention")
+        out.mkdir(parents=True, exist_ok=True)
+        client, run_id = mlflow_client(trainer)
+        paths = []
+        import matplotlib.pyplot as plt
+
+        for k, (image, heat, completion) in enumerate(maps):
+            fig = overlay_figure(image, heat, title=f"{tag}: {completion[:40]}")
+            path = out / f"{tag}_img{k}.png"
+            fig.savefig(path)
+            plt.close(fig)
+            paths.append(path)
+            if client is not None:
+                client.log_artifact(run_id, str(path), artifact_path="attention")
+        return paths
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.global_step == 0:
+            self._render(trainer, pl_module, "step000000")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step and step % self.every_n_steps == 0:
+            self._render(trainer, pl_module, f"step{step:06d}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._render(trainer, pl_module, "final")
+
+
+def export_hf(policy, processor, out_dir: str | Path, merged: bool = True) -> Path:
+    """Write the policy as a Hugging Face directory.
+
+    Args:
+        policy: a plain transformers model or a ``peft.PeftModel``.
+        processor: saved beside the weights so the directory loads on its own.
+        out_dir: destination.
+        merged: for LoRA, merge the adapters into a copy of the base weights (a plain
+            model directory); otherwise save the adapter only.
+    """
+    from visgrpo.models.reference import is_peft_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = policy
+    if is_peft_model(policy) and merged:
+        model = copy.deepcopy(policy).merge_and_unload()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+class ExportModel(L.Callback):
+    """At the end of fit, export the model to ``dirpath`` and log it as an MLflow artifact.
+
+    Args:
+        dirpath: export directory (default ``<default_root_dir>/export``).
+        merged: merge LoRA adapters into the base weights.
+    """
+
+    def __init__(self, dirpath: str | None = None, merged: bool = True) -> None:
+        self.dirpath = dirpath
+        self.merged = merged
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        out = export_hf(
+            pl_module.policy, pl_module.processor, self.dirpath or Path(trainer.default_root_dir) / "export", self.merged
+        )
+        client, run_id = mlflow_client(trainer)
+        if client is not None:
+            client.log_artifacts(run_id, str(out), artifact_path="model")

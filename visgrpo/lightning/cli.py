@@ -1,0 +1,62 @@
+"""The Lightning CLI of visgrpo: ``visgrpo fit|validate|test|predict --config ...``.
+
+Models are given by ``class_path`` (``visgrpo.lightning.RLVRModule`` or
+``visgrpo.lightning.SFTModule``); the data module is ``EvidenceDataModule``. The model
+directory is linked from the model to the data module (``link_arguments``), so the
+processor and its fingerprint come from the one place. The default logger is MLflow
+with an embedded SQLite store in the working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from visgrpo.lightning.compose import expand_config_args
+
+
+class SaveConfigToMLflow(SaveConfigCallback):
+    """Saves the resolved config to ``<default_root_dir>/config.yaml`` and, with an MLflow
+    logger, as the run artifact ``config.yaml`` (MLflow loggers have no ``log_dir``)."""
+
+    def __init__(self, parser, config, **kwargs) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(parser, config, **kwargs)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        from visgrpo.lightning.callbacks import mlflow_client
+
+        out = Path(trainer.default_root_dir) / self.config_filename
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, out, skip_none=False, overwrite=True, multifile=False)
+        client, run_id = mlflow_client(trainer)
+        if client is not None:
+            client.log_artifact(run_id, str(out))
+
+
+class VisgrpoCLI(LightningCLI):
+    """LightningCLI with the model path linked into the data module."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.init_args.policy.name_or_path", "data.model_path")
+
+
+def build_cli(args: list[str] | None, run: bool = True) -> VisgrpoCLI:
+    from visgrpo.lightning.datamodule import EvidenceDataModule
+
+    return VisgrpoCLI(
+        model_class=None,
+        datamodule_class=EvidenceDataModule,
+        subclass_mode_model=True,
+        args=expand_config_args(list(args or [])),
+        run=run,
+        save_config_callback=SaveConfigToMLflow,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"},
+        auto_configure_optimizers=False,
+    )
+
+
+def run_cli(args: list[str] | None = None) -> None:
+    build_cli(args, run=True)
