@@ -27,24 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module, help_text in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:  # a command not yet built stays listed but inert
-            if e.name != module:
-                raise
-            p.set_defaults(func=None)
-            continue
+        mod = importlib.import_module(module)
         mod.add_arguments(p)
         p.set_defaults(func=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; bad input prints one clear line and exits 1 (no traceback)."""
+    from data_tools.errors import RecordError
+
     args = build_parser().parse_args(argv)
-    if args.func is None:
-        print(f"visgrpo-data {args.command}: not available in this build", file=sys.stderr)
-        return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (RecordError, FileExistsError, FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"visgrpo-data {args.command}: error: {msg}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
