@@ -78,7 +78,7 @@ def segmentation_coverage(masks: np.ndarray, th: int, tw: int) -> tuple[np.ndarr
     """Area-averaged coverage of ``masks`` [K, H, W] -> (union [th, tw], per object [K, th, tw])."""
     _, h, w = masks.shape
     ay, ax = pixel_cell_weights(h, th), pixel_cell_weights(w, tw)  # [th, H], [tw, W]
-    m = masks.astype(np.float32)  # [K, H, W]
+    m = masks.astype(np.float64)  # [K, H, W]
     per = ay @ m @ ax.T  # [K, th, tw]
     union = ay @ m.max(axis=0) @ ax.T  # [th, tw]
     return np.clip(union, 0, 1), np.clip(per, 0, 1)
@@ -376,16 +376,13 @@ def run(args) -> int:
     grid = grid_from_args(args)
     report = ErrorReport()
     splits = _split_dirs(src)
-    try:
-        with atomic_output_dir(out, overwrite=args.overwrite) as tmp:
-            for name in splits or [None]:
-                _one(src / name if name else src, tmp / name if name else tmp, grid, args, report)
-            if splits:  # the top-level metadata of a directory of splits, with the fingerprint
-                top = json.loads((src / META_FILE).read_text()) if (src / META_FILE).exists() else {}
-                (tmp / META_FILE).write_text(json.dumps({**top, "processor": grid.fingerprint()}, indent=2))
-    except RecordError as e:
-        print(f"masks: {e}", file=sys.stderr)
-        return 1
+    # a bad record raises RecordError: nothing is written, data_tools.cli.main prints it (exit 1)
+    with atomic_output_dir(out, overwrite=args.overwrite) as tmp:
+        for name in splits or [None]:
+            _one(src / name if name else src, tmp / name if name else tmp, grid, args, report)
+        if splits:  # the top-level metadata of a directory of splits, with the fingerprint
+            top = json.loads((src / META_FILE).read_text()) if (src / META_FILE).exists() else {}
+            (tmp / META_FILE).write_text(json.dumps({**top, "processor": grid.fingerprint()}, indent=2))
     if args.report:
         report.write(args.report)
     if report.skipped:

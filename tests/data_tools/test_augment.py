@@ -12,6 +12,7 @@ from PIL import Image
 from data_tools import augment
 from data_tools.cli import main
 from data_tools.io import load_dataset_dir, save_dataset
+from tests.data_tools.conftest import run_command
 
 
 def _rect(b):
@@ -148,5 +149,6 @@ def test_flips_only_on_request_and_derived_columns_dropped(tmp_path, capsys):
 def test_bad_arguments(tmp_path):
     ds_dir = make_dataset(tmp_path, [[[0, 0, 10, 10]]])
     with pytest.raises(ValueError, match="unknown pipeline"):
-        _augment(tmp_path, ds_dir, "--pipeline", "rotate")
+        run_command(["augment", "--dataset", str(ds_dir), "--out", str(tmp_path / "aug"),
+                     "--no-progress", "--pipeline", "rotate"])
     assert not (tmp_path / "aug").exists()

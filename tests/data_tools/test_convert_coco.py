@@ -11,9 +11,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from data_tools.cli import main
 from data_tools.errors import RecordError
 from data_tools.io import load_dataset_dir
+from tests.data_tools.conftest import run_command
 
 SIZES = {1: (32, 24), 2: (16, 16), 3: (20, 10)}  # image id -> (width, height)
 
@@ -74,7 +74,7 @@ def make_coco(root: Path) -> tuple[Path, Path]:
 
 
 def _run(root: Path, inst: Path, qpath: Path, *extra: str) -> int:
-    return main(["convert", "coco", "--instances", str(inst), "--questions", str(qpath),
+    return run_command(["convert", "coco", "--instances", str(inst), "--questions", str(qpath),
                  "--image-root", str(root), "--out", str(root / "out"), "--no-progress", *extra])  # fmt: skip
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools.cli import main
 from data_tools.errors import RecordError
 from data_tools.io import load_dataset_dir
+from tests.data_tools.conftest import run_command
 
 
 def _png(path: Path, size=(40, 20), colour=(200, 30, 30)) -> Path:
@@ -28,7 +28,7 @@ def _jsonl(path: Path, rows) -> Path:
 
 
 def _run(tmp_path: Path, jsonl: Path, *extra: str, out: str = "out") -> int:
-    return main(
+    return run_command(
         [
             "convert",
             "jsonl",

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools.cli import main
 from data_tools.errors import RecordError
 from data_tools.io import load_dataset_dir
+from tests.data_tools.conftest import run_command
 
 
 def make_refcoco(root: Path) -> tuple[Path, list[dict]]:
@@ -39,7 +39,7 @@ def make_refcoco(root: Path) -> tuple[Path, list[dict]]:
 
 
 def _run(root: Path, refs_path: Path, *extra: str) -> int:
-    return main(["convert", "refcoco", "--refs", str(refs_path), "--instances", str(root / "instances.json"),
+    return run_command(["convert", "refcoco", "--refs", str(refs_path), "--instances", str(root / "instances.json"),
                  "--image-root", str(root), "--out", str(root / "out"), "--no-progress", *extra])  # fmt: skip
 
 
