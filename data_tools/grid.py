@@ -354,9 +354,10 @@ def gaussian_cell_bumps(b: np.ndarray, th: int, tw: int, sigma_scale: float) -> 
 
 @lru_cache(maxsize=256)
 def pixel_cell_weights(pixels: int, cells: int) -> np.ndarray:
-    """``[cells, pixels]``: share of each original pixel [x, x+1] in each cell, averaged."""
+    """``[cells, pixels]`` float64: share of each original pixel [x, x+1] in each cell, averaged
+    (float64 so that a fully covered cell sums to 1 exactly, not 1 - 2e-7)."""
     step = pixels / cells  # a cell's extent in original pixels
     x = np.arange(pixels, dtype=np.float64)
     lo = np.arange(cells, dtype=np.float64)[:, None] * step  # [cells, 1]
     ov = np.clip(np.minimum(x + 1, lo + step) - np.maximum(x, lo), 0, None)  # [cells, pixels]
-    return (ov / step).astype(np.float32)
+    return ov / step
