@@ -14,8 +14,8 @@ and answers are mirror-invariant.
 
 Boxes go through albumentations as ``pascal_voc`` boxes (``label_fields=["box_ids"]``), and
 the segmentation masks (decoded from the ``segmentation`` column, see
-:mod:`data_tools.convert.common`) as ``masks``; after the transform each mask is re-encoded
-as compressed RLE. A box whose visible fraction falls below ``--min-visibility`` is
+:mod:`data_tools.segmentation`) as ``masks``; after the transform each mask is re-encoded
+as compressed RLE (``""`` stays ``""``). A box whose visible fraction falls below ``--min-visibility`` is
 **dropped**; one that extends past the image but is kept is **clipped** (counted by
 transforming its corners as keypoints). Because a dropped evidence box can invalidate the
 answer (counting, "which object"), a copy that lost a box is discarded unless
@@ -30,7 +30,6 @@ the processor fingerprint are **dropped**: image sizes and boxes change, so rebu
 from __future__ import annotations
 
 import io
-import json
 import sys
 import warnings
 from collections import Counter
@@ -44,6 +43,7 @@ from data_tools.convert.common import ShardedWriter, check_out, skip_or_raise
 from data_tools.errors import ErrorReport, RecordError
 from data_tools.io import load_dataset_dir, save_dataset
 from data_tools.schema import BASE_FEATURES, DERIVED_FEATURES
+from data_tools.segmentation import decode_record, encode_mask
 
 
 def _photometric(w: int, h: int) -> list:
@@ -134,33 +134,6 @@ def _compose(A, transforms: list, min_visibility: float):
     )
 
 
-def decode_segmentation(seg_json: str | None, n: int, h: int, w: int) -> list[np.ndarray | None]:
-    """Per-box binary masks ``[h, w]`` uint8 from the ``segmentation`` JSON (``None`` per gap)."""
-    from pycocotools import mask as mask_utils
-
-    if seg_json is None:
-        return [None] * n
-    segs = json.loads(seg_json)
-    out = []
-    for s in segs:
-        if s is None:
-            out.append(None)
-        elif isinstance(s, list):
-            out.append(mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(s, h, w))))
-        elif isinstance(s["counts"], list):
-            out.append(mask_utils.decode(mask_utils.frPyObjects(s, h, w)))
-        else:
-            out.append(mask_utils.decode(s))
-    return out
-
-
-def encode_mask(m: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("utf-8")}
-
-
 def augment_record(
     rec: dict, transform, seed: int, counts: Counter, keep_partial: bool, has_seg: bool
 ):
@@ -170,7 +143,7 @@ def augment_record(
     where = f"id={rec['id']}"
     boxes = validate_boxes(rec["boxes"], w, h, where)  # [K, 4]
     k = len(boxes)
-    masks = decode_segmentation(rec.get("segmentation") if has_seg else None, k, h, w)
+    masks = decode_record(rec.get("segmentation") if has_seg else None, k, h, w, where)  # K x [H, W] | None
     corners = boxes[:, [0, 1, 2, 1, 0, 3, 2, 3]].reshape(-1, 2)  # [4K, 2]
     transform.set_random_seed(seed)
     out = transform(
@@ -214,10 +187,7 @@ def augment_record(
         "height": nh,
     }
     if has_seg:
-        segs = [encode_mask(out["masks"][i]) if masks[i] is not None else None for i in kept]
-        record["segmentation"] = (
-            json.dumps(segs, separators=(",", ":")) if rec.get("segmentation") else None
-        )
+        record["segmentation"] = [encode_mask(out["masks"][i]) if masks[i] is not None else "" for i in kept]
     counts["boxes_out"] += len(kept)
     counts["copies_written"] += 1
     return record

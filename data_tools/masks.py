@@ -18,9 +18,8 @@ A box is scaled by ``W'/W, H'/H``; in token units a coordinate is ``x * tw / W``
   (difference of normal CDFs), so even a box thinner than a token puts its mass in the
   cell of its centre. A sample without boxes gets the uniform target.
 
-``segmentation`` column (optional; one entry per box, ``""`` for none): a COCO segmentation
-as JSON text -- an RLE ``{"size": [H, W], "counts": str | list}`` or a polygon list
-``[[x0, y0, x1, y1, ...], ...]`` in original-image pixels.
+``segmentation`` column (optional): one COCO segmentation per box as JSON text, ``""`` for
+none (format: :mod:`data_tools.segmentation`, shared by every writer).
 
 Multi-image samples (data_tools/schema.py): ``images``, list-valued ``width``/``height``
 and ``box_image``; outputs run over all images' tokens in order. Sizes come from the
@@ -49,29 +48,9 @@ from data_tools.grid import (  # noqa: F401 -- geometry re-exported for callers 
 )
 from data_tools.io import META_FILE, atomic_output_dir, load_dataset_dir, save_dataset
 from data_tools.schema import DERIVED_FEATURES
+from data_tools.segmentation import decode_segmentation
 
 BOX_TOL = 1.0  # px of overshoot clipped silently (as data_tools.boxes.DEFAULT_TOL)
-
-
-def decode_segmentation(seg, height: int, width: int, where: str, field: str) -> np.ndarray:
-    """A COCO segmentation (JSON text, RLE dict or polygon list) -> ``[H, W]`` uint8 mask."""
-    from pycocotools import mask as mask_utils
-
-    try:
-        obj = json.loads(seg) if isinstance(seg, str) else seg
-        if isinstance(obj, dict):
-            if list(obj.get("size", [])) != [height, width]:
-                raise ValueError(f"RLE size {obj.get('size')} != image {height}x{width}")
-            rle = obj if isinstance(obj["counts"], str) else mask_utils.frPyObjects(obj, height, width)
-            if isinstance(rle.get("counts"), str):
-                rle = {"size": rle["size"], "counts": rle["counts"].encode()}
-        elif isinstance(obj, list) and obj:
-            rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in obj], height, width))
-        else:
-            raise ValueError(f"expected an RLE dict or a polygon list, got {type(obj).__name__}")
-        return mask_utils.decode(rle)
-    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
-        raise RecordError(where, field, f"bad segmentation: {e}") from None
 
 
 def segmentation_coverage(masks: np.ndarray, th: int, tw: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +118,12 @@ def evidence_for_table(
         nbi, box_img = n_box, np.zeros(len(box_row), np.int64)
     segs = None
     if use_segmentation and "segmentation" in tbl.column_names:
-        nseg, seg_flat = _lists(tbl.column("segmentation"))
+        seg_col = tbl.column("segmentation").combine_chunks()
+        if not (pa.types.is_list(seg_col.type) or pa.types.is_large_list(seg_col.type)):
+            raise ValueError(f"column 'segmentation' is {seg_col.type}, expected a list of JSON texts, "
+                             "one per box (data_tools/segmentation.py); re-run convert, or --no-segmentation")
+        nseg, seg_flat = _lists(seg_col)
+        seg_null = seg_col.is_null().to_numpy(zero_copy_only=False)  # [n] null list: no masks
         segs = seg_flat.to_pylist()
         seg_of_box = np.concatenate([[0], np.cumsum(nseg)])[box_row] + box_k  # [B]
     img_start = np.concatenate([[0], np.cumsum(n_img)])  # [n+1]
@@ -157,7 +141,7 @@ def evidence_for_table(
     flag(np.flatnonzero(n_img == 0), lambda i: "width/height", lambda i: "no image size")
     flag(np.flatnonzero(nbi != n_box), lambda i: "box_image", lambda i: f"{nbi[i]} entries for {n_box[i]} boxes")
     if segs is not None:
-        flag(np.flatnonzero(nseg != n_box), lambda i: "segmentation", lambda i: f"{nseg[i]} entries for {n_box[i]} boxes")
+        flag(np.flatnonzero(~seg_null & (nseg != n_box)), lambda i: "segmentation", lambda i: f"{nseg[i]} entries for {n_box[i]} boxes")
     ok_rows = np.array([i not in bad for i in range(n)], bool)
     unit_ok = np.repeat(ok_rows, n_img)  # [U]
     h_u, w_u = np.where(unit_ok, heights, 1), np.where(unit_ok, widths, 1)  # [U]
@@ -231,6 +215,8 @@ def evidence_for_table(
     if segs is not None:
         for u in np.flatnonzero(k_u > 0):
             ob = order[kstart[u]:kstart[u + 1]]
+            if seg_null[box_row[ob[0]]]:
+                continue
             entries = [segs[seg_of_box[j]] for j in ob]
             if not all(entries):
                 continue

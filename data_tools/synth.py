@@ -15,7 +15,7 @@ overlapping. One question per image, of three kinds:
 
 Evidence = the objects the answer depends on: ``boxes`` (tight pixel boxes of the drawn
 shapes, xyxy), ``box_labels`` ("red circle"), ``segmentation`` (one COCO RLE per box as
-JSON text ``{"size": [H, W], "counts": str}``; data_tools/masks.py uses it). Extra columns:
+JSON text ``{"size": [H, W], "counts": str}``: the format of :mod:`data_tools.segmentation`). Extra columns:
 ``options`` (choice letters' texts, else empty), ``question_type``, ``scene`` (JSON list of
 every object: shape, colour, box -- the generator's ground truth).
 
@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 
 from data_tools.io import META_FILE, atomic_output_dir, save_dataset
 from data_tools.schema import BASE_FEATURES
+from data_tools.segmentation import FEATURE as SEGMENTATION_FEATURE
 
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220),
@@ -199,7 +200,7 @@ def features():
     return datasets.Features({
         **BASE_FEATURES,
         "options": datasets.Sequence(datasets.Value("string")),
-        "segmentation": datasets.Sequence(datasets.Value("string")),
+        "segmentation": SEGMENTATION_FEATURE,
         "question_type": datasets.Value("string"),
         "scene": datasets.Value("string"),
     })

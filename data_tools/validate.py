@@ -1,7 +1,8 @@
 """``visgrpo-data validate DIR``: check an evidence dataset; write a JSON report.
 
 Checks every record: schema (required columns and types, ``answer_type`` in
-:data:`~data_tools.schema.ANSWER_TYPES`, one label / segmentation / ``box_image`` per box,
+:data:`~data_tools.schema.ANSWER_TYPES`, one label / segmentation / ``box_image`` per box
+(each segmentation decodes at its image's size, :mod:`data_tools.segmentation`),
 unique ids); images decode and have the ``width``/``height`` of their columns; boxes are
 valid (:func:`data_tools.boxes.validate_boxes`: finite, not inverted, non-zero area, inside
 the image up to 1 px); and, when derived columns are present, their consistency with the
@@ -24,6 +25,7 @@ import numpy as np
 from data_tools.errors import ErrorReport, RecordError
 from data_tools.io import load_dataset_dir
 from data_tools.schema import ANSWER_TYPES, DERIVED_FEATURES, FINGERPRINT_KEYS
+from data_tools.segmentation import decode_segmentation
 
 REQUIRED = ("id", "question", "answer", "answer_type", "boxes", "width", "height")
 SUM_TOL = 1e-4
@@ -75,6 +77,8 @@ def check_record(row: dict, where: str, grid=None, check_images: bool = True) ->
         raise RecordError(where, "width/height", f"{len(images or [])} images but {len(ws)} widths, {len(hs)} heights")
     boxes = row.get("boxes") or []
     n = len(boxes)
+    if isinstance(row.get("segmentation"), str):
+        raise RecordError(where, "segmentation", "one string; expected one JSON text per box (data_tools/segmentation.py)")
     for col in ("box_labels", "segmentation", "box_image"):
         if row.get(col) is not None and len(row[col]) != n and (col != "box_labels" or row[col]):
             raise RecordError(where, col, f"{len(row[col])} entries for {n} boxes")
@@ -97,6 +101,9 @@ def check_record(row: dict, where: str, grid=None, check_images: bool = True) ->
                 raise RecordError(where, f"boxes[{k}]", e.reason) from None
     if any(b < 0 or b >= len(hs) for b in box_img):
         raise RecordError(where, "box_image", f"index out of range of {len(hs)} images")
+    for k, seg in enumerate(row.get("segmentation") or []):
+        if seg:  # decodes, at the size of its box's image
+            decode_segmentation(seg, hs[box_img[k]], ws[box_img[k]], where, f"segmentation[{k}]")
     if grid is not None:
         _check_derived(row, where, grid, hs, ws, n)
 

@@ -6,8 +6,8 @@
 * ``refcoco`` -- referring expressions; the answer and the evidence are the box
   (:mod:`.refcoco`).
 
-All write the DESIGN.md schema (plus an optional ``segmentation`` JSON column, described in
-:mod:`.common`) atomically, with ``--format arrow|parquet`` and ``--on-error raise|skip``.
+All write the DESIGN.md schema (plus an optional ``segmentation`` column, one JSON text per
+box: :mod:`data_tools.segmentation`) atomically, with ``--format arrow|parquet`` and ``--on-error raise|skip``.
 """
 
 from __future__ import annotations

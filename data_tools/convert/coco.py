@@ -11,8 +11,8 @@ The instances file is read with ``pycocotools.coco.COCO``. The questions file is
 evidence annotations, in the order of the written ``boxes``; each must exist and belong
 to ``image_id``. Boxes are the annotations' COCO ``bbox`` (``xywh`` pixels) converted to
 ``xyxy`` pixels and validated (:mod:`data_tools.boxes`); labels are the category names;
-the annotations' segmentations (polygons or RLE) are kept in the ``segmentation`` JSON
-column (format in :mod:`data_tools.convert.common`) unless ``--no-segmentation``.
+the annotations' segmentations (polygons or RLE) are kept in the ``segmentation`` column
+(one JSON text per box: :mod:`data_tools.segmentation`) unless ``--no-segmentation``.
 
 Images (``file_name`` under ``--image-root``) are embedded; their header size must match
 the instances file's ``width``/``height``.
@@ -29,6 +29,7 @@ from pathlib import Path
 from data_tools.boxes import DEFAULT_TOL, convert_and_validate
 from data_tools.convert import common
 from data_tools.errors import ErrorReport, RecordError
+from data_tools.segmentation import segmentation_column
 
 
 def add_arguments(parser) -> None:
@@ -170,9 +171,7 @@ def convert_question(coco, obj: dict, where: str, rec_id: str, args, images: Ima
     ]
     segmentation = None
     if not args.no_segmentation:
-        segmentation = common.segmentation_value(
-            [ann.get("segmentation") for ann in anns], len(anns), where
-        )
+        segmentation = segmentation_column([ann.get("segmentation") for ann in anns], len(anns), where)
     return common.make_record(
         id=rec_id,
         image={"bytes": data, "path": Path(img["file_name"]).name},

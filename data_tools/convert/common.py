@@ -13,18 +13,14 @@
   written, which is why it is not inside ``OUT``); its summary is printed and also stored in
   ``OUT/visgrpo_meta.json`` under ``"convert"``.
 * Optional ``segmentation`` column (``convert coco``/``refcoco``, or ``convert jsonl
-  --segmentation-field``): a JSON **string** per record holding a list with one entry per box
-  (same order as ``boxes``), each a COCO segmentation object in original-image pixels --
-  polygons ``[[x0, y0, x1, y1, ...], ...]`` or RLE ``{"size": [h, w], "counts": str | list}``
-  (compressed counts as a UTF-8 string, uncompressed as a list of ints) -- or ``null`` for a
-  box without one. Decode with ``pycocotools.mask.frPyObjects`` (polygons / uncompressed RLE)
-  or use compressed RLE directly. The column is absent when no record has segmentation.
+  --segmentation-field``): one COCO segmentation per box as JSON text, ``""`` for a box
+  without one (format and checks: :mod:`data_tools.segmentation`). The column is absent
+  when no record has segmentation.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import re
 import shutil
 import sys
@@ -37,8 +33,8 @@ import numpy as np
 from data_tools.errors import ErrorReport, RecordError, handle
 from data_tools.io import save_dataset
 from data_tools.schema import ANSWER_TYPES, BASE_FEATURES
+from data_tools.segmentation import FEATURE as SEGMENTATION_FEATURE
 
-SEGMENTATION_FEATURE = datasets.Value("string")
 SHARD_SIZE = 2000  # records per temporary Arrow shard
 
 
@@ -147,54 +143,6 @@ def labels_value(labels, n_boxes: int, where: str, field: str = "box_labels") ->
     if len(labels) != n_boxes:
         raise RecordError(where, field, f"{len(labels)} labels for {n_boxes} boxes")
     return [text_value(v, where, f"{field}[{i}]", allow_empty=True) for i, v in enumerate(labels)]
-
-
-def segmentation_value(segs, n_boxes: int, where: str, field: str = "segmentation") -> str | None:
-    """Check per-box COCO segmentation objects and serialise them (see module docstring)."""
-    if segs is None:
-        return None
-    if not isinstance(segs, (list, tuple)) or len(segs) != n_boxes:
-        raise RecordError(
-            where, field, f"expected a list with one segmentation per box ({n_boxes})"
-        )
-    out = []
-    for i, s in enumerate(segs):
-        out.append(_one_segmentation(s, where, f"{field}[{i}]"))
-    return json.dumps(out, separators=(",", ":"))
-
-
-def _one_segmentation(s, where: str, field: str):
-    if s is None:
-        return None
-    if isinstance(s, dict):
-        if "counts" not in s or "size" not in s:
-            raise RecordError(where, field, "RLE needs 'size' and 'counts'")
-        counts = s["counts"]
-        if isinstance(counts, bytes):
-            counts = counts.decode("utf-8")
-        size = s["size"]
-        if not (isinstance(size, (list, tuple)) and len(size) == 2):
-            raise RecordError(where, field, f"RLE size must be [h, w], got {size!r}")
-        return {"size": [int(size[0]), int(size[1])], "counts": counts}
-    if isinstance(s, (list, tuple)):
-        polys = []
-        for j, poly in enumerate(s):
-            arr = np.asarray(poly, dtype=np.float64) if isinstance(poly, (list, tuple)) else None
-            if (
-                arr is None
-                or arr.ndim != 1
-                or arr.size < 6
-                or arr.size % 2
-                or not np.isfinite(arr).all()
-            ):
-                raise RecordError(
-                    where, f"{field}[{j}]", "polygon must be a flat list of >= 3 finite x, y pairs"
-                )
-            polys.append([float(v) for v in arr])
-        return polys
-    raise RecordError(
-        where, field, f"expected polygons (list) or RLE (dict), got {type(s).__name__}"
-    )
 
 
 class ShardedWriter:

@@ -6,7 +6,7 @@ against ``--image-root`` (default: the JSONL file's directory). Boxes are conver
 ``--box-format``/``--box-scale`` (see :mod:`data_tools.boxes`; a per-record format can be
 given by ``--box-format-field``) to xyxy pixels of the original image and validated.
 Segmentation (``--segmentation-field``): a list with one COCO segmentation object per box
-in original pixels (see :mod:`data_tools.convert.common`).
+in original pixels (or null per box); stored as :mod:`data_tools.segmentation` describes.
 
 Errors name ``FILE:LINE`` (plus the record id when known) and the field, e.g.
 ``data.jsonl:7 (id=q7): field 'boxes[1]': inverted box ...``.
@@ -31,6 +31,7 @@ from data_tools.boxes import (
 )
 from data_tools.convert import common
 from data_tools.errors import ErrorReport, RecordError
+from data_tools.segmentation import segmentation_column
 
 _MISSING = object()
 
@@ -162,12 +163,11 @@ def convert_record(obj: dict, where: str, rec_id: str, args, image_root: Path) -
     if args.labels_field:
         labels = get_field(obj, args.labels_field, where)
     segmentation = None
-    if args.segmentation_field:
+    if args.segmentation_field:  # a record without the field gets "" for each box
         seg = get_field(obj, args.segmentation_field, where, required=False)
-        if seg is not _MISSING:
-            segmentation = common.segmentation_value(
-                seg, len(boxes), where, args.segmentation_field
-            )
+        segmentation = segmentation_column(
+            None if seg is _MISSING else seg, len(boxes), where, args.segmentation_field
+        )
     return common.make_record(
         id=rec_id,
         image={"bytes": data, "path": img_path.name},

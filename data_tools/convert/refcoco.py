@@ -31,6 +31,7 @@ from data_tools.boxes import DEFAULT_TOL, convert_and_validate, format_box_text
 from data_tools.convert import common
 from data_tools.convert.coco import ImageCache, load_coco
 from data_tools.errors import ErrorReport, RecordError
+from data_tools.segmentation import segmentation_column
 
 DEFAULT_TEMPLATE = (
     "Locate the {expression} in the image. Answer with its bounding box [x0, y0, x1, y1]."
@@ -154,11 +155,7 @@ def convert_ref(coco, ref: dict, where: str, args, images: ImageCache) -> list[d
         tol=args.box_tolerance,
     )  # [1, 4]
     label = coco.cats.get(ann.get("category_id"), {}).get("name", "")
-    seg = (
-        None
-        if args.no_segmentation
-        else common.segmentation_value([ann.get("segmentation")], 1, where)
-    )
+    seg = None if args.no_segmentation else segmentation_column([ann.get("segmentation")], 1, where)
     sents = sentences_of(ref, where)
     if args.per == "ref":
         sents = sents[:1]

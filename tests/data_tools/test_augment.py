@@ -12,6 +12,7 @@ from PIL import Image
 from data_tools import augment
 from data_tools.cli import main
 from data_tools.io import load_dataset_dir, save_dataset
+from data_tools.segmentation import decode_segmentation
 from tests.data_tools.conftest import run_command
 
 
@@ -49,7 +50,7 @@ def _augment(root: Path, ds: Path, *extra: str, out="aug") -> tuple:
 
 
 def _mask_bbox(seg, h, w):
-    (m,) = augment.decode_segmentation(json.dumps([seg]), 1, h, w)
+    m = decode_segmentation(seg, h, w, "test", "segmentation")
     ys, xs = np.nonzero(m)
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
 
@@ -66,7 +67,7 @@ def test_scale_crop_pad_keeps_boxes_on_masks(tmp_path):
     worst = 0.0
     for r in ds:
         assert (r["width"], r["height"]) == (40, 40) == r["image"].size  # cropped back to size
-        segs = json.loads(r["segmentation"])
+        segs = r["segmentation"]  # one JSON text per box
         assert len(segs) == len(r["boxes"]) == len(r["box_labels"])
         for box, seg in zip(r["boxes"], segs, strict=True):
             assert 0 <= box[0] < box[2] <= 40 and 0 <= box[1] < box[3] <= 40
@@ -96,7 +97,7 @@ def test_drops_and_clips_are_counted_by_hand(tmp_path, monkeypatch):
     np.testing.assert_allclose(r0["boxes"], [[30, 10, 35, 20], [0, 0, 10, 10]])
     assert r0["box_labels"] == ["o0", "o2"]
     np.testing.assert_allclose(
-        _mask_bbox(json.loads(r0["segmentation"])[0], 40, 35), [30, 10, 35, 20]
+        _mask_bbox(r0["segmentation"][0], 40, 35), [30, 10, 35, 20]
     )
     # without --keep-partial the copy that lost box B is discarded
     ds2, meta2 = _augment(tmp_path, ds_dir, "--pipeline", "crop35", out="aug2")

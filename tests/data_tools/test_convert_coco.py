@@ -103,7 +103,7 @@ def test_counts_boxes_labels_and_masks_match_pycocotools(tmp_path, fmt):
         expected = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
         np.testing.assert_allclose(np.reshape(rec["boxes"], (-1, 4)), np.reshape(expected, (-1, 4)))
         assert rec["box_labels"] == [coco.loadCats(a["category_id"])[0]["name"] for a in anns]
-        segs = json.loads(rec["segmentation"])
+        segs = [json.loads(s) for s in rec["segmentation"]]  # one JSON text per box
         assert len(segs) == len(anns)
         for seg, ann in zip(segs, anns, strict=True):
             np.testing.assert_array_equal(

@@ -227,9 +227,9 @@ def test_segmentation_field_and_box_answer(tmp_path):
     src = _jsonl(tmp_path / "d.jsonl", rows)
     assert _run(tmp_path, src, *MAP, "--segmentation-field", "seg", "--answer-type", "box") == 0
     ds, _ = load_dataset_dir(tmp_path / "out")
-    assert json.loads(ds[0]["segmentation"]) == [[[0.0, 5.0, 20.0, 5.0, 20.0, 15.0, 0.0, 15.0]]]
+    assert [json.loads(s) for s in ds[0]["segmentation"]] == [[[0.0, 5.0, 20.0, 5.0, 20.0, 15.0, 0.0, 15.0]]]
     assert ds[0]["answer"] == "[0, 5, 20, 15]"  # the box answer, converted to pixels
-    assert ds[1]["segmentation"] is None and ds[1]["boxes"] == []
+    assert ds[1]["segmentation"] == [] and ds[1]["boxes"] == []  # one entry per box
     sub = tmp_path / "bad"
     sub.mkdir()
     err = _raises(sub, [_good(0, seg=[[[1, 2, 3]]])], "--segmentation-field", "seg")

@@ -55,7 +55,7 @@ def test_per_sentence_records(tmp_path):
     assert ds[0]["answer"] == "[3.25, 2, 13.25, 10]" and ds[0]["answer_type"] == "box"
     np.testing.assert_allclose(ds[0]["boxes"], [[3.25, 2, 13.25, 10]])
     assert ds[2]["answer"] == "[0, 0, 12, 6]" and ds[2]["box_labels"] == ["car"]
-    assert json.loads(ds[0]["segmentation"]) == [[[3.25, 2.0, 13.25, 2.0, 13.25, 10.0, 3.25, 10.0]]]
+    assert [json.loads(s) for s in ds[0]["segmentation"]] == [[[3.25, 2.0, 13.25, 2.0, 13.25, 10.0, 3.25, 10.0]]]
     assert ds[0]["image"].size == (30, 20) and ds["source"] == ["refcoco"] * 3
     assert meta["convert"]["refs_kept"] == 2
 

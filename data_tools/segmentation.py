@@ -1,0 +1,127 @@
+"""The optional ``segmentation`` column: one COCO segmentation per box, as JSON text.
+
+Format (every writer -- ``synth``, ``convert coco|refcoco|jsonl``, ``augment`` -- and every
+reader -- ``masks``, ``augment``, ``validate`` -- uses this module): ``segmentation`` is a
+list of strings aligned with ``boxes`` (entry ``k`` belongs to ``boxes[k]``). Each entry is
+
+* a COCO polygon list ``[[x0, y0, x1, y1, ...], ...]`` in original-image pixels,
+* a COCO RLE ``{"size": [H, W], "counts": str | list[int]}`` (compressed counts as a UTF-8
+  string, uncompressed as a list of ints),
+
+serialised with :func:`json.dumps`, or ``""`` when box ``k`` has no segmentation. A null
+list (a record of a dataset whose other records have masks) reads as all ``""``. The
+column is absent when no record has segmentation. Decoding uses pycocotools
+(``frPyObjects`` for polygons and uncompressed RLE).
+"""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+
+from data_tools.errors import RecordError
+
+FEATURE = datasets.Sequence(datasets.Value("string"))
+
+
+def segmentation_column(segs, n_boxes: int, where: str, field: str = "segmentation") -> list[str]:
+    """Check per-box COCO segmentation objects and serialise them (one JSON text per box).
+
+    Args:
+        segs: ``None`` (no box has one) or a list of ``n_boxes`` objects (``None`` per gap).
+        n_boxes: number of boxes of the record.
+        where, field: record and field named in errors (``field[i]`` for box ``i``).
+
+    Returns:
+        ``n_boxes`` strings, ``""`` for a box without segmentation.
+
+    Raises:
+        RecordError: wrong length, or an entry that is neither polygons nor an RLE.
+    """
+    if segs is None:
+        return [""] * n_boxes
+    if not isinstance(segs, (list, tuple)) or len(segs) != n_boxes:
+        raise RecordError(where, field, f"expected a list with one segmentation per box ({n_boxes})")
+    out = []
+    for i, s in enumerate(segs):
+        obj = _checked(s, where, f"{field}[{i}]")
+        out.append("" if obj is None else json.dumps(obj, separators=(",", ":")))
+    return out
+
+
+def _checked(s, where: str, field: str):
+    """One segmentation object, normalised (RLE counts as str), or ``None``."""
+    if s is None or s == "":
+        return None
+    if isinstance(s, dict):
+        if "counts" not in s or "size" not in s:
+            raise RecordError(where, field, "RLE needs 'size' and 'counts'")
+        counts = s["counts"]
+        if isinstance(counts, bytes):
+            counts = counts.decode("utf-8")
+        size = s["size"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2):
+            raise RecordError(where, field, f"RLE size must be [h, w], got {size!r}")
+        return {"size": [int(size[0]), int(size[1])], "counts": counts}
+    if isinstance(s, (list, tuple)):
+        polys = []
+        for j, poly in enumerate(s):
+            arr = np.asarray(poly, dtype=np.float64) if isinstance(poly, (list, tuple)) else None
+            if arr is None or arr.ndim != 1 or arr.size < 6 or arr.size % 2 or not np.isfinite(arr).all():
+                raise RecordError(where, f"{field}[{j}]", "polygon must be a flat list of >= 3 finite x, y pairs")
+            polys.append([float(v) for v in arr])
+        return polys
+    raise RecordError(where, field, f"expected polygons (list) or RLE (dict), got {type(s).__name__}")
+
+
+def decode_segmentation(seg, height: int, width: int, where: str, field: str) -> np.ndarray:
+    """One entry (JSON text, or the parsed RLE dict / polygon list) -> ``[H, W]`` uint8 mask.
+
+    Raises:
+        RecordError: unparsable text, an RLE of another size, or a malformed object.
+    """
+    from pycocotools import mask as mask_utils
+
+    try:
+        obj = json.loads(seg) if isinstance(seg, str) else seg
+        if isinstance(obj, dict):
+            if list(obj.get("size", [])) != [height, width]:
+                raise ValueError(f"RLE size {obj.get('size')} != image {height}x{width}")
+            rle = obj if isinstance(obj["counts"], str) else mask_utils.frPyObjects(obj, height, width)
+            if isinstance(rle.get("counts"), str):
+                rle = {"size": rle["size"], "counts": rle["counts"].encode()}
+        elif isinstance(obj, list) and obj:
+            rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in obj], height, width))
+        else:
+            raise ValueError(f"expected an RLE dict or a polygon list, got {type(obj).__name__}")
+        return mask_utils.decode(rle)
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
+        raise RecordError(where, field, f"bad segmentation: {e}") from None
+
+
+def decode_record(segs, n_boxes: int, height: int, width: int, where: str,
+                  field: str = "segmentation") -> list[np.ndarray | None]:
+    """The column value of one record -> ``n_boxes`` masks ``[H, W]`` uint8 (``None`` per ``""``).
+
+    Raises:
+        RecordError: not a list of one string per box (e.g. the retired one-JSON-string-per-
+            record format), or an entry :func:`decode_segmentation` rejects.
+    """
+    if segs is None:
+        return [None] * n_boxes
+    if isinstance(segs, str) or len(segs) != n_boxes:
+        got = "one string" if isinstance(segs, str) else f"{len(segs)} entries"
+        raise RecordError(where, field, f"expected a list of one JSON text per box ({n_boxes}), got {got}")
+    return [decode_segmentation(s, height, width, where, f"{field}[{k}]") if s else None
+            for k, s in enumerate(segs)]
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """``[H, W]`` binary mask -> compressed COCO RLE as JSON text (a column entry)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return json.dumps({"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("utf-8")},
+                      separators=(",", ":"))
