@@ -9,7 +9,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the Lightning CLI."""
     from visgrpo.lightning.cli import run_cli
 
-    run_cli(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        # Composed configs replace the originals in sys.argv itself: LightningCLI reads them
+        # from there, and DDP's launcher re-runs the same command line for the other ranks.
+        from visgrpo.lightning.compose import expand_config_args
+
+        sys.argv[1:] = expand_config_args(sys.argv[1:])
+    run_cli(argv)
     return 0
 
 

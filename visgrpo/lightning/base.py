@@ -49,6 +49,7 @@ class PolicyModule(L.LightningModule):
         self.sampling = sampling or SamplingConfig()
         self.engine = build_rollout_engine(rollout_engine)
         self.policy, self.processor = load_policy(policy)
+        self.policy.train()  # generation and evaluation switch to eval mode and back
         n_layers = self.policy.config.get_text_config().num_hidden_layers
         self.num_layers = n_layers
         self.diagnostics_layer = resolve_layers(diagnostics_layer, n_layers)[0]

@@ -40,16 +40,23 @@ class VisgrpoCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.init_args.policy.name_or_path", "data.model_path")
+        # One seed per experiment: the data order follows the module's seed.
+        parser.link_arguments("model.init_args.seed", "data.seed")
 
 
 def build_cli(args: list[str] | None, run: bool = True) -> VisgrpoCLI:
+    """The CLI over ``args`` (``None``: ``sys.argv``, already expanded by ``visgrpo.cli.main``).
+
+    ``run=False`` instantiates the trainer, model and data module without a subcommand
+    (so ``args`` then starts with the options, not ``fit``).
+    """
     from visgrpo.lightning.datamodule import EvidenceDataModule
 
     return VisgrpoCLI(
         model_class=None,
         datamodule_class=EvidenceDataModule,
         subclass_mode_model=True,
-        args=expand_config_args(list(args or [])),
+        args=None if args is None else expand_config_args(list(args)),
         run=run,
         save_config_callback=SaveConfigToMLflow,
         save_config_kwargs={"overwrite": True},
@@ -59,4 +66,5 @@ def build_cli(args: list[str] | None, run: bool = True) -> VisgrpoCLI:
 
 
 def run_cli(args: list[str] | None = None) -> None:
+    """``visgrpo fit|validate|test|predict ...`` (``args`` default: the command line)."""
     build_cli(args, run=True)

@@ -18,6 +18,8 @@ composed result to LightningCLI; further ``--config`` files and flags apply on t
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,10 +47,14 @@ def compose(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 
 def expand_config_args(argv: list[str], tmp_dir: str | None = None) -> list[str]:
-    """Replace every ``--config FILE`` whose file has ``defaults`` by a composed temporary file."""
+    """Replace every ``--config FILE`` whose file has ``defaults`` by a composed temporary file.
+
+    The temporary directory (made only when needed) is removed when the process exits;
+    ``tmp_dir`` puts the files in a directory of the caller's instead.
+    """
     out: list[str] = []
     i = 0
-    tmp_root = Path(tmp_dir or tempfile.mkdtemp(prefix="visgrpo-config-"))
+    tmp_root: Path | None = Path(tmp_dir) if tmp_dir else None
     while i < len(argv):
         arg = argv[i]
         value = None
@@ -62,6 +68,9 @@ def expand_config_args(argv: list[str], tmp_dir: str | None = None) -> list[str]
             continue
         path = Path(value)
         if path.suffix in (".yaml", ".yml") and path.is_file() and "defaults" in (OmegaConf.load(path) or {}):
+            if tmp_root is None:
+                tmp_root = Path(tempfile.mkdtemp(prefix="visgrpo-config-"))
+                atexit.register(shutil.rmtree, tmp_root, ignore_errors=True)
             composed = tmp_root / f"{len(out)}_{path.name}"
             composed.write_text(OmegaConf.to_yaml(OmegaConf.create(compose(path))))
             value = str(composed)

@@ -84,13 +84,14 @@ class RLVRModule(PolicyModule):
         diagnostics_layer: int | str = "last",
         seed: int = 0,
     ) -> None:
-        self.save_hyperparameters(ignore=["credit"])
+        objective_config = get_preset(objective, **(objective_overrides or {}))  # fail before loading
         super().__init__(
             policy, rewards, sampling, rollout_engine, learning_rate, weight_decay, warmup_steps,
             logprob_chunk_size, attention_chunk_size, diagnostics_layer, seed,
         )
+        self.save_hyperparameters(ignore=["credit"])  # after LightningModule.__init__, so they are logged
         self.automatic_optimization = False
-        self.objective = get_preset(objective, **(objective_overrides or {}))
+        self.objective = objective_config
         self.credit = ComposedCredit(list(credit or []))
         if ppo_epochs < 1 or micro_batch_size < 1:
             raise ValueError(f"ppo_epochs ({ppo_epochs}) and micro_batch_size ({micro_batch_size}) must be >= 1")
@@ -102,6 +103,12 @@ class RLVRModule(PolicyModule):
         self.grad_layers = self.signal_request.grad_attention_layers
         self.last_rollout = None
         self.last_rewards: Tensor | None = None
+
+    def on_fit_start(self) -> None:
+        # The credit methods are objects (not saved as hyper-parameters): log their settings.
+        credit = repr(self.credit.methods) if self.credit.methods else "none"
+        for logger in self.loggers:
+            logger.log_hyperparams({"credit": credit})
 
     # ----------------------------------------------------------------- pieces
     def _reference_logp(self, rollout) -> Tensor | None:

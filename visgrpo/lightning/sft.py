@@ -61,11 +61,11 @@ class SFTModule(PolicyModule):
         diagnostics_layer: int | str = "last",
         seed: int = 0,
     ) -> None:
-        self.save_hyperparameters()
         super().__init__(
             policy, rewards, sampling, rollout_engine, learning_rate, weight_decay, warmup_steps,
             logprob_chunk_size, attention_chunk_size, diagnostics_layer, seed,
         )
+        self.save_hyperparameters()  # after LightningModule.__init__, so they are logged
 
     def targets(self, prompts: PromptBatch) -> list[str]:
         """The target response of each prompt."""
