@@ -27,11 +27,16 @@ Qwen3-VL: ``size = {"shortest_edge": 65536, "longest_edge": 16777216}`` i.e. 256
 mean/std 0.5.) In transformers 5, ``min_pixels``/``max_pixels`` are ``size.shortest_edge``/
 ``size.longest_edge``. A model or processor directory is loaded with
 ``AutoImageProcessor.from_pretrained``; ``--min-pixels/--max-pixels`` override either.
+
+The geometry itself -- fingerprint, resized sizes, grids -- is the training library's
+:class:`visgrpo.rollout.vision.Geometry`; :class:`ProcessorGrid` subclasses it, so the
+fingerprint ``masks`` stores and the one the EvidenceDataModule computes from the model's
+processor come from the same function, and the sizes/settings table from
+:data:`visgrpo.models.families.FAMILIES` (the tool imports the library, never the reverse).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -40,47 +45,38 @@ from typing import Any
 
 import numpy as np
 
+from visgrpo.models.families import FAMILIES
+from visgrpo.rollout.vision import (  # noqa: F401 -- smart_resize_of re-exported
+    Geometry,
+    image_processor_settings,
+    smart_resize_of,
+)
+
 _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+# What visgrpo.models.families does not hold: the checkpoint and the normalisation.
+_RELEASED = {
+    "qwen2_vl": ("Qwen/Qwen2-VL-7B-Instruct", _CLIP_MEAN, _CLIP_STD),
+    "qwen2_5_vl": ("Qwen/Qwen2.5-VL-7B-Instruct", _CLIP_MEAN, _CLIP_STD),
+    "qwen3_vl": ("Qwen/Qwen3-VL-8B-Instruct", [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+}
 
-#: Per family: processor class names and the released checkpoints' image settings.
+#: Per family: processor class names and the released checkpoints' image settings (the
+#: sizes and class names are those of :data:`visgrpo.models.families.FAMILIES`).
 FAMILY_PROCESSORS: dict[str, dict[str, Any]] = {
-    "qwen2_vl": {
-        "checkpoint": "Qwen/Qwen2-VL-7B-Instruct",
-        "processor_class": "Qwen2VLProcessor",
+    name: {
+        "checkpoint": _RELEASED[name][0],
+        "processor_class": fam.processor_class,
         "image_processor_class": "Qwen2VLImageProcessor",
-        "patch_size": 14,
-        "merge_size": 2,
-        "temporal_patch_size": 2,
-        "min_pixels": 3136,
-        "max_pixels": 12845056,
-        "image_mean": _CLIP_MEAN,
-        "image_std": _CLIP_STD,
-    },
-    "qwen2_5_vl": {
-        "checkpoint": "Qwen/Qwen2.5-VL-7B-Instruct",
-        "processor_class": "Qwen2_5_VLProcessor",
-        "image_processor_class": "Qwen2VLImageProcessor",
-        "patch_size": 14,
-        "merge_size": 2,
-        "temporal_patch_size": 2,
-        "min_pixels": 3136,
-        "max_pixels": 12845056,
-        "image_mean": _CLIP_MEAN,
-        "image_std": _CLIP_STD,
-    },
-    "qwen3_vl": {
-        "checkpoint": "Qwen/Qwen3-VL-8B-Instruct",
-        "processor_class": "Qwen3VLProcessor",
-        "image_processor_class": "Qwen2VLImageProcessor",
-        "patch_size": 16,
-        "merge_size": 2,
-        "temporal_patch_size": 2,
-        "min_pixels": 65536,
-        "max_pixels": 16777216,
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-    },
+        "patch_size": fam.patch_size,
+        "merge_size": fam.merge_size,
+        "temporal_patch_size": fam.temporal_patch_size,
+        "min_pixels": fam.min_pixels,
+        "max_pixels": fam.max_pixels,
+        "image_mean": _RELEASED[name][1],
+        "image_std": _RELEASED[name][2],
+    }
+    for name, fam in FAMILIES.items()
 }
 
 BACKENDS = {"torchvision": "Qwen2VLImageProcessor", "pil": "Qwen2VLImageProcessorPil"}
@@ -93,98 +89,26 @@ def _size_value(size, key: str) -> int:
     return int(value)
 
 
-def smart_resize_of(image_processor):
-    """The ``smart_resize`` function of the module defining ``image_processor``'s class."""
-    for cls in type(image_processor).__mro__:
-        fn = getattr(inspect.getmodule(cls), "smart_resize", None)
-        if callable(fn):
-            return fn
-    raise TypeError(f"{type(image_processor).__name__}: its module has no smart_resize function")
-
-
-@dataclass
-class ProcessorGrid:
-    """One image-processor configuration and the token grids it produces.
+@dataclass(frozen=True)
+class ProcessorGrid(Geometry):
+    """A :class:`visgrpo.rollout.vision.Geometry` (fingerprint, ``smart_resize`` grids: the
+    training library's own code) together with the image processor it was read from.
 
     Attributes:
-        family: ``qwen2_vl`` | ``qwen2_5_vl`` | ``qwen3_vl``.
-        image_processor: the transformers image processor (its ``size`` decides min/max).
+        image_processor: the transformers image processor (its ``size`` decided min/max).
         source: family name or directory it was loaded from.
     """
 
-    family: str
-    image_processor: Any
-    source: str = ""
-    _cache: dict = field(default_factory=dict, repr=False)
+    image_processor: Any = field(default=None, compare=False, repr=False)
+    source: str = field(default="", compare=False)
 
-    def __post_init__(self) -> None:
-        self._smart_resize = smart_resize_of(self.image_processor)
-
-    @property
-    def patch_size(self) -> int:
-        return int(self.image_processor.patch_size)
-
-    @property
-    def merge_size(self) -> int:
-        return int(self.image_processor.merge_size)
-
-    @property
-    def min_pixels(self) -> int:
-        return _size_value(self.image_processor.size, "shortest_edge")
-
-    @property
-    def max_pixels(self) -> int:
-        return _size_value(self.image_processor.size, "longest_edge")
-
-    @property
-    def token_pixels(self) -> int:
-        """Side (resized-image pixels) of one merged visual token."""
-        return self.patch_size * self.merge_size
-
-    def fingerprint(self) -> dict:
-        """``{family, patch_size, merge_size, min_pixels, max_pixels}`` (data_tools/schema.py)."""
-        return {
-            "family": self.family,
-            "patch_size": self.patch_size,
-            "merge_size": self.merge_size,
-            "min_pixels": self.min_pixels,
-            "max_pixels": self.max_pixels,
-        }
-
-    def resized_hw(self, height: int, width: int) -> tuple[int, int]:
-        """``(H', W')`` from the processor module's own ``smart_resize``."""
-        key = (int(height), int(width))
-        hw = self._cache.get(key)
-        if hw is None:
-            h, w = self._smart_resize(
-                key[0], key[1], factor=self.token_pixels,
-                min_pixels=self.min_pixels, max_pixels=self.max_pixels,
-            )
-            hw = self._cache[key] = (int(h), int(w))
-        return hw
-
-    def resized_hw_many(self, heights, widths) -> np.ndarray:
-        """``[n, 2]`` int64 ``(H', W')`` for many sizes: ``smart_resize`` once per distinct size."""
-        hw = np.stack([np.asarray(heights, np.int64), np.asarray(widths, np.int64)], 1)  # [n, 2]
-        if hw.shape[0] == 0:
-            return np.zeros((0, 2), np.int64)
-        uniq, inverse = np.unique(hw, axis=0, return_inverse=True)  # [u, 2], [n]
-        out = np.array([self.resized_hw(h, w) for h, w in uniq.tolist()], np.int64)  # [u, 2]
-        return out[inverse.reshape(-1)]  # [n, 2]
-
-    def grid_thw_many(self, heights, widths) -> np.ndarray:
-        """``[n, 3]`` ``image_grid_thw`` rows ``[1, H'/patch, W'/patch]``."""
-        hw = self.resized_hw_many(heights, widths) // self.patch_size  # [n, 2]
-        return np.concatenate([np.ones((hw.shape[0], 1), np.int64), hw], 1)  # [n, 3]
-
-    def grid_thw(self, height: int, width: int) -> list[int]:
-        """``[1, H'/patch, W'/patch]`` for one image."""
-        h, w = self.resized_hw(height, width)
-        return [1, h // self.patch_size, w // self.patch_size]
-
-    def tokens_hw_many(self, heights, widths) -> np.ndarray:
-        """``[n, 2]`` merged-token grid ``(H'/(patch*merge), W'/(patch*merge))``."""
-        return self.resized_hw_many(heights, widths) // self.token_pixels  # [n, 2]
+    @classmethod
+    def from_image_processor(cls, family: str, image_processor, source: str = "") -> ProcessorGrid:
+        """Settings and ``smart_resize`` read from ``image_processor`` (as
+        :func:`visgrpo.rollout.vision.processor_geometry` does for a full processor)."""
+        return cls(family, **image_processor_settings(image_processor),
+                   smart_resize=smart_resize_of(image_processor),
+                   image_processor=image_processor, source=source)
 
 
 def family_image_processor(family: str, backend: str = "torchvision", **overrides):
@@ -244,7 +168,7 @@ def load_processor_grid(
     """
     if processor in FAMILY_PROCESSORS:
         ip = family_image_processor(processor, backend, min_pixels=min_pixels, max_pixels=max_pixels)
-        return ProcessorGrid(processor, ip, processor)
+        return ProcessorGrid.from_image_processor(processor, ip, processor)
     path = Path(processor)
     if not path.is_dir():
         raise ValueError(
@@ -260,7 +184,7 @@ def load_processor_grid(
             "shortest_edge": int(min_pixels or _size_value(ip.size, "shortest_edge")),
             "longest_edge": int(max_pixels or _size_value(ip.size, "longest_edge")),
         }
-    return ProcessorGrid(family, ip, str(path))
+    return ProcessorGrid.from_image_processor(family, ip, str(path))
 
 
 def add_processor_arguments(parser) -> None:

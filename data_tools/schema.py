@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datasets
 
+from visgrpo.rollout.vision import FINGERPRINT_FIELDS
+
 ANSWER_TYPES = ("choice", "number", "text", "box")
 
 BASE_FEATURES = {
@@ -39,7 +41,7 @@ DERIVED_FEATURES = {
     "region_labels": datasets.Sequence(datasets.Value("int32")),
 }
 
-FINGERPRINT_KEYS = ("family", "patch_size", "merge_size", "min_pixels", "max_pixels")
+FINGERPRINT_KEYS = FINGERPRINT_FIELDS  # what visgrpo.rollout.vision.Geometry.fingerprint() holds
 
 
 class FingerprintMismatch(ValueError):
