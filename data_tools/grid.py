@@ -254,7 +254,9 @@ def union_cell_coverage(b: np.ndarray, th: int, tw: int) -> np.ndarray:
 
 
 def gaussian_cell_bumps(b: np.ndarray, th: int, tw: int, sigma_scale: float) -> np.ndarray:
-    """Sum over boxes of peak-1 Gaussians (sigma = sigma_scale x side), averaged per cell.
+    """Sum over boxes of peak-1 Gaussians (sigma = sigma_scale x side), averaged per cell:
+    :func:`visgrpo.credit.ease.gaussian_cell_bumps`, the function EASE's
+    ``smoothed_evidence_target`` uses, so the ``evidence_target`` column equals it.
 
     Args:
         b: ``[S, K, 4]`` boxes in token units.
@@ -264,16 +266,9 @@ def gaussian_cell_bumps(b: np.ndarray, th: int, tw: int, sigma_scale: float) -> 
     """
     import torch
 
-    def axis(lo, hi, n):
-        c = torch.from_numpy(0.5 * (lo + hi))[..., None]  # [S, K, 1]
-        s = torch.from_numpy(np.maximum(sigma_scale * (hi - lo), 1e-6))[..., None]  # [S, K, 1]
-        e = torch.arange(n + 1, dtype=torch.float64)  # [n+1]
-        cdf = torch.special.ndtr((e - c) / s)  # [S, K, n+1]
-        return (s * np.sqrt(2 * np.pi) * (cdf[..., 1:] - cdf[..., :-1])).numpy()  # [S, K, n]
+    from visgrpo.credit.ease import gaussian_cell_bumps as bumps
 
-    gx = axis(b[..., 0], b[..., 2], tw)  # [S, K, tw]
-    gy = axis(b[..., 1], b[..., 3], th)  # [S, K, th]
-    return np.einsum("ski,skj->sij", gy, gx)  # [S, th, tw]
+    return bumps(torch.from_numpy(np.ascontiguousarray(b, np.float64)), (th, tw), sigma_scale).numpy()
 
 
 @lru_cache(maxsize=256)

@@ -16,7 +16,10 @@ A box is scaled by ``W'/W, H'/H``; in token units a coordinate is ``x * tw / W``
   sample's images, with ``g_b`` a peak-1 Gaussian centred on box b, sigma =
   ``sigma_scale`` x box side per axis in token units. ``g_b`` is averaged over each cell
   (difference of normal CDFs), so even a box thinner than a token puts its mass in the
-  cell of its centre. A sample without boxes gets the uniform target.
+  cell of its centre. A sample without boxes gets the uniform target. For a single-image
+  sample this is exactly ``visgrpo.credit.ease.smoothed_evidence_target`` (same code:
+  :func:`data_tools.grid.gaussian_cell_bumps`); a multi-image sample normalises over all
+  its images' tokens together.
 
 ``segmentation`` column (optional): one COCO segmentation per box as JSON text, ``""`` for
 none (format: :mod:`data_tools.segmentation`, shared by every writer).

@@ -107,6 +107,26 @@ def test_target_sums_to_one_peaks_in_box_and_matches_integration():
     assert sum(out[1]["evidence_mask"]) == 0 and sum(out[1]["region_labels"]) == 0
 
 
+@pytest.mark.parametrize(("width", "height", "boxes"), [
+    (224, 224, [[28, 56, 112, 112]]),  # interior: tokens x [1, 4], y [2, 4] of 8 x 8
+    (224, 224, [[168, 196, 224, 224]]),  # at the right and bottom border: bumps cut by the edge
+    (300, 200, [[0, 0, 42, 42], [150, 20, 300, 90]]),  # two boxes; resized 196 x 308: 7 x 11 tokens
+])
+def test_target_column_is_ease_smoothed_evidence_target(width, height, boxes):
+    import torch
+
+    from visgrpo.credit.ease import smoothed_evidence_target
+
+    out, _ = build_masks(datasets.Dataset.from_dict(
+        {"id": ["a"], "width": [width], "height": [height], "boxes": [boxes]}), Q25, progress=False)
+    th, tw = Q25.tokens_hw_many([height], [width])[0]
+    assert out[0]["grid_thw"] == [[1, 2 * th, 2 * tw]]
+    scale = np.array([tw / width, th / height] * 2)
+    ref = smoothed_evidence_target(torch.tensor(np.asarray(boxes) * scale), (th, tw), sigma_scale=0.25, alpha=0.1)
+    np.testing.assert_allclose(out[0]["evidence_target"], ref.numpy(), rtol=2e-7, atol=1e-9)  # float32 column
+    assert abs(float(ref.sum()) - 1) < 1e-12
+
+
 def test_region_labels_on_overlapping_boxes():
     # box 1 tokens x[0,2] y[0,1.5]; box 2 x[1,3] y[0,3]
     out, _ = _run({"boxes": [[[0, 0, 56, 42], [28, 0, 84, 84]]]})

@@ -16,8 +16,13 @@ a batch into micro-batches and summing their losses gives the full-batch loss.
 
 Values are from a second-hand account of the released code (METHODS.md): treat them as
 defaults. The Gaussian uses ``sigma = sigma_scale x box side`` per axis in token units
-(floored at 1e-6), evaluated at token centres; the sum over boxes is normalised through a
-log-sum-exp softmax so tiny boxes never underflow to an all-zero map.
+(floored at 1e-6). How the bump is discretised on the token grid is not on the public
+record; ours (a choice) AVERAGES each peak-1 bump over each token cell (difference of normal
+CDFs) rather than sampling it at token centres: a box's total mass then does not depend on
+where it sits inside a cell (centre sampling gives a box thinner than a token a weight that
+swings by orders of magnitude with a sub-token shift), a thin box still puts its mass in
+the cell of its centre, and for sigma of several tokens the two agree. The dataset's
+``evidence_target`` column (``visgrpo-data masks``) is this same distribution.
 """
 
 from __future__ import annotations
@@ -30,6 +35,44 @@ from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, SignalReq
 DIRECTIONS = ("forward", "reverse")
 
 
+def _cell_means(lo: Tensor, hi: Tensor, n: int, sigma_scale: float) -> Tensor:
+    """[..., K, n]: mean over each unit cell ``[j, j+1]`` of the peak-1 Gaussian of each
+    interval ``[lo, hi]`` (centre ``(lo+hi)/2``, sigma ``sigma_scale * (hi-lo)``, >= 1e-6).
+
+    ``s sqrt(2 pi) P(j < X < j+1)``, X ~ N(c, s^2), in tail-accurate form: with ``u >= v``
+    the cell's standardised edges reflected to the centre's left (``u = -za, v = -zb`` right
+    of the centre), ``P = Phi(u) - Phi(v) = Phi(u) (1 - exp(log Phi(v) - log Phi(u)))``
+    from ``log_ndtr`` (``ndtr`` itself rounds tails below ~1e-17 to 0).
+    """
+    c = ((lo + hi) / 2)[..., None]  # [..., K, 1]
+    s = (sigma_scale * (hi - lo)).clamp_min(1e-6)[..., None]  # [..., K, 1]
+    e = torch.arange(n + 1, dtype=torch.float64, device=lo.device)  # [n+1] cell edges
+    za, zb = (e[:-1] - c) / s, (e[1:] - c) / s  # [..., K, n]
+    right = za > 0
+    lu = torch.special.log_ndtr(torch.where(right, -za, zb))  # [..., K, n]
+    lv = torch.special.log_ndtr(torch.where(right, -zb, za))  # [..., K, n], lv <= lu
+    p = torch.exp(lu) * -torch.expm1(lv - lu)  # [..., K, n]
+    return s * (2 * torch.pi) ** 0.5 * p
+
+
+def gaussian_cell_bumps(boxes_in_token_units: Tensor, grid_hw: tuple[int, int], sigma_scale: float = 0.25) -> Tensor:
+    """Sum over boxes of peak-1 Gaussian bumps, each averaged over every token cell.
+
+    Args:
+        boxes_in_token_units: [..., K, 4] ``(x0, y0, x1, y1)`` in token units (any leading
+            batch dims; ``data_tools.grid.gaussian_cell_bumps`` calls this on [S, K, 4]).
+        grid_hw: ``(gh, gw)``.
+        sigma_scale: sigma / box side, per axis (0.25).
+
+    Returns:
+        [..., gh, gw] float64, non-negative (unnormalised).
+    """
+    b = torch.as_tensor(boxes_in_token_units, dtype=torch.float64)  # [..., K, 4]
+    gx = _cell_means(b[..., 0], b[..., 2], int(grid_hw[1]), sigma_scale)  # [..., K, gw]
+    gy = _cell_means(b[..., 1], b[..., 3], int(grid_hw[0]), sigma_scale)  # [..., K, gh]
+    return torch.einsum("...ki,...kj->...ij", gy, gx)  # [..., gh, gw]
+
+
 def smoothed_evidence_target(
     boxes_in_token_units: Tensor,
     grid_hw: tuple[int, int],
@@ -37,6 +80,10 @@ def smoothed_evidence_target(
     alpha: float = 0.1,
 ) -> Tensor:
     """EASE target over one image's merged token grid, row-major [gh * gw], sums to 1.
+
+    The same distribution as the ``evidence_target`` column ``visgrpo-data masks`` writes
+    (data_tools/masks.py computes its bumps with :func:`gaussian_cell_bumps`; a test checks
+    equality), so the column and this function are interchangeable for single-image samples.
 
     Args:
         boxes_in_token_units: [K, 4] boxes ``(x0, y0, x1, y1)`` in token units of the merged
@@ -46,8 +93,9 @@ def smoothed_evidence_target(
         alpha: weight of the uniform background (0.1).
 
     Returns:
-        [gh * gw] float64: ``(1 - alpha) * normalise(sum_k g_k) + alpha / (gh * gw)`` with
-        ``g_k(r, c) = exp(-((c + .5 - cx)^2 / (2 sx^2) + (r + .5 - cy)^2 / (2 sy^2)))``.
+        [gh * gw] float64: ``(1 - alpha) * normalise(sum_k g_k) + alpha / (gh * gw)``, with
+        ``g_k`` the peak-1 Gaussian of box k averaged over each token cell; uniform when no
+        box puts mass on the grid.
     """
     gh, gw = int(grid_hw[0]), int(grid_hw[1])
     if gh < 1 or gw < 1:
@@ -58,16 +106,11 @@ def smoothed_evidence_target(
         return uniform
     if not bool(torch.isfinite(boxes).all()) or bool((boxes[:, 2:] < boxes[:, :2]).any()):
         raise ValueError(f"smoothed_evidence_target: boxes must be finite with x1 >= x0, y1 >= y0: {boxes.tolist()}")
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2  # [K]
-    sx = (sigma_scale * (boxes[:, 2] - boxes[:, 0])).clamp_min(1e-6)  # [K]
-    sy = (sigma_scale * (boxes[:, 3] - boxes[:, 1])).clamp_min(1e-6)  # [K]
-    ys = torch.arange(gh, dtype=torch.float64) + 0.5  # [gh] token-centre rows
-    xs = torch.arange(gw, dtype=torch.float64) + 0.5  # [gw]
-    lx = -((xs[None, :] - cx[:, None]) ** 2) / (2 * sx[:, None] ** 2)  # [K, gw]
-    ly = -((ys[None, :] - cy[:, None]) ** 2) / (2 * sy[:, None] ** 2)  # [K, gh]
-    log_g = ly[:, :, None] + lx[:, None, :]  # [K, gh, gw]
-    bump = torch.softmax(torch.logsumexp(log_g, 0).reshape(-1), 0)  # [gh*gw] normalised sum
-    return (1 - alpha) * bump + alpha * uniform
+    bump = gaussian_cell_bumps(boxes, (gh, gw), sigma_scale).reshape(-1)  # [gh*gw]
+    mass = bump.sum()
+    if not bool(mass > 0):
+        return uniform
+    return (1 - alpha) * bump / mass + alpha * uniform
 
 
 def evenly_spaced_tokens(response_mask: Tensor, max_tokens: int = 64) -> Tensor:
@@ -227,4 +270,10 @@ class EASECredit(CreditMethod):
         return self.lambda_attn * loss, metrics
 
 
-__all__ = ["EASECredit", "ease_attention_loss", "evenly_spaced_tokens", "smoothed_evidence_target"]
+__all__ = [
+    "EASECredit",
+    "ease_attention_loss",
+    "evenly_spaced_tokens",
+    "gaussian_cell_bumps",
+    "smoothed_evidence_target",
+]
