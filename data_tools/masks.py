@@ -52,6 +52,7 @@ from data_tools.grid import (  # noqa: F401 -- geometry re-exported for callers 
 from data_tools.io import META_FILE, atomic_output_dir, load_dataset_dir, save_dataset
 from data_tools.schema import DERIVED_FEATURES
 from data_tools.segmentation import decode_segmentation
+from visgrpo.rollout.vision import Geometry
 
 BOX_TOL = 1.0  # px of overshoot clipped silently (as data_tools.boxes.DEFAULT_TOL)
 
@@ -87,7 +88,7 @@ def _record_where(ids, i: int, offset: int = 0) -> str:
 
 
 def evidence_for_table(
-    tbl: pa.Table, grid: ProcessorGrid, sigma_scale: float = 0.25, alpha: float = 0.1,
+    tbl: pa.Table, grid: Geometry, sigma_scale: float = 0.25, alpha: float = 0.1,
     use_segmentation: bool = True, on_error: str = "raise", report: ErrorReport | None = None,
     row_offset: int = 0,
 ) -> tuple[np.ndarray, dict[str, pa.Array]]:
@@ -271,11 +272,14 @@ INPUT_COLUMNS = ("id", "width", "height", "boxes", "box_image", "segmentation")
 
 
 def build_masks(
-    ds, grid: ProcessorGrid, sigma_scale: float = 0.25, alpha: float = 0.1,
+    ds, grid: Geometry, sigma_scale: float = 0.25, alpha: float = 0.1,
     use_segmentation: bool = True, on_error: str = "raise", report: ErrorReport | None = None,
     chunk_size: int = 4096, progress: bool = True,
 ):
     """``ds`` with the derived columns for ``grid`` (existing ones are replaced).
+
+    ``grid`` is any :class:`visgrpo.rollout.vision.Geometry`: a :class:`ProcessorGrid`, or
+    ``processor_geometry(processor)`` of a loaded model processor (the benchmark does this).
 
     Returns:
         ``(dataset, report)``; skipped rows (``on_error="skip"``) are dropped.

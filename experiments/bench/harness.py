@@ -213,45 +213,13 @@ def synth_rows(n: int, seed: int = 0, size: int = 168) -> list[dict]:
     return rows
 
 
-def evidence_fields(row: dict, geom) -> dict:
-    """Evidence columns of one single-image row for processor geometry ``geom`` (METHODS.md s7).
-
-    Coverage of each merged token's cell (``patch * merge`` px of the resized image) by the
-    union of the boxes; target = 0.9 * normalised coverage + 0.1 * uniform; region label =
-    1-based index of the box covering most of the cell (0 below half coverage).
-    """
-    h2, w2 = geom.resized_hw(row["height"], row["width"])
-    cell = geom.patch_size * geom.merge_size
-    gh, gw = h2 // cell, w2 // cell
-    sx, sy = w2 / row["width"], h2 / row["height"]
-    cover, labels = [], []
-    for r in range(gh):
-        for c in range(gw):
-            best, best_k = 0.0, 0
-            for k, (x0, y0, x1, y1) in enumerate(row["boxes"], start=1):
-                ox = max(0.0, min(x1 * sx, (c + 1) * cell) - max(x0 * sx, c * cell))
-                oy = max(0.0, min(y1 * sy, (r + 1) * cell) - max(y0 * sy, r * cell))
-                frac = ox * oy / (cell * cell)
-                if frac > best:
-                    best, best_k = frac, k
-            cover.append(min(best, 1.0))
-            labels.append(best_k if best >= 0.5 else 0)
-    total, n = sum(cover), len(cover)
-    target = [0.9 * (v / total if total > 0 else 1 / n) + 0.1 / n for v in cover]
-    return {
-        "grid_thw": [geom.grid_thw(row["height"], row["width"])],
-        "evidence_mask": cover,
-        "evidence_target": target,
-        "region_labels": labels,
-    }
-
-
 def prepare_assets(workdir: Path, n_rows: int = 32, seed: int = 0) -> tuple[Path, Path]:
     """Build (once) the tiny Qwen2.5-VL directory and the evidence dataset both sides read."""
     import datasets
 
     from data_tools.io import save_dataset
-    from data_tools.schema import BASE_FEATURES, DERIVED_FEATURES
+    from data_tools.masks import build_masks
+    from data_tools.schema import BASE_FEATURES
     from visgrpo.models.loading import load_processor
     from visgrpo.models.tiny import build_tiny
     from visgrpo.rollout.vision import processor_geometry
@@ -262,10 +230,10 @@ def prepare_assets(workdir: Path, n_rows: int = 32, seed: int = 0) -> tuple[Path
         corpus = [PROMPT_TEMPLATE.format(question=r["question"]) for r in rows]
         build_tiny(FAMILY, model_dir, corpus=corpus, seed=seed)
     if not (data_dir / "visgrpo_meta.json").exists():
+        # evidence columns exactly as `visgrpo-data masks` builds them (METHODS.md s5, s7)
         geom = processor_geometry(load_processor(str(model_dir)))
-        rows = [{**r, **evidence_fields(r, geom)} for r in rows]
-        feats = datasets.Features({**BASE_FEATURES, **DERIVED_FEATURES})
-        ds = datasets.Dataset.from_list(rows, features=feats)
+        ds = datasets.Dataset.from_list(rows, features=datasets.Features(BASE_FEATURES))
+        ds, _ = build_masks(ds, geom, progress=False)
         save_dataset(ds, data_dir, meta={"processor": geom.fingerprint()}, overwrite=True)
     return model_dir, data_dir
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -11,7 +12,6 @@ from experiments.bench.harness import (
     RunSpec,
     StepMeter,
     bench_reward,
-    evidence_fields,
     prepare_assets,
     run_worker,
     summarise,
@@ -32,19 +32,34 @@ def test_bench_reward_by_hand():
     assert bench_reward("xCDy", "A") == pytest.approx(0.05 * 2 / 4)
 
 
-def test_evidence_fields_by_hand():
+def _phi(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def test_bench_evidence_is_built_by_data_tools_masks_by_hand():
+    """prepare_assets builds the bench data's evidence with data_tools.masks.build_masks and
+    the model processor's Geometry; its values for the bench's geometry, by hand."""
+    import datasets
+
+    from data_tools.masks import build_masks
     from visgrpo.rollout.vision import Geometry
 
     # 56 x 56 image, pixel budget fixed at 56*56: not resized, 2 x 2 tokens of 28 px.
     geom = Geometry("qwen2_5_vl", patch_size=14, merge_size=2, min_pixels=3136, max_pixels=3136)
-    row = {"width": 56, "height": 56, "boxes": [[0.0, 0.0, 28.0, 14.0]]}
-    ev = evidence_fields(row, geom)
+    row = {"id": ["b"], "width": [56], "height": [56], "boxes": [[[0.0, 0.0, 28.0, 14.0]]]}
+    ev = build_masks(datasets.Dataset.from_dict(row), geom, progress=False)[0][0]
     assert ev["grid_thw"] == [[1, 4, 4]]
-    # The box covers the top half of token (0, 0): coverage 14*28 / 28^2 = 0.5, label 1 (>= 0.5).
+    # The box covers the top half of token (0, 0): coverage 14*28 / 28^2 = 0.5, label 1.
     assert ev["evidence_mask"] == [0.5, 0.0, 0.0, 0.0]
     assert ev["region_labels"] == [1, 0, 0, 0]
-    # 0.9 * normalised coverage [1, 0, 0, 0] + 0.1 / 4 uniform.
-    assert ev["evidence_target"] == pytest.approx([0.925, 0.025, 0.025, 0.025])
+    # EASE target (METHODS.md s5): box in tokens x [0, 1], y [0, 0.5]: centre (0.5, 0.25),
+    # sigma (0.25, 0.125). Cell means of the bump ~ P(cell) per axis: x: Phi(2) - Phi(-2),
+    # Phi(6) - Phi(2); y: Phi(6) - Phi(-2), Phi(14) - Phi(6). q = 0.9 * normalised + 0.1 / 4.
+    px = [_phi(2) - _phi(-2), _phi(6) - _phi(2)]
+    py = [_phi(6) - _phi(-2), _phi(14) - _phi(6)]
+    bump = [a * b for a in py for b in px]  # row-major (y, x)
+    want = [0.9 * v / sum(bump) + 0.025 for v in bump]  # ~ [0.9029, 0.0471, 0.025, 0.025]
+    assert ev["evidence_target"] == pytest.approx(want, abs=1e-7)
 
 
 def test_step_meter_discards_warmup(monkeypatch):
