@@ -280,7 +280,7 @@ def convert_and_validate(
 
 
 def add_box_arguments(parser) -> None:
-    """Add ``--box-format``, ``--box-scale``, ``--clip-boxes``, ``--box-tolerance``."""
+    """Add ``--box-format``, ``--box-scale`` and :func:`add_clip_arguments`."""
     parser.add_argument(
         "--box-format",
         default="xyxy",
@@ -295,6 +295,11 @@ def add_box_arguments(parser) -> None:
         help="coordinate scale: pixel (absolute), unit (0-1 normalised), thousand (0-1000); "
         "default: from --box-format, else pixel",
     )
+    add_clip_arguments(parser)
+
+
+def add_clip_arguments(parser) -> None:
+    """Add ``--clip-boxes`` and ``--box-tolerance`` (every converter; see :func:`validate_boxes`)."""
     parser.add_argument(
         "--clip-boxes",
         action="store_true",

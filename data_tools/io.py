@@ -86,3 +86,23 @@ def load_dataset_dir(path: str | Path):
     else:
         ds = datasets.load_from_disk(str(path))
     return ds, meta
+
+
+def split_dirs(path: str | Path) -> list[str]:
+    """Names of the sub-directories of ``path`` that are datasets (``train``, ``validation``...),
+    or ``[]`` when ``path`` is one itself (``masks``, ``stats`` and ``validate`` then process
+    it split by split).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a directory.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such dataset directory")
+
+    def is_dataset(p: Path) -> bool:
+        return (p / "dataset_info.json").exists() or (p / "data.parquet").exists()
+
+    if is_dataset(path):
+        return []
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and is_dataset(p))

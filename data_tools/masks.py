@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data_tools.boxes import DEFAULT_TOL, validate_boxes
 from data_tools.errors import ErrorReport, RecordError, handle
 from data_tools.grid import (  # noqa: F401 -- geometry re-exported for callers of masks
     ProcessorGrid,
@@ -49,12 +50,12 @@ from data_tools.grid import (  # noqa: F401 -- geometry re-exported for callers 
     pixel_cell_weights,
     union_cell_coverage,
 )
-from data_tools.io import META_FILE, atomic_output_dir, load_dataset_dir, save_dataset
+from data_tools.io import META_FILE, atomic_output_dir, load_dataset_dir, save_dataset, split_dirs
 from data_tools.schema import DERIVED_FEATURES
 from data_tools.segmentation import decode_segmentation
 from visgrpo.rollout.vision import Geometry
 
-BOX_TOL = 1.0  # px of overshoot clipped silently (as data_tools.boxes.DEFAULT_TOL)
+BOX_TOL = DEFAULT_TOL  # px of overshoot clipped silently, as every converter
 
 
 def segmentation_coverage(masks: np.ndarray, th: int, tw: int) -> tuple[np.ndarray, np.ndarray]:
@@ -255,11 +256,7 @@ def evidence_for_table(
 
 
 def _box_error(box, w, h, where: str, k: int) -> RecordError:
-    """The RecordError of data_tools.boxes.validate_boxes for one bad box (else our own)."""
-    try:
-        from data_tools.boxes import validate_boxes
-    except ImportError:  # data-b's module absent: minimal private message
-        return RecordError(where, f"boxes[{k}]", f"invalid box {list(map(float, box))} for a {w:g}x{h:g} image")
+    """The RecordError :func:`data_tools.boxes.validate_boxes` gives one bad box, as ``boxes[k]``."""
     try:
         validate_boxes(np.asarray(box)[None], w, h, where, field="boxes")
     except RecordError as e:
@@ -322,16 +319,6 @@ def build_masks(
     return datasets.concatenate_datasets([base, derived], axis=1), report
 
 
-def _split_dirs(path: Path) -> list[str]:
-    """Sub-directories that are datasets (``train``, ``validation``...) when ``path`` is not."""
-    def is_dataset(p: Path) -> bool:
-        return (p / "dataset_info.json").exists() or (p / "data.parquet").exists()
-
-    if is_dataset(path):
-        return []
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and is_dataset(p))
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset directory (or a directory of splits)")
     parser.add_argument("--out", required=True, help="output directory (written atomically)")
@@ -363,12 +350,9 @@ def _one(src: Path, dst: Path, grid: ProcessorGrid, args, report: ErrorReport) -
 
 def run(args) -> int:
     src, out = Path(args.dataset), Path(args.out)
-    if not src.is_dir():
-        print(f"masks: {src}: no such dataset directory", file=sys.stderr)
-        return 2
+    splits = split_dirs(src)  # a missing directory: FileNotFoundError, exit 1 via main
     grid = grid_from_args(args)
     report = ErrorReport()
-    splits = _split_dirs(src)
     # a bad record raises RecordError: nothing is written, data_tools.cli.main prints it (exit 1)
     with atomic_output_dir(out, overwrite=args.overwrite) as tmp:
         for name in splits or [None]:

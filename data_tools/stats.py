@@ -11,14 +11,13 @@ masks, the box-union area share is not computed and only box counts are shown).
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
 
-from data_tools.io import load_dataset_dir
+from data_tools.io import load_dataset_dir, split_dirs
 
 
 def _col(tbl, name):
@@ -114,19 +113,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from data_tools.masks import _split_dirs
-
     path = Path(args.dataset)
-    if not path.is_dir():
-        print(f"stats: {path}: no such directory", file=sys.stderr)
-        return 2
+    splits = split_dirs(path)
     grid = None
     if args.processor:
         from data_tools.grid import load_processor_grid
 
         grid = load_processor_grid(args.processor)
     result = {}
-    for name in _split_dirs(path) or [""]:
+    for name in splits or [""]:
         ds, _ = load_dataset_dir(path / name if name else path)
         result[name or path.name] = compute_stats(ds, grid)
         print(format_table(result[name or path.name], name or str(path)))

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from data_tools.errors import ErrorReport, RecordError
-from data_tools.io import load_dataset_dir
+from data_tools.io import load_dataset_dir, split_dirs
 from data_tools.schema import ANSWER_TYPES, DERIVED_FEATURES, FINGERPRINT_KEYS
 from data_tools.segmentation import decode_segmentation
 
@@ -177,13 +176,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from data_tools.masks import _split_dirs
-
     path = Path(args.dataset)
-    if not path.is_dir():
-        print(f"validate: {path}: no such directory", file=sys.stderr)
-        return 2
-    splits = _split_dirs(path)
+    splits = split_dirs(path)
     reports = [validate_dir(path / s if s else path, not args.no_images) for s in (splits or [""])]
     doc = {"ok": all(r["ok"] for r in reports), "splits": reports}
     dest = Path(args.report) if args.report else path.with_name(path.name + ".validate.json")

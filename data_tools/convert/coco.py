@@ -26,7 +26,7 @@ import json
 from collections import OrderedDict
 from pathlib import Path
 
-from data_tools.boxes import DEFAULT_TOL, convert_and_validate
+from data_tools.boxes import add_clip_arguments, convert_and_validate
 from data_tools.convert import common
 from data_tools.errors import ErrorReport, RecordError
 from data_tools.segmentation import segmentation_column
@@ -48,16 +48,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--no-segmentation", action="store_true", help="do not keep annotation segmentations"
     )
-    parser.add_argument(
-        "--clip-boxes", action="store_true", help="clip boxes leaving the image instead of failing"
-    )
-    parser.add_argument(
-        "--box-tolerance",
-        type=float,
-        default=DEFAULT_TOL,
-        metavar="PX",
-        help=f"overshoot (pixels) clipped silently (default {DEFAULT_TOL:g})",
-    )
+    add_clip_arguments(parser)
     common.add_output_arguments(parser, source_default="coco")
 
 

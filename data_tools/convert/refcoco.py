@@ -27,7 +27,7 @@ import io
 import pickle
 from pathlib import Path
 
-from data_tools.boxes import DEFAULT_TOL, convert_and_validate, format_box_text
+from data_tools.boxes import add_clip_arguments, convert_and_validate, format_box_text
 from data_tools.convert import common
 from data_tools.convert.coco import ImageCache, load_coco
 from data_tools.errors import ErrorReport, RecordError
@@ -72,10 +72,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--no-segmentation", action="store_true", help="do not keep the segmentation"
     )
-    parser.add_argument(
-        "--clip-boxes", action="store_true", help="clip boxes leaving the image instead of failing"
-    )
-    parser.add_argument("--box-tolerance", type=float, default=DEFAULT_TOL, metavar="PX")
+    add_clip_arguments(parser)
     common.add_output_arguments(parser, source_default="refcoco")
 
 

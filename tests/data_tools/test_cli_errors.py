@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import datasets
+import pytest
 
 from data_tools.cli import main
 
@@ -43,3 +44,13 @@ def test_convert_bad_record_and_existing_output(tmp_path, capsys):
     out.mkdir()
     assert main(argv) == 1
     assert _error_line(capsys) == f"visgrpo-data convert: error: {out} exists; pass --overwrite to replace it"
+
+
+@pytest.mark.parametrize("argv", [["validate", "{d}"], ["stats", "{d}"],
+                                  ["masks", "--dataset", "{d}", "--out", "{d}.out", "--processor", "qwen2_vl"]])
+def test_missing_dataset_directory(tmp_path, capsys, argv):
+    d = str(tmp_path / "nope")
+    cmd = argv[0]
+    assert main([a.format(d=d) for a in argv]) == 1
+    assert _error_line(capsys) == f"visgrpo-data {cmd}: error: {d}: no such dataset directory"
+    assert list(tmp_path.iterdir()) == []
