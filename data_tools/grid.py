@@ -272,11 +272,18 @@ def gaussian_cell_bumps(b: np.ndarray, th: int, tw: int, sigma_scale: float) -> 
 
 
 @lru_cache(maxsize=256)
-def pixel_cell_weights(pixels: int, cells: int) -> np.ndarray:
-    """``[cells, pixels]`` float64: share of each original pixel [x, x+1] in each cell, averaged
-    (float64 so that a fully covered cell sums to 1 exactly, not 1 - 2e-7)."""
+def pixel_cell_overlap(pixels: int, cells: int) -> np.ndarray:
+    """``[cells, pixels]`` float32: length of each original pixel [x, x+1] inside each cell
+    (cells of ``pixels / cells`` px). Whole pixels weigh exactly 1, so summing a mask's pixels
+    with it in float32 is exact (integer counts), unlike summing weights of ``1/step``."""
     step = pixels / cells  # a cell's extent in original pixels
     x = np.arange(pixels, dtype=np.float64)
     lo = np.arange(cells, dtype=np.float64)[:, None] * step  # [cells, 1]
     ov = np.clip(np.minimum(x + 1, lo + step) - np.maximum(x, lo), 0, None)  # [cells, pixels]
-    return ov / step
+    return ov.astype(np.float32)
+
+
+def pixel_cell_weights(pixels: int, cells: int) -> np.ndarray:
+    """``[cells, pixels]`` float64: share of each original pixel in each cell, averaged
+    (:func:`pixel_cell_overlap` / cell extent)."""
+    return pixel_cell_overlap(pixels, cells) / (pixels / cells)

@@ -47,6 +47,7 @@ from data_tools.grid import (  # noqa: F401 -- geometry re-exported for callers 
     box_cell_coverage,
     gaussian_cell_bumps,
     grid_from_args,
+    pixel_cell_overlap,
     pixel_cell_weights,
     union_cell_coverage,
 )
@@ -59,12 +60,17 @@ BOX_TOL = DEFAULT_TOL  # px of overshoot clipped silently, as every converter
 
 
 def segmentation_coverage(masks: np.ndarray, th: int, tw: int) -> tuple[np.ndarray, np.ndarray]:
-    """Area-averaged coverage of ``masks`` [K, H, W] -> (union [th, tw], per object [K, th, tw])."""
+    """Area-averaged coverage of ``masks`` [K, H, W] -> (union [th, tw], per object [K, th, tw]).
+
+    Pixel counts per cell in float32 (exact: whole pixels weigh 1), divided by the cell
+    area in float64, so a fully covered cell is exactly 1.
+    """
     _, h, w = masks.shape
-    ay, ax = pixel_cell_weights(h, th), pixel_cell_weights(w, tw)  # [th, H], [tw, W]
-    m = masks.astype(np.float64)  # [K, H, W]
-    per = ay @ m @ ax.T  # [K, th, tw]
-    union = ay @ m.max(axis=0) @ ax.T  # [th, tw]
+    ay, ax = pixel_cell_overlap(h, th), pixel_cell_overlap(w, tw)  # [th, H], [tw, W]
+    m = masks.astype(np.float32)  # [K, H, W]
+    area = (h / th) * (w / tw)  # original pixels per cell
+    per = (ay @ m @ ax.T) / area  # [K, th, tw]
+    union = (ay @ m.max(axis=0) @ ax.T) / area  # [th, tw]
     return np.clip(union, 0, 1), np.clip(per, 0, 1)
 
 
