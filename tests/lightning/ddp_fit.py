@@ -9,46 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
-import zlib
 
 import lightning as L
 import torch
+from replay import GradientRecorder  # registers the "replay" engine (run as a script)
 
 from visgrpo.credit.ease import EASECredit
 from visgrpo.lightning import EvidenceDataModule, RLVRModule
 from visgrpo.models.loading import PolicyConfig
-from visgrpo.rollout import ROLLOUT_ENGINES, SamplingConfig
-from visgrpo.rollout.assemble import assemble_rollout, encode_prompts
-from visgrpo.rollout.vision import eos_token_ids, vision_token_ids
-
-
-@ROLLOUT_ENGINES.register("replay")
-class ReplayEngine:
-    """Response g of a prompt: the right answer for even ``crc32(id) + g``, else a wrong one."""
-
-    def generate(self, model, processor, prompts, sampling, seed=None):
-        tok = processor.tokenizer
-        enc = encode_prompts(processor, prompts)
-        eos = eos_token_ids(tok)
-        responses = []
-        for sample in prompts.samples:
-            for g in range(sampling.num_generations):
-                right = (zlib.crc32(str(sample["id"]).encode()) + g) % 2 == 0
-                text = f"<think></think><answer>{sample['answer'] if right else 'zero'}</answer>"
-                responses.append(tok(text, add_special_tokens=False)["input_ids"] + [eos[0]])
-        return assemble_rollout(processor, prompts, enc, responses, sampling.num_generations, eos, vision_token_ids(tok))
-
-
-class GradientRecorder(L.Callback):
-    """The (all-reduced, clipped) gradients at each optimiser step: AdamW's update is nearly
-    invariant to the gradient's scale, so the gradients are what must match."""
-
-    def __init__(self) -> None:
-        self.grads: list[dict[str, torch.Tensor]] = []
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self.grads.append({n: p.grad.detach().clone() for n, p in pl_module.policy.named_parameters()
-                           if p.grad is not None})
+from visgrpo.rollout import SamplingConfig
 
 
 def main(workdir: str, devices: int, batch_size: int, out: str) -> None:

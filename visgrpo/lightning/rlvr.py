@@ -155,13 +155,14 @@ class RLVRModule(PolicyModule):
         return zero if aux is None else aux
 
     def _backward(self, loss: Tensor, metrics: dict) -> bool:
-        """Backward of ``loss``; returns True (and skips) when it is not finite."""
+        """Backward of ``loss``; returns True when it is not finite (the step is then skipped).
+
+        The backward runs even then, so DDP's gradient all-reduce stays in step on every rank.
+        """
         metrics["loss/total"] = loss.detach()
-        if not torch.isfinite(loss):
-            return True
         # Losses are normalised over the global batch; DDP averages gradients over ranks.
         self.manual_backward(loss * self.trainer.world_size)
-        return False
+        return not bool(torch.isfinite(loss.detach()))
 
     def _fused_pass(self, rollout, rewards, micro, normaliser, aux_norm, log: list[dict]) -> bool:
         skipped = False
@@ -204,13 +205,35 @@ class RLVRModule(PolicyModule):
             log.append(m)
         return skipped
 
+    def _optimizer_step(self, nonfinite: bool, log: list[dict]) -> bool:
+        """Clip and step, unless a loss (on any rank) or the gradient norm is not finite: then
+        the gradients are dropped first, so the step changes nothing (AdamW skips parameters
+        without a gradient) but still counts (``global_step``, the schedule and the per-step
+        seeds advance). Returns whether the step was skipped."""
+        opt = self.optimizers()
+        if self.trainer.world_size > 1:
+            flag = torch.tensor(float(nonfinite), device=self.device)
+            nonfinite = bool(self.trainer.strategy.reduce(flag, reduce_op="sum") > 0)
+        if not nonfinite:
+            params = [p for p in self.policy.parameters() if p.requires_grad]
+            max_norm = self.hparams.max_grad_norm if self.hparams.max_grad_norm > 0 else float("inf")
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # grads are all-reduced already
+            nonfinite = not bool(torch.isfinite(norm))
+            log.append({"train/grad_norm": norm})
+        if nonfinite:
+            opt.zero_grad(set_to_none=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        self.lr_schedulers().step()
+        return nonfinite
+
     # ----------------------------------------------------------------- training
     def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
         torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
-        opt, sched = self.optimizers(), self.lr_schedulers()
+        opt = self.optimizers()
         rollout, rewards, metrics = collect_rollouts(self, batch)
-        if rollout is None:  # every group had equal rewards in every round
-            sched.step()
+        if rollout is None:  # every group had equal rewards in every round: an empty step
+            self._optimizer_step(True, [])
             self.log_dict({**metrics, "train/skipped_empty": 1.0}, on_step=True)
             return
         self.last_rollout, self.last_rewards = rollout, rewards
@@ -219,22 +242,16 @@ class RLVRModule(PolicyModule):
         aux_norm = self._aux_normaliser(rollout, rewards)
         log: list[dict] = []
         self.policy.train()
+        skipped = 0
         if self.fused:
-            skipped = self._fused_pass(rollout, rewards, micro, normaliser, aux_norm, log)
+            skipped += self._optimizer_step(self._fused_pass(rollout, rewards, micro, normaliser, aux_norm, log), log)
         else:
             prepared = self._prepare(rollout, rewards, micro, log)
-            skipped = False
-            for _ in range(self.hparams.ppo_epochs):
-                skipped |= self._epoch_pass(rollout, rewards, prepared, micro, normaliser, aux_norm, log)
+            for _ in range(self.hparams.ppo_epochs):  # one optimiser step per pass
+                failed = self._epoch_pass(rollout, rewards, prepared, micro, normaliser, aux_norm, log)
+                skipped += self._optimizer_step(failed, log)
         metrics.update(reduce_metrics(log))
         metrics["train/nonfinite_skipped"] = float(skipped)
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        if not skipped:
-            if self.hparams.max_grad_norm > 0:
-                metrics["train/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.hparams.max_grad_norm))
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
         metrics["train/lr"] = opt.param_groups[0]["lr"]
         self.log("reward", metrics.get("reward/outcome", 0.0), prog_bar=True, on_step=True)
         self.log_dict(metrics, on_step=True)
