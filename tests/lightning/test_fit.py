@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 COMMON = {
     "reward", "reward/outcome", "reward/accuracy", "reward/format", "reward/total",
-    "policy/pg_loss", "policy/ratio_mean", "adv/adv_std", "loss/total",
+    "policy/pg_loss", "policy/ratio_mean", "policy/entropy", "adv/adv_std", "loss/total",
     "rollout/response_length", "train/lr", "train/grad_norm", "train/nonfinite_skipped",
     "diag/evidence_ratio", "diag/visual_mass", "diag/visual_mass_pos00",
     "val/accuracy", "val/reward", "val/evidence_ratio", "val/response_length",
@@ -91,14 +91,20 @@ def test_fit_every_credit_method(in_workspace, credit):
     assert changed, "two optimiser steps left every weight unchanged"
 
 
-def test_rollout_table_and_attention_overlays(in_workspace):
-    fit(extra=(
-        "--trainer.callbacks+=visgrpo.lightning.callbacks.RolloutTable",
-        "--trainer.callbacks.every_n_steps=1",
-        "--trainer.callbacks+=visgrpo.lightning.callbacks.AttentionOverlay",
-        "--trainer.callbacks.every_n_steps=1",
-        "--trainer.callbacks.num_images=2",
-    ))
+EVERY_STEP = """
+trainer:
+  callbacks:
+    - class_path: visgrpo.lightning.callbacks.RolloutTable
+      init_args: {every_n_steps: 1, max_rows: 5}
+    - class_path: visgrpo.lightning.callbacks.AttentionOverlay
+      init_args: {every_n_steps: 1, num_images: 2}
+    - class_path: visgrpo.lightning.callbacks.ExportModel
+"""
+
+
+def test_rollout_table_attention_overlays_and_model_artifact(in_workspace):
+    (in_workspace / "every_step.yaml").write_text(EVERY_STEP)
+    fit(extra=("--config", str(in_workspace / "every_step.yaml")))
     client, run = last_run()
     tables = {a.path for a in client.list_artifacts(run.info.run_id, "rollouts")}
     assert tables == {"rollouts/step_000001.json", "rollouts/step_000002.json"}
@@ -106,3 +112,15 @@ def test_rollout_table_and_attention_overlays(in_workspace):
     # before training, after step 1 and 2 (every step), and at the end; two images each
     tags = ("step000000", "step000001", "step000002", "final")
     assert pngs == {f"attention/{t}_img{k}.png" for t in tags for k in (0, 1)}
+    model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/config.json", "model/model.safetensors", "model/tokenizer.json"} <= model_files
+
+
+def test_base_config_checkpoints_under_the_root_dir(in_workspace):
+    cli = fit(extra=("--trainer.default_root_dir", "runs/exp_a"))
+    assert cli.trainer.checkpoint_callback.dirpath == str(in_workspace / "runs/exp_a/checkpoints")
+    assert (in_workspace / "runs/exp_a/checkpoints/last.ckpt").is_file()
+    assert (in_workspace / "runs/exp_a/export/model.safetensors").is_file()
+    assert sorted(p.name for p in (in_workspace / "runs/exp_a/attention").glob("final_img*.png")) == [
+        f"final_img{k}.png" for k in range(4)
+    ]

@@ -71,16 +71,20 @@ def attention_map(attn: torch.Tensor, response_mask: torch.Tensor, grid_hw: tupl
     return mean[: h * w].reshape(h, w).float().cpu().numpy()
 
 
-def overlay_figure(image, heat: np.ndarray, title: str = ""):
-    """Matplotlib figure of ``image`` with ``heat`` (token grid) overlaid."""
+def overlay_figure(image, heat: np.ndarray, title: str = "", boxes=()):
+    """Matplotlib figure of ``image`` with ``heat`` (token grid) overlaid and the evidence
+    ``boxes`` (xyxy pixels) outlined."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     fig, ax = plt.subplots(figsize=(3.2, 3.4), dpi=100)
     ax.imshow(image)
     ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, image.width, image.height, 0), interpolation="nearest")
+    for x0, y0, x1, y1 in boxes:
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.2))
     ax.set_title(title, fontsize=7)
     ax.axis("off")
     fig.tight_layout()
@@ -117,7 +121,11 @@ class AttentionOverlay(L.Callback):
         import matplotlib.pyplot as plt
 
         for k, (image, heat, completion) in enumerate(maps):
-            fig = overlay_figure(image, heat, title=f"{tag}: {completion[:40]}")
+            sample = prompts.samples[k]
+            boxes = [b for b, i in zip(sample.get("boxes") or [], sample.get("box_image") or [], strict=False) if i == 0] \
+                if sample.get("box_image") else list(sample.get("boxes") or [])
+            title = f"{tag} | gold {sample.get('answer', '')} | {completion.strip()[:32] or '(empty)'}"
+            fig = overlay_figure(image, heat, title=title, boxes=boxes)
             path = out / f"{tag}_img{k}.png"
             fig.savefig(path)
             plt.close(fig)

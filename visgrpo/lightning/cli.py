@@ -38,6 +38,15 @@ class SaveConfigToMLflow(SaveConfigCallback):
 class VisgrpoCLI(LightningCLI):
     """LightningCLI with the model path linked into the data module."""
 
+    def before_instantiate_classes(self) -> None:
+        """Checkpoints without a ``dirpath`` go to ``<default_root_dir>/checkpoints``: one
+        directory per experiment, where ``--ckpt_path last`` finds the run to resume."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        root = cfg.trainer.default_root_dir or "."
+        for cb in cfg.trainer.callbacks or []:
+            if getattr(cb, "class_path", "").endswith("ModelCheckpoint") and cb.init_args.get("dirpath") is None:
+                cb.init_args.dirpath = str(Path(root) / "checkpoints")
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.init_args.policy.name_or_path", "data.model_path")
         # One seed per experiment: the data order follows the module's seed.

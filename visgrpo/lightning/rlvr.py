@@ -39,6 +39,12 @@ from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig
 
 
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` [B, T] over the real response tokens of ``mask`` [B, T]."""
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1)
+
+
 class RLVRModule(PolicyModule):
     """RL with verifiable rewards for Qwen-VL policies.
 
@@ -175,6 +181,7 @@ class RLVRModule(PolicyModule):
             ref = self._reference_logp(mb)
             loss, lm = policy_objective(self.objective, out.logp, out.logp.detach(), adv, mb.response_mask, ref, normaliser)
             m.update({f"policy/{k}": v for k, v in lm.items()})
+            m["policy/entropy"] = masked_mean(out.entropy.detach(), mb.response_mask)
             m.update(batch_diagnostics(signals, layer=self.diagnostics_layer))
             skipped |= self._backward(loss + self._aux_loss(out, mb, r, aux_norm, m), m)
             log.append(m)
@@ -190,6 +197,7 @@ class RLVRModule(PolicyModule):
             prepared.append(
                 {"old_logp": out.logp, "adv": self._credit_advantages(mb, r, signals, m), "ref": self._reference_logp(mb)}
             )
+            m["policy/entropy"] = masked_mean(out.entropy, mb.response_mask)
             m.update(batch_diagnostics(signals, layer=self.diagnostics_layer))
             log.append(m)
         return prepared
