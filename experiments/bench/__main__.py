@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from experiments.bench.harness import (
     ROOT,
     RunSpec,
+    loadavg,
     machine_info,
     prepare_assets,
     run_worker,
@@ -87,37 +89,49 @@ def throughput_runs(base: RunSpec, a, log) -> dict[str, list[dict]]:
             msg = res.get("error", "").splitlines()[-1:] if "error" in res else None
             log(f"  round {r} {spec.label:<22} "
                 + (f"FAILED {msg}" if msg else
-                   f"{res['median_step_s']:.3f} s/step  {res['samples_per_s']:.1f} samples/s  "
-                   f"peak RSS {res['peak_rss_mb']:.0f} MB"))
+                   f"CPU {res['median_cpu_step_s']:.3f} s/step, wall {res['median_step_s']:.3f} s/step  "
+                   f"{res['samples_per_cpu_s']:.1f} samples/CPU-s  peak RSS {res['peak_rss_mb']:.0f} MB  "
+                   f"load {(res.get('loadavg_end') or ['-'])[0]}"))
     return runs
 
 
-def paired_ratio(num: list[dict], den: list[dict]) -> float | None:
-    """Median over rounds of num/den median step time (rounds where both ran)."""
-    pairs = [(n["median_step_s"], d["median_step_s"]) for n, d in zip(num, den, strict=False)
+def paired_ratio(num: list[dict], den: list[dict], key: str = "median_cpu_step_s") -> float | None:
+    """Median over rounds of num/den median step time ``key`` (rounds where both ran)."""
+    pairs = [(n[key], d[key]) for n, d in zip(num, den, strict=False)
              if "error" not in n and "error" not in d]
     return statistics.median(x / y for x, y in pairs) if pairs else None
 
 
 def comparisons(runs: dict[str, list[dict]], summary: dict, credits: list[str]) -> dict:
+    """Ratios vs the targets. The ratio that is checked (``throughput_ratio`` /
+    ``step_time_ratio``, ``paired_ratio``) is on process CPU time; the same ratios on wall
+    time are kept beside them (``wall_*``)."""
     out: dict = {}
     vis, trl = summary.get("visgrpo_dapo", {}), summary.get("trl_grpo", {})
-    if "samples_per_s" in vis and "samples_per_s" in trl:
-        ratio = vis["samples_per_s"] / trl["samples_per_s"]
+    if "samples_per_cpu_s" in vis and "samples_per_cpu_s" in trl:
+        ratio = vis["samples_per_cpu_s"] / trl["samples_per_cpu_s"]
         out["visgrpo_over_trl"] = {
+            "basis": "process CPU time",
             "throughput_ratio": ratio,
-            "tokens_ratio": vis["tokens_per_s"] / trl["tokens_per_s"],
+            "tokens_ratio": vis["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"],
             "paired_ratio": paired_ratio(runs["trl_grpo"], runs["visgrpo_dapo"]),
+            "wall_throughput_ratio": vis["samples_per_s"] / trl["samples_per_s"],
+            "wall_tokens_ratio": vis["tokens_per_s"] / trl["tokens_per_s"],
+            "wall_paired_ratio": paired_ratio(runs["trl_grpo"], runs["visgrpo_dapo"], "median_step_s"),
             "target": TARGETS["visgrpo_over_trl"],
             "meets_target": ratio >= TARGETS["visgrpo_over_trl"],
         }
     for c in credits:
         cs = summary.get(f"visgrpo_dapo+{c}", {})
-        if "median_step_s" in cs and "median_step_s" in vis:
-            ratio = cs["median_step_s"] / vis["median_step_s"]
+        if "median_cpu_step_s" in cs and "median_cpu_step_s" in vis:
+            ratio = cs["median_cpu_step_s"] / vis["median_cpu_step_s"]
+            label = f"visgrpo_dapo+{c}"
             out[c] = {
+                "basis": "process CPU time",
                 "step_time_ratio": ratio,
-                "paired_ratio": paired_ratio(runs[f"visgrpo_dapo+{c}"], runs["visgrpo_dapo"]),
+                "paired_ratio": paired_ratio(runs[label], runs["visgrpo_dapo"]),
+                "wall_step_time_ratio": cs["median_step_s"] / vis["median_step_s"],
+                "wall_paired_ratio": paired_ratio(runs[label], runs["visgrpo_dapo"], "median_step_s"),
                 "target": TARGETS[c],
                 "meets_target": ratio <= TARGETS[c],
             }
@@ -145,7 +159,7 @@ def micro_benchmarks(quick: bool, workdir: Path, log) -> dict:
         json_out = workdir / f"{path.stem}.json"
         if "--out" in help_text:
             args += ["--out", str(json_out)]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _children_cpu()
         try:
             res = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
                                  env=worker_env(2), cwd=ROOT, timeout=1800)
@@ -154,6 +168,7 @@ def micro_benchmarks(quick: bool, workdir: Path, log) -> dict:
             continue
         entry: dict = {"status": "ok" if res.returncode == 0 else f"exit {res.returncode}",
                        "args": args, "seconds": time.perf_counter() - t0,
+                       "cpu_seconds": _children_cpu() - cpu0,
                        "stdout_tail": res.stdout.strip().splitlines()[-25:]}
         if res.returncode != 0:
             entry["stderr_tail"] = res.stderr.strip().splitlines()[-15:]
@@ -167,6 +182,12 @@ def micro_benchmarks(quick: bool, workdir: Path, log) -> dict:
         out[name] = entry
         log(f"  {name}: {entry['status']} ({entry['seconds']:.1f} s) {entry['figures']}")
     return out
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's terminated (waited-for) children."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _is_json(line: str) -> bool:
@@ -204,16 +225,25 @@ def _f(x, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _load(x) -> str:
+    return "-" if not x else " / ".join(f"{v:.1f}" for v in x)
+
+
 def write_markdown(res: dict) -> str:
     """The results as markdown: machine, settings, medians, ratios vs targets, micro-benchmarks."""
     m, s = res["machine"], res["settings"]
     v = m["versions"]
+    load = res.get("load", {})
     lines = [
         "# visgrpo benchmark results", "",
         f"Generated by `python -m experiments.bench{' --quick' if s['quick'] else ''}` on {m['time']}.", "",
+        "**Ratios and target checks use each worker's process CPU time** (user + system, "
+        "`time.process_time`) per step: the machine is shared, and the wall time of a step also "
+        "holds the time the worker waited for a core. Wall-time figures are shown beside them.", "",
         "| machine | |", "|---|---|",
         f"| CPU | {m['cpu']} ({m['logical_cores']} logical, {m['usable_cores']} usable; "
-        f"{m['threads_per_run']} torch thread(s) per run; load {_f(m['loadavg_1m'], '.1f')}) |",
+        f"{m['threads_per_run']} torch thread(s) per run) |",
+        f"| load average (1 / 5 / 15 min) | start {_load(load.get('start'))}; end {_load(load.get('end'))} |",
         f"| versions | python {m['python']}, torch {v['torch']}, transformers {v['transformers']}, "
         f"trl {v['trl']}, lightning {v['lightning']} |",
         f"| commit | {m['git_commit'][:12]}{' (dirty tree)' if m['git_dirty'] else ''} |",
@@ -222,36 +252,48 @@ def write_markdown(res: dict) -> str:
         f"{', vLLM' if s['vllm'] else ''} |",
         f"| repeats | {s['repeats']} fresh-process runs per configuration (visgrpo/TRL alternating), "
         f"{s['steps']} measured steps each after {s['warmup']} warm-up |", "",
-        "## End-to-end RL step (medians)", "",
-        "| configuration | step s | samples/s | tokens/s | mean len | RSS before MB | peak RSS MB | runs |",
-        "|---|---|---|---|---|---|---|---|",
+        "## End-to-end RL step (medians over runs)", "",
+        "CPU s = process CPU seconds per step; samples/CPU-s and tokens/CPU-s = work per CPU second; "
+        "CPU share = CPU seconds per wall second of the worker (1 = it had a core to itself).", "",
+        "| configuration | CPU s/step | wall s/step | CPU share | samples/CPU-s | samples/s (wall) | "
+        "tokens/CPU-s | tokens/s (wall) | mean len | RSS before MB | peak RSS MB | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in res["summary"].items():
         if "error" in r:
             err = str(r["error"]).strip().splitlines()[-1][:120] if r["error"] else "error"
-            lines.append(f"| {label} | failed: {err} | | | | | | 0/{r['runs']} |")
+            lines.append(f"| {label} | failed: {err} |" + " |" * 10 + f" 0/{r['runs']} |")
             continue
         lines.append(
-            f"| {label} | {_f(r['median_step_s'])} | {_f(r['samples_per_s'], '.1f')} | "
-            f"{_f(r['tokens_per_s'], '.0f')} | {_f(r['mean_completion_len'], '.1f')} | "
-            f"{_f(r['rss_before_mb'], '.0f')} | {_f(r['peak_rss_mb'], '.0f')} | {r['ok_runs']}/{r['runs']} |"
+            f"| {label} | {_f(r['median_cpu_step_s'])} | {_f(r['median_step_s'])} | {_f(r['cpu_share'], '.2f')} | "
+            f"{_f(r['samples_per_cpu_s'], '.1f')} | {_f(r['samples_per_s'], '.1f')} | "
+            f"{_f(r['tokens_per_cpu_s'], '.0f')} | {_f(r['tokens_per_s'], '.0f')} | "
+            f"{_f(r['mean_completion_len'], '.1f')} | {_f(r['rss_before_mb'], '.0f')} | "
+            f"{_f(r['peak_rss_mb'], '.0f')} | {r['ok_runs']}/{r['runs']} |"
         )
-    lines += ["", "## Ratios vs targets", "", "| comparison | ratio | paired-round median | target | met |",
-              "|---|---|---|---|---|"]
+    lines += ["", "## Ratios vs targets (checked on CPU time)", "",
+              "| comparison | CPU ratio | CPU paired-round median | wall ratio | wall paired-round median "
+              "| target | met (CPU) |", "|---|---|---|---|---|---|---|"]
     for name, c in res["comparisons"].items():
+        met = "yes" if c["meets_target"] else "NO"
         if name == "visgrpo_over_trl":
-            lines.append(f"| visgrpo / TRL throughput (samples/s) | {_f(c['throughput_ratio'], '.2f')}x | "
-                         f"{_f(c['paired_ratio'], '.2f')}x | >= {c['target']}x | {'yes' if c['meets_target'] else 'NO'} |")
+            lines.append(f"| visgrpo / TRL throughput (samples per second) | {_f(c['throughput_ratio'], '.2f')}x | "
+                         f"{_f(c['paired_ratio'], '.2f')}x | {_f(c.get('wall_throughput_ratio'), '.2f')}x | "
+                         f"{_f(c.get('wall_paired_ratio'), '.2f')}x | >= {c['target']}x | {met} |")
         else:
             lines.append(f"| DAPO+{name} / DAPO step time | {_f(c['step_time_ratio'], '.2f')}x | "
-                         f"{_f(c['paired_ratio'], '.2f')}x | <= {c['target']}x | {'yes' if c['meets_target'] else 'NO'} |")
-    lines += ["", "## Micro-benchmarks (helpers' scripts, fresh processes)", ""]
+                         f"{_f(c['paired_ratio'], '.2f')}x | {_f(c.get('wall_step_time_ratio'), '.2f')}x | "
+                         f"{_f(c.get('wall_paired_ratio'), '.2f')}x | <= {c['target']}x | {met} |")
+    lines += ["", "## Micro-benchmarks (helpers' scripts, fresh processes; their figures are their own "
+              "wall-clock timings)", ""]
     for name, e in res.get("micro", {}).items():
         figs = ", ".join(f"{k}={_f(val, '.3g') if isinstance(val, (int, float)) else val}"
                          for k, val in (e.get("figures") or {}).items())
         shown = [x for x in e.get("args", []) if not x.endswith(".json") and x != "--out"]
-        lines.append(f"- `{name}` {' '.join(shown)}: {e['status']}"
-                     + (f" ({e['seconds']:.1f} s)" if "seconds" in e else "") + (f": {figs}" if figs else ""))
+        took = ""
+        if "seconds" in e:
+            took = f" ({e['seconds']:.1f} s wall" + (f", {e['cpu_seconds']:.1f} s CPU" if "cpu_seconds" in e else "") + ")"
+        lines.append(f"- `{name}` {' '.join(shown)}: {e['status']}{took}" + (f": {figs}" if figs else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -283,6 +325,7 @@ def main(argv=None) -> int:
     micro = {} if a.skip_micro else micro_benchmarks(a.quick, workdir, log)
     results = {
         "machine": info,
+        "load": {"start": info["loadavg_start"], "end": loadavg()},
         "settings": {**{k: v for k, v in vars(a).items() if k not in ("worker", "out")},
                      "objective": "dapo (dynamic sampling off, overlong shaping off)",
                      "trl": "GRPOTrainer loss_type=dapo eps 0.2/0.28 beta=0 num_iterations=1"},

@@ -8,6 +8,10 @@ measure_steps`` optimiser steps and reports, for the measured steps only:
 * ``step_times``: wall time between the ends of consecutive optimiser steps (so everything a
   step does is inside: prompt collation, rollout generation, rewards, the teacher-forced
   forward, backward, optimiser, logging);
+* ``cpu_step_times``: the worker process's CPU time (user + system, all its threads:
+  ``time.process_time``) over the same intervals. On a shared machine the wall time of a
+  step grows with the time the process waits for a core; its CPU time does not (it still
+  grows somewhat with cache and SMT contention), so ratios and target checks use CPU time;
 * ``completion_tokens``: real response tokens per step (EOS included, padding excluded);
 * ``peak_rss_mb``: the process's peak resident set during the measured steps (``VmHWM`` after
   resetting it through ``/proc/self/clear_refs`` at the end of the warm-up), and
@@ -117,12 +121,25 @@ def _status_kib(key: str) -> int:
     return 0
 
 
+def loadavg() -> list[float] | None:
+    """1, 5 and 15 minute load averages (None where the OS has none)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def _diffs(marks: list[float], first: int) -> list[float]:
+    """Lengths of the intervals between consecutive ``marks`` from mark ``first`` on."""
+    return [b - a for a, b in zip(marks[first:-1], marks[first + 1 :], strict=True)]
+
+
 class StepMeter:
-    """Step-end timestamps, tokens per step and the peak RSS of the measured steps.
+    """Step-end timestamps (wall and process CPU), tokens per step and the peak RSS of the
+    measured steps.
 
     Call :meth:`start` when training starts and :meth:`step_end` after every optimiser step;
-    step ``k`` lasts from the previous mark (the start for ``k = 0``) to its own end. The
-    first ``warmup_steps`` steps are not measured; the peak-RSS mark is reset after them.
+    step ``k`` lasts from the previous mark (the start for ``k = 0``) to its own end, on the
+    wall clock (``time.perf_counter``) and on the process CPU clock (``time.process_time``:
+    user + system time of every thread of this process). The first ``warmup_steps`` steps
+    are not measured; the peak-RSS mark is reset after them.
     """
 
     def __init__(self, warmup_steps: int) -> None:
@@ -130,24 +147,32 @@ class StepMeter:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.warmup = warmup_steps
         self.marks: list[float] = []
+        self.cpu_marks: list[float] = []
         self.tokens: list[int] = []
         self.samples: list[int] = []
         self.rss_before = 0.0
         self.reset_ok = False
+        self.load_start: list[float] | None = None
 
     def _maybe_reset(self) -> None:
         if len(self.tokens) == self.warmup:
             self.rss_before = rss_mb()
             self.reset_ok = reset_peak_rss()
+            self.load_start = loadavg()
+
+    def _mark(self) -> None:
+        self.marks.append(time.perf_counter())
+        self.cpu_marks.append(time.process_time())
 
     def start(self) -> None:
-        self.marks = [time.perf_counter()]
+        self.marks, self.cpu_marks = [], []
+        self._mark()
         self._maybe_reset()
 
     def step_end(self, completion_tokens: int, samples: int) -> None:
         if not self.marks:
             raise RuntimeError("StepMeter.step_end before start")
-        self.marks.append(time.perf_counter())
+        self._mark()
         self.tokens.append(int(completion_tokens))
         self.samples.append(int(samples))
         self._maybe_reset()
@@ -156,19 +181,26 @@ class StepMeter:
         w = self.warmup
         if len(self.tokens) < w + 1:
             raise RuntimeError(f"{spec.label}: {len(self.tokens)} steps ran, need {w + 1}")
-        times = [b - a for a, b in zip(self.marks[w:-1], self.marks[w + 1 :], strict=True)]
+        times, cpu = _diffs(self.marks, w), _diffs(self.cpu_marks, w)
         tokens, samples = self.tokens[w:], self.samples[w:]
-        med = statistics.median(times)
+        cpu_total = max(sum(cpu), 1e-9)  # a coarse CPU clock can read 0 for a very short step
         return {
             "label": spec.label,
             "side": spec.side,
             "credit": list(spec.credit),
             "step_times": times,
+            "cpu_step_times": cpu,
             "completion_tokens": tokens,
             "samples_per_step": statistics.median(samples),
-            "median_step_s": med,
+            "median_step_s": statistics.median(times),
+            "median_cpu_step_s": statistics.median(cpu),
             "samples_per_s": sum(samples) / sum(times),
             "tokens_per_s": sum(tokens) / sum(times),
+            "samples_per_cpu_s": sum(samples) / cpu_total,
+            "tokens_per_cpu_s": sum(tokens) / cpu_total,
+            "cpu_share": sum(cpu) / sum(times),  # CPU seconds per wall second (1 thread: <= ~1)
+            "loadavg_start": self.load_start,
+            "loadavg_end": loadavg(),
             "mean_completion_len": sum(tokens) / max(sum(samples), 1),
             "rss_before_mb": self.rss_before,
             "peak_rss_mb": peak_rss_mb(),
@@ -323,6 +355,7 @@ def machine_info(threads: int) -> dict:
         "usable_cores": affinity,
         "threads_per_run": threads,
         "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "loadavg_start": loadavg(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
@@ -339,8 +372,10 @@ def summarise(runs: list[dict]) -> dict:
     if not ok:
         out["error"] = runs[-1].get("error", "no run") if runs else "no run"
         return out
-    for key in ("median_step_s", "samples_per_s", "tokens_per_s", "peak_rss_mb", "rss_before_mb",
-                "mean_completion_len", "samples_per_step"):
+    for key in ("median_step_s", "median_cpu_step_s", "samples_per_s", "tokens_per_s",
+                "samples_per_cpu_s", "tokens_per_cpu_s", "cpu_share", "peak_rss_mb",
+                "rss_before_mb", "mean_completion_len", "samples_per_step"):
         out[key] = statistics.median(r[key] for r in ok)
     out["all_step_s"] = [round(t, 4) for r in ok for t in r["step_times"]]
+    out["all_cpu_step_s"] = [round(t, 4) for r in ok for t in r["cpu_step_times"]]
     return out

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from experiments.bench.__main__ import comparisons, parse_args, throughput_runs
+from experiments.bench.__main__ import comparisons, parse_args, throughput_runs, write_markdown
 from experiments.bench.harness import (
     RunSpec,
     StepMeter,
@@ -18,9 +18,10 @@ from experiments.bench.harness import (
 )
 
 RESULT_KEYS = {
-    "label", "side", "credit", "step_times", "completion_tokens", "samples_per_step",
-    "median_step_s", "samples_per_s", "tokens_per_s", "mean_completion_len", "rss_before_mb",
-    "peak_rss_mb", "setup_s", "framework", "wall_s",
+    "label", "side", "credit", "step_times", "cpu_step_times", "completion_tokens",
+    "samples_per_step", "median_step_s", "median_cpu_step_s", "samples_per_s", "tokens_per_s",
+    "samples_per_cpu_s", "tokens_per_cpu_s", "cpu_share", "loadavg_start", "loadavg_end",
+    "mean_completion_len", "rss_before_mb", "peak_rss_mb", "setup_s", "framework", "wall_s",
 }
 
 
@@ -65,51 +66,111 @@ def test_bench_evidence_is_built_by_data_tools_masks_by_hand():
 def test_step_meter_discards_warmup(monkeypatch):
     import experiments.bench.harness as h
 
-    clock = iter([10.0, 11.0, 11.5, 12.25])  # start, then three step ends
+    clock = iter([10.0, 11.0, 11.5, 12.25])  # wall: start, then three step ends
+    cpu = iter([2.0, 2.75, 3.0, 3.5])  # process CPU clock at the same four marks
     monkeypatch.setattr(h.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(h.time, "process_time", lambda: next(cpu))
     meter = StepMeter(warmup_steps=1)
     meter.start()
     for tokens in (100, 30, 50):
         meter.step_end(tokens, 8)
     res = meter.result(RunSpec(side="trl", model_dir="m", data_dir="d"), setup_s=0.0)
-    assert res["step_times"] == [0.5, 0.75]  # warm-up step (1.0 s) dropped
+    assert res["step_times"] == [0.5, 0.75]  # warm-up step (1.0 s wall) dropped
+    assert res["cpu_step_times"] == [0.25, 0.5]  # warm-up step (0.75 s CPU) dropped
+    assert res["median_step_s"] == pytest.approx(0.625)
+    assert res["median_cpu_step_s"] == pytest.approx(0.375)
     assert res["samples_per_s"] == pytest.approx(16 / 1.25)
     assert res["tokens_per_s"] == pytest.approx(80 / 1.25)
+    # per CPU second: 16 samples and 80 tokens in 0.75 CPU s; 0.75 CPU s in 1.25 wall s
+    assert res["samples_per_cpu_s"] == pytest.approx(16 / 0.75)
+    assert res["tokens_per_cpu_s"] == pytest.approx(80 / 0.75)
+    assert res["cpu_share"] == pytest.approx(0.6)
     assert res["mean_completion_len"] == pytest.approx(80 / 16)
 
 
-def _fake(label: str, step: float) -> dict:
+def _fake(label: str, step: float, cpu: float) -> dict:
+    """One run of 8 samples, 240 tokens per step: wall ``step`` s and CPU ``cpu`` s per step."""
     return {"label": label, "median_step_s": step, "samples_per_s": 8 / step, "tokens_per_s": 240 / step,
-            "peak_rss_mb": 1000.0, "rss_before_mb": 900.0, "mean_completion_len": 30.0,
-            "samples_per_step": 8, "step_times": [step]}
+            "median_cpu_step_s": cpu, "samples_per_cpu_s": 8 / cpu, "tokens_per_cpu_s": 240 / cpu,
+            "cpu_share": cpu / step, "peak_rss_mb": 1000.0, "rss_before_mb": 900.0,
+            "mean_completion_len": 30.0, "samples_per_step": 8, "step_times": [step],
+            "cpu_step_times": [cpu]}
 
 
-def test_alternation_and_ratios(monkeypatch, tmp_path):
+# wall and CPU seconds per step of each run, in run order per label
+STEPS = {"visgrpo_dapo": [0.10, 0.12], "trl_grpo": [0.15, 0.15], "visgrpo_dapo+ease": [0.12]}
+CPU = {"visgrpo_dapo": [0.09, 0.10], "trl_grpo": [0.10, 0.12], "visgrpo_dapo+ease": [0.12]}
+
+
+def _fake_runs(monkeypatch, tmp_path):
     import experiments.bench.__main__ as bench
 
-    steps = {"visgrpo_dapo": [0.10, 0.12], "trl_grpo": [0.15, 0.15], "visgrpo_dapo+ease": [0.12]}
     order = []
 
     def fake_worker(spec):
         order.append(spec.label)
-        return _fake(spec.label, steps[spec.label][sum(o == spec.label for o in order) - 1])
+        k = sum(o == spec.label for o in order) - 1
+        return _fake(spec.label, STEPS[spec.label][k], CPU[spec.label][k])
 
     monkeypatch.setattr(bench, "run_worker", fake_worker)
     a = parse_args(["--quick", "--credit", "ease"])
     base = RunSpec(side="visgrpo", model_dir="m", data_dir="d", workdir=str(tmp_path))
     runs = throughput_runs(base, a, log=lambda s: None)
+    return order, runs
+
+
+def test_alternation_and_ratios(monkeypatch, tmp_path):
+    order, runs = _fake_runs(monkeypatch, tmp_path)
     # Round 0: visgrpo, TRL, then the credit run; round 1 flips the pair; quick: credit once.
     assert order == ["visgrpo_dapo", "trl_grpo", "visgrpo_dapo+ease", "trl_grpo", "visgrpo_dapo"]
     summary = {k: summarise(v) for k, v in runs.items()}
     assert summary["visgrpo_dapo"]["median_step_s"] == pytest.approx(0.11)
+    assert summary["visgrpo_dapo"]["median_cpu_step_s"] == pytest.approx(0.095)
     comp = comparisons(runs, summary, ["ease"])
-    # samples/s medians: visgrpo median(80, 66.67) = 73.33, TRL 53.33 -> 1.375
-    assert comp["visgrpo_over_trl"]["throughput_ratio"] == pytest.approx((80 + 8 / 0.12) / 2 / (8 / 0.15))
-    assert comp["visgrpo_over_trl"]["meets_target"]
-    # paired rounds: 0.15/0.10 = 1.5, 0.15/0.12 = 1.25 -> median 1.375
-    assert comp["visgrpo_over_trl"]["paired_ratio"] == pytest.approx(1.375)
-    assert comp["ease"]["step_time_ratio"] == pytest.approx(0.12 / 0.11)  # <= 1.25: met
-    assert comp["ease"]["meets_target"]
+    vt = comp["visgrpo_over_trl"]
+    # Wall samples/s medians: visgrpo median(80, 66.67) = 73.33, TRL 53.33 -> 1.375 (would meet
+    # 1.2); paired wall rounds 0.15/0.10 = 1.5, 0.15/0.12 = 1.25 -> 1.375.
+    assert vt["wall_throughput_ratio"] == pytest.approx((80 + 8 / 0.12) / 2 / (8 / 0.15))
+    assert vt["wall_paired_ratio"] == pytest.approx(1.375)
+    # CPU samples/CPU-s medians: visgrpo median(88.89, 80) = 84.44, TRL median(80, 66.67) =
+    # 73.33 -> 1.1515 < 1.2: the target is checked on CPU time, so it is missed.
+    assert vt["throughput_ratio"] == pytest.approx((8 / 0.09 + 80) / 2 / ((80 + 8 / 0.12) / 2))
+    assert vt["tokens_ratio"] == pytest.approx(vt["throughput_ratio"])
+    assert vt["paired_ratio"] == pytest.approx((0.10 / 0.09 + 0.12 / 0.10) / 2)  # 1.111, 1.2
+    assert not vt["meets_target"]
+    # EASE: wall 0.12 / 0.11 = 1.09 (would meet 1.25); CPU 0.12 / 0.095 = 1.263: missed.
+    assert comp["ease"]["wall_step_time_ratio"] == pytest.approx(0.12 / 0.11)
+    assert comp["ease"]["step_time_ratio"] == pytest.approx(0.12 / 0.095)
+    assert comp["ease"]["paired_ratio"] == pytest.approx(0.12 / 0.09)  # round 0 only
+    assert not comp["ease"]["meets_target"]
+
+
+def test_markdown_shows_cpu_and_wall(monkeypatch, tmp_path):
+    _, runs = _fake_runs(monkeypatch, tmp_path)
+    summary = {k: summarise(v) for k, v in runs.items()}
+    a = parse_args(["--quick", "--credit", "ease"])
+    machine = {"cpu": "x", "logical_cores": 2, "usable_cores": 2, "threads_per_run": 1,
+               "python": "3", "versions": {"torch": "t", "transformers": "tf", "trl": "r",
+               "lightning": "l"}, "git_commit": "abc", "git_dirty": False, "time": "now"}
+    res = {"machine": machine, "load": {"start": [3.5, 4.0, 4.25], "end": [5.0, 4.5, 4.0]},
+           "settings": {**vars(a)}, "summary": summary,
+           "comparisons": comparisons(runs, summary, ["ease"]),
+           "micro": {"m.py": {"status": "ok", "args": [], "seconds": 2.0, "cpu_seconds": 1.5}}}
+    md = write_markdown(res)
+    assert "| load average (1 / 5 / 15 min) | start 3.5 / 4.0 / 4.2; end 5.0 / 4.5 / 4.0 |" in md
+    # visgrpo_dapo: CPU 0.095 s, wall 0.110 s, share median(0.9, 0.833) = 0.87,
+    # samples/CPU-s 84.4, samples/s 73.3, tokens/CPU-s 30 x 84.44 = 2533, tokens/s 2200
+    assert "| visgrpo_dapo | 0.095 | 0.110 | 0.87 | 84.4 | 73.3 | 2533 | 2200 | 30.0 |" in md
+    assert "| visgrpo / TRL throughput (samples per second) | 1.15x | 1.16x | 1.38x | 1.38x | >= 1.2x | NO |" in md
+    assert "| DAPO+ease / DAPO step time | 1.26x | 1.33x | 1.09x | 1.20x | <= 1.25x | NO |" in md
+    assert "- `m.py` : ok (2.0 s wall, 1.5 s CPU)" in md
+
+
+def test_every_micro_benchmark_script_exists():
+    """The collected micro-benchmarks are all in experiments/bench (none reported missing)."""
+    from experiments.bench.__main__ import HERE, MICRO
+
+    assert [name for name, *_ in MICRO if not (HERE / name).exists()] == []
 
 
 @pytest.mark.slow
