@@ -137,7 +137,16 @@ def _vision_processors(family_name: str, min_pixels: int, max_pixels: int):
     return Qwen2VLImageProcessor(**kwargs), video_cls(**kwargs)
 
 
-def _model_config(family_name: str, tokenizer):
+def _mrope_section(head_dim: int) -> list[int]:
+    """Temporal/height/width split of the rotary half-dimension (``[2, 3, 3]`` for 16)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def _model_config(family_name: str, tokenizer, text_dims: dict | None = None, vision_depth: int = 2,
+                  vision_hidden: int = 32):
     import transformers
 
     fam = get_family(family_name)
@@ -147,28 +156,31 @@ def _model_config(family_name: str, tokenizer):
         "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
         "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
     }
+    dims = dict(TEXT_DIMS, **(text_dims or {}))
+    head_dim = dims["hidden_size"] // dims["num_attention_heads"]
     text = dict(
-        TEXT_DIMS,
+        dims,
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": MROPE_SECTION},
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(head_dim)},
     )
-    hidden = TEXT_DIMS["hidden_size"]
+    hidden = dims["hidden_size"]
+    vd, vh = vision_depth, vision_hidden
     common = dict(patch_size=fam.patch_size, spatial_merge_size=fam.merge_size, temporal_patch_size=2)
     if family_name == "qwen2_vl":
-        vision = dict(common, depth=2, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2)
+        vision = dict(common, depth=vd, embed_dim=vh, hidden_size=hidden, num_heads=2, mlp_ratio=2)
     elif family_name == "qwen2_5_vl":
         vision = dict(
-            common, depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
-            out_hidden_size=hidden, fullatt_block_indexes=[1], window_size=112,
+            common, depth=vd, hidden_size=vh, intermediate_size=2 * vh, num_heads=2,
+            out_hidden_size=hidden, fullatt_block_indexes=list(range(1, vd, 2)), window_size=112,
         )
     else:  # qwen3_vl
-        text["head_dim"] = HEAD_DIM
+        text["head_dim"] = head_dim
         text["rope_parameters"]["mrope_interleaved"] = True
         vision = dict(
-            common, depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+            common, depth=vd, hidden_size=vh, intermediate_size=2 * vh, num_heads=2,
             out_hidden_size=hidden, num_position_embeddings=256, deepstack_visual_indexes=[0],
         )
     config_cls = getattr(transformers, fam.config_class)
@@ -184,6 +196,10 @@ def build_tiny(
     min_pixels: int | None = None,
     max_pixels: int | None = None,
     default_system: str = "You are a helpful assistant.",
+    hidden_size: int = TEXT_DIMS["hidden_size"],
+    num_layers: int = TEXT_DIMS["num_hidden_layers"],
+    vision_depth: int = 2,
+    vision_hidden: int = 32,
 ) -> Path:
     """Write a tiny random-weight model directory of ``family`` to ``out_dir``.
 
@@ -195,6 +211,10 @@ def build_tiny(
         min_pixels: processor pixel floor (default: 4 merged tokens).
         max_pixels: processor pixel cap (default: 64 merged tokens, e.g. 224x224 for 28-px tokens).
         default_system: system prompt the chat template inserts ("" for none).
+        hidden_size: text hidden size (4 query heads; MLP width twice the hidden size).
+        num_layers: text decoder layers.
+        vision_depth: vision-tower blocks (every second one full attention for Qwen2.5-VL).
+        vision_hidden: vision-tower width (2 heads).
 
     Returns:
         ``out_dir`` as a Path.
@@ -223,7 +243,8 @@ def build_tiny(
     processor.save_pretrained(out)
 
     torch.manual_seed(seed)
-    config = _model_config(family, tokenizer)
+    text_dims = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=num_layers)
+    config = _model_config(family, tokenizer, text_dims, vision_depth, vision_hidden)
     model_cls = getattr(transformers, fam.model_class)
     model = model_cls(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
