@@ -109,6 +109,47 @@ def test_graph_csr_and_metis_part_count():
     assert np.array_equal(part, partition_response(a, cluster_size=16))  # seeded: repeatable
 
 
+def _reference_graph(a: np.ndarray, top_k: int, edge_scale: int = 1000):
+    """The token graph by its definition, one edge at a time (no ties in ``a``)."""
+    n = len(a)
+    s = [[(float(a[i][j]) + float(a[j][i])) / 2 for j in range(n)] for i in range(n)]
+    k = min(top_k, n - 1)
+    edges = {(t, t + 1) for t in range(n - 1)} | {(t + 1, t) for t in range(n - 1)}
+    for i in range(n):
+        best = sorted((j for j in range(n) if j != i), key=lambda j: -s[i][j])[:k]
+        edges |= {(i, j) for j in best} | {(j, i) for j in best}
+    top = max((max(s[u][v], 0.0) for u, v in edges), default=0.0)
+    adj = {u: sorted(v for x, v in edges if x == u) for u in range(n)}
+    weight = {e: max(1, round(edge_scale * max(s[e[0]][e[1]], 0.0) / top)) for e in edges}
+    return adj, weight
+
+
+@pytest.mark.parametrize("n,top_k", [(1, 8), (2, 8), (5, 2), (9, 8), (40, 8), (40, 0), (40, 3)])
+def test_graph_equals_edge_by_edge_reference(n, top_k):
+    """CSR arrays (edges sorted per vertex, int64) equal the definition built edge by edge:
+    the chain plus each token's top-k symmetrised links, both ways, deduplicated."""
+    a = np.tril(np.random.default_rng(n + top_k).random((n, n))).astype(np.float32)
+    xadj, adjncy, ew = response_graph(a, top_k=top_k)
+    adj, weight = _reference_graph(a, top_k)
+    assert xadj.dtype == adjncy.dtype == ew.dtype == np.int64
+    assert xadj.tolist() == np.cumsum([0] + [len(adj[u]) for u in range(n)]).tolist()
+    for u in range(n):
+        nbrs = adjncy[xadj[u] : xadj[u + 1]].tolist()
+        assert nbrs == adj[u]
+        assert ew[xadj[u] : xadj[u + 1]].tolist() == [weight[(u, v)] for v in nbrs]
+
+
+def test_graph_with_tied_attention_keeps_chain_and_k_links():
+    """Uniform causal attention (every link ties): still k links per token, symmetric."""
+    n, k = 12, 3
+    a = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+    xadj, adjncy, ew = response_graph(a, top_k=k)
+    edges = {(u, int(v)) for u in range(n) for v in adjncy[xadj[u] : xadj[u + 1]]}
+    assert all((v, u) in edges for u, v in edges) and all((u, u) not in edges for u in range(n))
+    assert all((u, u + 1) in edges for u in range(n - 1))
+    assert all(xadj[u + 1] - xadj[u] >= k for u in range(n)) and ew.min() >= 1
+
+
 def test_credit_class_scales_advantages_and_requests_middle_third():
     method = ATRLCredit()
     req = method.signal_request(num_layers=6)

@@ -26,7 +26,8 @@ Everything else is OUR SPECIFICATION (METHODS.md section 4):
 * padding keeps the incoming advantage.
 
 The graph and METIS run per response in a Python loop (METIS is C; the CSR adjacency is
-built with vectorised numpy); connectivity, anchors and the weights are vectorised.
+built with vectorised numpy, a handful of array calls per response); connectivity, anchors
+and the weights are vectorised.
 """
 
 from __future__ import annotations
@@ -71,28 +72,30 @@ def response_graph(attn: np.ndarray, top_k: int = 8, edge_scale: int = 1000) -> 
         edge_scale: integer weight of the strongest edge.
 
     Returns:
-        ``(xadj [n+1], adjncy [E], eweights [E])`` int64, symmetric, no self loops.
+        ``(xadj [n+1], adjncy [E], eweights [E])`` int64, symmetric, no self loops, each
+        vertex's neighbours in increasing order.
     """
     n = attn.shape[0]
     sym = (attn + attn.T) / 2.0  # [n, n]
-    np.fill_diagonal(sym, -np.inf)
+    np.fill_diagonal(sym, -np.inf)  # never a neighbour of itself
     k = min(top_k, n - 1)
-    src = [np.arange(n - 1), np.arange(1, n)]
-    dst = [np.arange(1, n), np.arange(n - 1)]
+    chain = np.arange(n - 1, dtype=np.int64)
+    # Directed edges as keys u * n + v: the chain both ways, then the top-k links both ways.
+    parts = [chain * (n + 1) + 1, chain * (n + 1) + n]
     if k > 0:
-        nbr = np.argpartition(-sym, k - 1, axis=1)[:, :k]  # [n, k]
-        rows = np.repeat(np.arange(n), k)  # [n*k]
-        src += [rows, nbr.ravel()]
-        dst += [nbr.ravel(), rows]
-    u, v = np.concatenate(src), np.concatenate(dst)
-    key = np.unique(u * n + v)  # sorted by (u, v), deduplicated
-    u, v = key // n, key % n
-    np.fill_diagonal(sym, 0.0)
-    w = np.clip(sym[u, v], 0.0, None)
+        nbr = np.argpartition(-sym, k - 1, axis=1)[:, :k].astype(np.int64)  # [n, k]
+        rows = np.arange(n, dtype=np.int64)[:, None]  # [n, 1]
+        parts += [(rows * n + nbr).ravel(), (nbr * n + rows).ravel()]
+    key = np.concatenate(parts)
+    key.sort()
+    key = np.concatenate((key[:1], key[1:][key[1:] != key[:-1]]))  # deduplicated, sorted by (u, v)
+    u, v = np.divmod(key, n)
+    w = np.clip(sym[u, v], 0.0, None)  # u != v: off-diagonal entries only
     top = w.max() if w.size else 0.0
-    weights = np.maximum(1, np.rint(edge_scale * w / top)).astype(np.int64) if top > 0 else np.ones_like(u)
-    xadj = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=n))]).astype(np.int64)
-    return xadj, v.astype(np.int64), weights.astype(np.int64)
+    weights = np.maximum(1, np.rint(edge_scale * w / top)) if top > 0 else np.ones(u.shape)
+    xadj = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(u, minlength=n), out=xadj[1:])
+    return xadj, v, weights.astype(np.int64)
 
 
 def partition_response(attn: np.ndarray, cluster_size: int = 16, top_k: int = 8, edge_scale: int = 1000, seed: int = 0) -> np.ndarray:
@@ -185,14 +188,16 @@ def atrl_token_weights(
     else:
         if response_attention is None:
             raise ValueError("AT-RL clustering needs response_attention [B, T, T] (None given)")
-        clusters = torch.zeros_like(mask, dtype=torch.long)  # [B, T]
-        ra = response_attention.detach().float().cpu().numpy()
-        m_np = mask.cpu().numpy()
-        for i in range(mask.shape[0]):
+        ra = response_attention.detach().float().cpu().numpy()  # [B, T, T]
+        m_np = mask.cpu().numpy()  # [B, T]
+        clusters_np = np.zeros(m_np.shape, dtype=np.int64)  # [B, T]
+        for i in range(m_np.shape[0]):
             idx = np.flatnonzero(m_np[i])
             if idx.size > cluster_size:
-                part = partition_response(ra[i][np.ix_(idx, idx)], cluster_size, top_k, edge_scale, seed)
-                clusters[i, torch.as_tensor(idx, device=mask.device)] = torch.as_tensor(part, device=mask.device)
+                n = idx.size  # real tokens as a prefix (right padding): a view, no gather
+                sub = ra[i, :n, :n] if idx[-1] == n - 1 else ra[i][np.ix_(idx, idx)]  # [n, n]
+                clusters_np[i, idx] = partition_response(sub, cluster_size, top_k, edge_scale, seed)
+        clusters = torch.from_numpy(clusters_np).to(mask.device)  # [B, T]
         W, n_clusters = cluster_weights(c, anchors, clusters, mask, w_min, w_max)
     maskf = mask.float()
     tokens = maskf.sum().clamp_min(1.0)
