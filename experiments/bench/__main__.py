@@ -37,6 +37,7 @@ MICRO = (
     ("logprob_memory.py", ["--rows", "1024", "--vocab", "16384"], []),
     ("probe_memory_bench.py", ["--quick"], []),
     ("credit_vs_loop_bench.py", ["--quick"], []),
+    ("credit_overhead_bench.py", ["--quick"], []),
     ("data_masks_bench.py", ["--quick"], []),
     ("data_convert_bench.py", ["--quick"], []),
 )
@@ -159,6 +160,8 @@ def micro_benchmarks(quick: bool, workdir: Path, log) -> dict:
         json_out = workdir / f"{path.stem}.json"
         if "--out" in help_text:
             args += ["--out", str(json_out)]
+        if "--workdir" in help_text:  # reuse the tiny model and data built for the runs
+            args += ["--workdir", str(workdir)]
         t0, cpu0 = time.perf_counter(), _children_cpu()
         try:
             res = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
@@ -225,6 +228,26 @@ def _f(x, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def add_ab_ratios(comp: dict, micro: dict) -> None:
+    """Add the in-process A/B step ratios of ``credit_overhead_bench.py`` (when it ran) to
+    the credit comparisons (``ab_step_ratio``, ``ab_extra_cpu_ms``, ``ab_control_step_ratio``)."""
+    figs = (micro.get("credit_overhead_bench.py") or {}).get("figures") or {}
+    for name, c in comp.items():
+        if name != "visgrpo_over_trl" and f"{name}_step_ratio" in figs:
+            c["ab_step_ratio"] = figs[f"{name}_step_ratio"]
+            c["ab_extra_cpu_ms"] = figs.get(f"{name}_extra_cpu_ms")
+            c["ab_control_step_ratio"] = figs.get("control_step_ratio")
+            c["ab_meets_target"] = figs[f"{name}_step_ratio"] <= c["target"]
+
+
+def _ab(c: dict) -> str:
+    if c.get("ab_step_ratio") is None:
+        return "-"
+    extra = c.get("ab_extra_cpu_ms")
+    return (f"{c['ab_step_ratio']:.3f}x" + (f" ({extra:+.1f} ms)" if extra is not None else "")
+            + f", {'met' if c['ab_meets_target'] else 'NOT met'}")
+
+
 def _load(x) -> str:
     return "-" if not x else " / ".join(f"{v:.1f}" for v in x)
 
@@ -272,24 +295,34 @@ def write_markdown(res: dict) -> str:
             f"{_f(r['peak_rss_mb'], '.0f')} | {r['ok_runs']}/{r['runs']} |"
         )
     lines += ["", "## Ratios vs targets (checked on CPU time)", "",
+              "End-to-end columns: medians over the fresh-process runs above. In-process A/B: "
+              "`credit_overhead_bench.py` (the training pass with and without the method on one "
+              "rollout, interleaved in one process; step = rollout phase + pass; the A/A control "
+              "row shows its noise).", "",
               "| comparison | CPU ratio | CPU paired-round median | wall ratio | wall paired-round median "
-              "| target | met (CPU) |", "|---|---|---|---|---|---|---|"]
+              "| in-process A/B (CPU) | target | met (CPU, end-to-end) |", "|---|---|---|---|---|---|---|---|"]
     for name, c in res["comparisons"].items():
         met = "yes" if c["meets_target"] else "NO"
         if name == "visgrpo_over_trl":
             lines.append(f"| visgrpo / TRL throughput (samples per second) | {_f(c['throughput_ratio'], '.2f')}x | "
                          f"{_f(c['paired_ratio'], '.2f')}x | {_f(c.get('wall_throughput_ratio'), '.2f')}x | "
-                         f"{_f(c.get('wall_paired_ratio'), '.2f')}x | >= {c['target']}x | {met} |")
+                         f"{_f(c.get('wall_paired_ratio'), '.2f')}x | - | >= {c['target']}x | {met} |")
         else:
             lines.append(f"| DAPO+{name} / DAPO step time | {_f(c['step_time_ratio'], '.2f')}x | "
                          f"{_f(c['paired_ratio'], '.2f')}x | {_f(c.get('wall_step_time_ratio'), '.2f')}x | "
-                         f"{_f(c.get('wall_paired_ratio'), '.2f')}x | <= {c['target']}x | {met} |")
+                         f"{_f(c.get('wall_paired_ratio'), '.2f')}x | {_ab(c)} | <= {c['target']}x | {met} |")
+    ctrl = next((c["ab_control_step_ratio"] for c in res["comparisons"].values()
+                 if c.get("ab_control_step_ratio") is not None), None)
+    if ctrl is not None:
+        lines.append(f"| A/A control (plain / plain) | | | | | {ctrl:.3f}x | | |")
     lines += ["", "## Micro-benchmarks (helpers' scripts, fresh processes; their figures are their own "
               "wall-clock timings)", ""]
     for name, e in res.get("micro", {}).items():
         figs = ", ".join(f"{k}={_f(val, '.3g') if isinstance(val, (int, float)) else val}"
                          for k, val in (e.get("figures") or {}).items())
-        shown = [x for x in e.get("args", []) if not x.endswith(".json") and x != "--out"]
+        hidden = {"--out", "--workdir"}
+        args = e.get("args", [])
+        shown = [x for i, x in enumerate(args) if x not in hidden and (i == 0 or args[i - 1] not in hidden)]
         took = ""
         if "seconds" in e:
             took = f" ({e['seconds']:.1f} s wall" + (f", {e['cpu_seconds']:.1f} s CPU" if "cpu_seconds" in e else "") + ")"
@@ -335,6 +368,7 @@ def main(argv=None) -> int:
         "runs": runs,
         "total_s": time.perf_counter() - t_start,
     }
+    add_ab_ratios(results["comparisons"], micro)
     out = Path(a.out)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     md = out.with_suffix(".md")

@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from experiments.bench.__main__ import comparisons, parse_args, throughput_runs, write_markdown
+from experiments.bench.__main__ import (
+    add_ab_ratios,
+    comparisons,
+    parse_args,
+    throughput_runs,
+    write_markdown,
+)
 from experiments.bench.harness import (
     RunSpec,
     StepMeter,
@@ -152,18 +158,26 @@ def test_markdown_shows_cpu_and_wall(monkeypatch, tmp_path):
     machine = {"cpu": "x", "logical_cores": 2, "usable_cores": 2, "threads_per_run": 1,
                "python": "3", "versions": {"torch": "t", "transformers": "tf", "trl": "r",
                "lightning": "l"}, "git_commit": "abc", "git_dirty": False, "time": "now"}
+    micro = {"m.py": {"status": "ok", "args": ["--quick", "--workdir", "/tmp/w"], "seconds": 2.0,
+                      "cpu_seconds": 1.5},
+             "credit_overhead_bench.py": {"figures": {"ease_step_ratio": 1.02, "ease_extra_cpu_ms": 4.0,
+                                                      "control_step_ratio": 0.995}}}
+    comp = comparisons(runs, summary, ["ease"])
+    add_ab_ratios(comp, micro)
+    assert comp["ease"]["ab_meets_target"] and "ab_step_ratio" not in comp["visgrpo_over_trl"]
     res = {"machine": machine, "load": {"start": [3.5, 4.0, 4.25], "end": [5.0, 4.5, 4.0]},
-           "settings": {**vars(a)}, "summary": summary,
-           "comparisons": comparisons(runs, summary, ["ease"]),
-           "micro": {"m.py": {"status": "ok", "args": [], "seconds": 2.0, "cpu_seconds": 1.5}}}
+           "settings": {**vars(a)}, "summary": summary, "comparisons": comp,
+           "micro": {"m.py": micro["m.py"]}}
     md = write_markdown(res)
     assert "| load average (1 / 5 / 15 min) | start 3.5 / 4.0 / 4.2; end 5.0 / 4.5 / 4.0 |" in md
     # visgrpo_dapo: CPU 0.095 s, wall 0.110 s, share median(0.9, 0.833) = 0.87,
     # samples/CPU-s 84.4, samples/s 73.3, tokens/CPU-s 30 x 84.44 = 2533, tokens/s 2200
     assert "| visgrpo_dapo | 0.095 | 0.110 | 0.87 | 84.4 | 73.3 | 2533 | 2200 | 30.0 |" in md
-    assert "| visgrpo / TRL throughput (samples per second) | 1.15x | 1.16x | 1.38x | 1.38x | >= 1.2x | NO |" in md
-    assert "| DAPO+ease / DAPO step time | 1.26x | 1.33x | 1.09x | 1.20x | <= 1.25x | NO |" in md
-    assert "- `m.py` : ok (2.0 s wall, 1.5 s CPU)" in md
+    assert "| visgrpo / TRL throughput (samples per second) | 1.15x | 1.16x | 1.38x | 1.38x | - | >= 1.2x | NO |" in md
+    assert ("| DAPO+ease / DAPO step time | 1.26x | 1.33x | 1.09x | 1.20x | 1.020x (+4.0 ms), met | "
+            "<= 1.25x | NO |") in md
+    assert "| A/A control (plain / plain) | | | | | 0.995x | | |" in md
+    assert "- `m.py` --quick: ok (2.0 s wall, 1.5 s CPU)" in md  # --workdir and its path hidden
 
 
 def test_every_micro_benchmark_script_exists():
@@ -191,3 +205,25 @@ def test_one_step_each_side(tmp_path):
         assert 0 < res["completion_tokens"][0] <= 4 * 8
         assert res["samples_per_s"] > 0 and res["tokens_per_s"] > 0
         assert res["peak_rss_mb"] >= res["rss_before_mb"] > 0
+
+
+@pytest.mark.slow
+def test_credit_overhead_ab_configures_like_the_module(tmp_path):
+    """The A/B script gives the module the signal request RLVRModule builds for a method, and
+    reports a ratio per method and the A/A control."""
+    from experiments.bench import credit_overhead_bench as ab
+    from experiments.bench.visgrpo_side import build_module
+
+    model_dir, data_dir = prepare_assets(tmp_path)
+    spec = RunSpec(side="visgrpo", model_dir=str(model_dir), data_dir=str(data_dir))
+    plain = build_module(spec)
+    for name in ("atrl", "ease"):
+        ab.configure(plain, [name])
+        ref = build_module(replace(spec, credit=[name]))
+        assert plain.signal_request == ref.signal_request
+        assert plain.grad_layers == ref.grad_layers
+        assert [type(m) for m in plain.credit.methods] == [type(m) for m in ref.credit.methods]
+    out = ab.main(["--rounds", "2", "--credit", "atrl", "--workdir", str(tmp_path)])
+    assert out["rounds"] == 2 and out["responses"] == 8
+    assert out["rollout_cpu_ms"] > 0 and out["plain_pass_cpu_ms"] > 0
+    assert 0.5 < out["atrl_step_ratio"] < 2 and 0.5 < out["control_step_ratio"] < 2
