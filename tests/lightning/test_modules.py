@@ -151,7 +151,8 @@ def test_lora_checkpoint_holds_adapters_only_and_resumes(in_workspace, tmp_path)
     assert module.last_metrics["policy/kl"] >= 0
 
     resumed = lora_module()
-    t = trainer(max_steps=2, enable_checkpointing=True)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=1)
+    t = trainer(max_steps=2, callbacks=[ckpt], enable_checkpointing=True)
     t.fit(resumed, datamodule=data(), ckpt_path=str(tmp_path / "last.ckpt"), weights_only=True)
     assert t.global_step == 2
 

@@ -208,10 +208,12 @@ class EASECredit(CreditMethod):
         reward_threshold: trajectories with reward >= this are supervised (0.5).
         max_tokens: evenly spaced supervised tokens per trajectory (64).
         direction: ``forward`` KL(p || q) (paper) or ``reverse`` KL(q || p).
-        sigma_scale: Gaussian sigma / box side of the target (0.25), used by
-            :func:`smoothed_evidence_target` when the dataset's target is absent.
-        alpha: uniform mixing of the target (0.1), same use.
         eps: inside the logs.
+
+    The target ``q`` is the dataset's ``evidence_target`` column, built once by
+    ``visgrpo-data masks --sigma-scale 0.25 --background-alpha 0.1`` (the paper's sigma and
+    uniform mixing) with :func:`smoothed_evidence_target`'s formula; those two settings
+    belong to the data stage, not to this loss.
     """
 
     name = "ease"
@@ -223,8 +225,6 @@ class EASECredit(CreditMethod):
         reward_threshold: float = 0.5,
         max_tokens: int = 64,
         direction: str = "forward",
-        sigma_scale: float = 0.25,
-        alpha: float = 0.1,
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
@@ -234,7 +234,7 @@ class EASECredit(CreditMethod):
             raise ValueError(f"EASECredit: max_tokens must be >= 1, got {max_tokens}")
         self.lambda_attn, self.layer = lambda_attn, layer
         self.reward_threshold, self.max_tokens, self.direction = reward_threshold, max_tokens, direction
-        self.sigma_scale, self.alpha, self.eps = sigma_scale, alpha, eps
+        self.eps = eps
 
     def signal_request(self, num_layers: int) -> SignalRequest:
         self.num_layers = int(num_layers)
