@@ -34,6 +34,7 @@ larger than the true one (conservative). Last stdout line is a JSON summary.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -76,6 +77,14 @@ def training_pass(module, rollout, rewards) -> None:
     module.policy.zero_grad(set_to_none=True)
 
 
+def _cpu(fn) -> float:
+    """Process CPU seconds of ``fn()``, after a garbage collection (outside the timing)."""
+    gc.collect()
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
+
+
 def trained_module(workdir: Path, steps: int):
     """Train plain DAPO ``steps`` steps with the bench's settings; ``(module, last prompt batch)``."""
     import lightning as L
@@ -107,13 +116,13 @@ def rollout_phase(module, batch):
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="8 rounds")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 30, quick 8)")
+    p.add_argument("--quick", action="store_true", help="12 rounds")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 36, quick 12)")
     p.add_argument("--credit", default=",".join(CREDITS))
     p.add_argument("--workdir", default=None, help="tiny model + data (built there once); default a temp dir")
     p.add_argument("--out", default=None, help="also write the JSON summary here")
     a = p.parse_args(argv)
-    rounds = a.rounds or (8 if a.quick else 30)
+    rounds = a.rounds or (12 if a.quick else 36)
     credits = [c for c in a.credit.split(",") if c]
     unknown = sorted(set(credits) - set(TARGETS))
     if unknown:
@@ -130,16 +139,16 @@ def main(argv: list[str] | None = None) -> dict:
         for c in configs:  # warm-up pass of each configuration (first-call costs)
             configure(module, [] if c.startswith("plain") else [c])
             training_pass(module, rollout, rewards)
-        for r in range(rounds):
-            t0 = time.process_time()
-            rollout_phase(module, batch)
-            times["rollout"].append(time.process_time() - t0)
-            k = r % len(configs)
-            for c in configs[k:] + configs[:k]:
-                configure(module, [] if c.startswith("plain") else [c])
-                t0 = time.process_time()
-                training_pass(module, rollout, rewards)
-                times[c].append(time.process_time() - t0)
+        gc.disable()  # collections land on random passes otherwise; run between passes instead
+        try:
+            for r in range(rounds):
+                times["rollout"].append(_cpu(lambda: rollout_phase(module, batch)))
+                k = r % len(configs)
+                for c in configs[k:] + configs[:k]:
+                    configure(module, [] if c.startswith("plain") else [c])
+                    times[c].append(_cpu(lambda: training_pass(module, rollout, rewards)))
+        finally:
+            gc.enable()
     plain, gen = times["plain"], times["rollout"]
 
     def step_ratio(c: str) -> float:
