@@ -69,7 +69,11 @@ def build_cli(args: list[str] | None, run: bool = True) -> VisgrpoCLI:
         run=run,
         save_config_callback=SaveConfigToMLflow,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={
+            "parser_mode": "omegaconf",
+            "description": "visgrpo: GRPO-family RL of vision-language models with visually grounded "
+            "credit (SAYO, VGPO, AT-RL, EASE). Compose configs/ with repeated --config.",
+        },
         auto_configure_optimizers=False,
     )
 
