@@ -96,13 +96,12 @@ def signals_of(out, rollout: RolloutBatch, rewards: Tensor, detach: bool = True)
     ``detach=True`` for the signals that shape rewards and advantages (constants);
     ``detach=False`` keeps the graph of the attention layers computed with autograd (EASE).
     """
-    signals = out.to_signals(
-        group_ids=rollout.group_ids,
-        rewards=rewards,
-        evidence_mask=rollout.evidence_mask,
-        evidence_target=rollout.evidence_target,
-        region_labels=rollout.region_labels,
-    )
+    # The rollout's evidence columns are padded to the widest image of the whole prompt batch;
+    # after DAPO filtering / micro-batching these rows may have fewer image tokens (N).
+    n = out.image_tokens.mask.shape[1]  # N of these rows
+    ev = {k: None if getattr(rollout, k) is None else getattr(rollout, k)[:, :n]  # [B, N]
+          for k in ("evidence_mask", "evidence_target", "region_labels")}
+    signals = out.to_signals(group_ids=rollout.group_ids, rewards=rewards, **ev)
     if detach:
         signals.image_attention = {k: v.detach() for k, v in signals.image_attention.items()}
         signals.response_attention = {k: v.detach() for k, v in signals.response_attention.items()}
