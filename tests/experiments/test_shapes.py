@@ -1,0 +1,112 @@
+"""The shapes experiment: the report on a hand-made MLflow store, and a 2-step smoke of the
+demo's stages (data, masks, warm-start validation, RL, report)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.shapes.report import build_report
+from experiments.shapes.runs import curve, load_runs, mean_std, smooth
+
+# method -> seed -> final val/accuracy (the value logged at step 20; step 10 gets value - 0.1)
+FINAL = {"dapo": {0: 0.50, 1: 0.60, 2: 0.70}, "dapo+ease": {0: 0.40, 1: 0.80, 2: 0.90}}
+
+
+def _store(tmp_path: Path) -> str:
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("shapes_rl", artifact_location=str(tmp_path / "artifacts"))
+    for method, seeds in FINAL.items():
+        for seed, acc in seeds.items():
+            run = client.create_run(exp, tags={"study": "full", "method": method, "seed": str(seed)})
+            rid = run.info.run_id
+            client.log_metric(rid, "val/accuracy", acc - 0.1, step=10)
+            client.log_metric(rid, "val/accuracy", acc, step=20)
+            for step in range(6):  # training accuracy 0.1 * step + seed / 100
+                client.log_metric(rid, "reward/accuracy", 0.1 * step + seed / 100, step=step)
+            client.log_metric(rid, "val/evidence_ratio", 1.0 + seed, step=20)
+            client.set_terminated(rid)
+    warm = client.create_run(exp, tags={"study": "full", "method": "warmstart", "seed": "0"})
+    client.log_metric(warm.info.run_id, "val/accuracy", 0.3, step=0)
+    client.set_terminated(warm.info.run_id)
+    unfinished = client.create_run(exp, tags={"study": "full", "method": "dapo", "seed": "9"})
+    client.log_metric(unfinished.info.run_id, "val/accuracy", 0.0, step=20)  # still RUNNING: ignored
+    other = client.create_run(exp, tags={"study": "demo", "method": "dapo", "seed": "0"})
+    client.log_metric(other.info.run_id, "val/accuracy", 0.0, step=20)  # other study: ignored
+    client.set_terminated(other.info.run_id)
+    return uri
+
+
+def test_mean_std_by_hand():
+    m, s, n = mean_std([0.5, 0.6, 0.7, float("nan")])
+    assert n == 3 and m == pytest.approx(0.6)
+    assert s == pytest.approx(math.sqrt(((0.1) ** 2 + 0 + (0.1) ** 2) / 2))  # ddof=1
+    assert mean_std([0.4]) == (0.4, 0.0, 1)
+    # trailing window 2: [1, (1+3)/2, (3+5)/2, (5+7)/2]
+    assert smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2).tolist() == [1.0, 2.0, 4.0, 6.0]
+
+
+def test_report_table_matches_hand_computed(tmp_path):
+    uri = _store(tmp_path)
+    res = build_report(uri, tmp_path / "out", "full")
+    rows = {r["method"]: r for r in res["rows"]}
+    assert list(rows) == ["dapo", "dapo+ease"]  # warmstart is the baseline row, not a method
+    # dapo: 0.5, 0.6, 0.7 -> mean 0.6, sample std 0.1
+    assert rows["dapo"]["seeds"] == 3
+    assert rows["dapo"]["val_acc"] == pytest.approx(0.6)
+    assert rows["dapo"]["val_acc_std"] == pytest.approx(0.1)
+    # dapo+ease: 0.4, 0.8, 0.9 -> mean 0.7; deviations -0.3, 0.1, 0.2 -> var (0.09+0.01+0.04)/2
+    assert rows["dapo+ease"]["val_acc"] == pytest.approx(0.7)
+    assert rows["dapo+ease"]["val_acc_std"] == pytest.approx(math.sqrt(0.07))
+    assert rows["dapo+ease"]["delta_vs_dapo"] == pytest.approx(0.1)
+    assert rows["dapo"]["val_acc_start"] == pytest.approx(0.3)
+    # training accuracy: first step seed/100 -> mean 0.01; last 5 steps 0.1..0.5 (+seed/100) -> 0.31
+    assert rows["dapo"]["train_acc_first"] == pytest.approx(0.01)
+    assert rows["dapo"]["train_acc_last"] == pytest.approx(0.31)
+    assert rows["dapo"]["val_evidence_ratio"] == pytest.approx(2.0)
+    md = (tmp_path / "out" / "README.md").read_text()
+    assert "| dapo | 3 | 0.300 | 0.600 ± 0.100 | — |" in md
+    assert "| dapo+ease | 3 | 0.300 | 0.700 ± 0.265 | +0.100 |" in md
+    assert "no clear difference" in md  # |0.1| <= max std 0.265
+    assert (tmp_path / "out" / "accuracy.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "table.csv").read_text().startswith("method,seeds,")
+
+
+def test_curve_mean_std_over_seeds(tmp_path):
+    import mlflow
+
+    uri = _store(tmp_path)
+    runs = [r for r in load_runs(mlflow.MlflowClient(uri), "shapes_rl", "full", ["val/accuracy"]) if r.method == "dapo"]
+    steps, mean, std = curve(runs, "val/accuracy")
+    assert steps.tolist() == [10, 20]
+    assert mean.tolist() == pytest.approx([0.5, 0.6])
+    assert std.tolist() == pytest.approx([0.1, 0.1])
+
+
+@pytest.mark.slow
+def test_demo_stages_two_steps(tmp_path):
+    """Stage 0 (data + masks for the committed warm start), warm-start validation, 2 RL steps
+    of dapo, then the report from the run's MLflow store."""
+    from dataclasses import replace
+
+    from experiments.shapes import recipe
+    from experiments.shapes.stages import DataSettings, Workdir, make_data, make_masks
+
+    work = Workdir(tmp_path)
+    make_data(work, replace(recipe.DATA, num=40))
+    make_masks(work, recipe.WARMSTART_DIR)
+    budget = recipe.Budget(steps=2, val_every=2, seeds=(0,), limit_val=4)
+    recipe.validate_warmstart(work, "demo", budget, log=tmp_path / "warm.log")
+    recipe.rl_run(work, "demo", "dapo", 0, budget, log=tmp_path / "rl.log")
+    res = build_report(work.tracking_uri, tmp_path / "report", "demo")
+    row = res["rows"][0]
+    assert row["method"] == "dapo" and row["seeds"] == 1
+    assert 0.0 <= row["val_acc"] <= 1.0 and math.isfinite(row["val_acc_start"])
+    assert "overlays" in res["figures"] and "accuracy" in res["figures"]
+    assert isinstance(DataSettings().synth_args(tmp_path), list)
