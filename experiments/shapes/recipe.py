@@ -51,8 +51,8 @@ class Budget:
     limit_val: int | None = None
 
 
-FULL = Budget(steps=30, val_every=10, seeds=(0, 1, 2))
-DEMO = Budget(steps=30, val_every=10, seeds=(0,))
+FULL = Budget(steps=100, val_every=20, seeds=(0, 1, 2))
+DEMO = Budget(steps=80, val_every=20, seeds=(0,))
 
 
 def run_name(method: str, seed: int) -> str:
@@ -74,8 +74,12 @@ def _common(work: Workdir, study: str, method: str, seed: int, root: str, warmst
 
 
 def rl_run(work: Workdir, study: str, method: str, seed: int, budget: Budget,
-           warmstart: Path = WARMSTART_DIR, threads: int | None = None, log: Path | None = None) -> float:
-    """One RL run of ``method`` from the warm start; returns its wall time (s)."""
+           warmstart: Path = WARMSTART_DIR, threads: int | None = None, log: Path | None = None,
+           extra: list[str] = ()) -> float:
+    """One RL run of ``method`` from the warm start; returns its wall time (s).
+
+    ``extra``: further ``--key=value`` CLI arguments (e.g. a smaller batch in tests).
+    """
     if method not in METHODS:
         raise KeyError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     root = f"runs/shapes_{study}/{run_name(method, seed)}"
@@ -86,14 +90,14 @@ def rl_run(work: Workdir, study: str, method: str, seed: int, budget: Budget,
     if budget.limit_val:
         overrides.append(f"--data.limit_val={budget.limit_val}")
     configs = [RL_CONFIG, *(CONFIGS / c for c in METHODS[method])]
-    return fit(work, configs, overrides, log=log, threads=threads)
+    return fit(work, configs, overrides + list(extra), log=log, threads=threads)
 
 
 def validate_warmstart(work: Workdir, study: str, budget: Budget, warmstart: Path = WARMSTART_DIR,
-                       threads: int | None = None, log: Path | None = None) -> float:
+                       threads: int | None = None, log: Path | None = None, extra: list[str] = ()) -> float:
     """Validation of the starting checkpoint (greedy, deterministic), tagged ``method=warmstart``."""
     root = f"runs/shapes_{study}/warmstart"
     overrides = _common(work, study, "warmstart", 0, root, warmstart)
     if budget.limit_val:
         overrides.append(f"--data.limit_val={budget.limit_val}")
-    return fit(work, [RL_CONFIG], overrides, log=log, threads=threads, subcommand="validate")
+    return fit(work, [RL_CONFIG], overrides + list(extra), log=log, threads=threads, subcommand="validate")

@@ -18,6 +18,7 @@ from pathlib import Path
 from experiments.shapes import recipe
 from experiments.shapes.stages import (
     WARMSTART_DIR,
+    DataSettings,
     Workdir,
     crop,
     fit,
@@ -28,10 +29,13 @@ from experiments.shapes.stages import (
 )
 
 
-def stage0(work: Workdir, with_model: bool = True) -> None:
-    """Synthetic data, (optionally) the random-weight tiny model, and its evidence masks."""
-    make_data(work, recipe.DATA)
-    crop(work, recipe.CROP_PIPELINE, recipe.DATA.seed)
+def stage0(work: Workdir, with_model: bool = True, data: DataSettings | None = None) -> None:
+    """Synthetic data (default :data:`recipe.DATA`), object-preserving crops, (optionally) the
+    random-weight tiny model, and the evidence masks (for the new model, else the warm start's
+    processor)."""
+    data = data or recipe.DATA
+    make_data(work, data)
+    crop(work, recipe.CROP_PIPELINE, data.seed)
     if with_model:
         make_model(work, seed=recipe.MODEL_SEED, **recipe.MODEL_DIMS)
     make_masks(work, work.model if with_model else WARMSTART_DIR)

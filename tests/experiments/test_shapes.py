@@ -96,14 +96,16 @@ def test_demo_stages_two_steps(tmp_path):
     from dataclasses import replace
 
     from experiments.shapes import recipe
-    from experiments.shapes.stages import DataSettings, Workdir, make_data, make_masks
+    from experiments.shapes.stages import DataSettings, Workdir
+    from experiments.shapes.warmstart import stage0
 
     work = Workdir(tmp_path)
-    make_data(work, replace(recipe.DATA, num=40))
-    make_masks(work, recipe.WARMSTART_DIR)
+    stage0(work, with_model=False, data=replace(recipe.DATA, num=40))
+    assert (work.data / "train").is_dir() and (work.data / "validation").is_dir()
     budget = recipe.Budget(steps=2, val_every=2, seeds=(0,), limit_val=4)
-    recipe.validate_warmstart(work, "demo", budget, log=tmp_path / "warm.log")
-    recipe.rl_run(work, "demo", "dapo", 0, budget, log=tmp_path / "rl.log")
+    small = ["--data.batch_size=2", "--data.val_batch_size=4", "--model.init_args.sampling.num_generations=4"]
+    recipe.validate_warmstart(work, "demo", budget, log=tmp_path / "warm.log", extra=small)
+    recipe.rl_run(work, "demo", "dapo", 0, budget, log=tmp_path / "rl.log", extra=small)
     res = build_report(work.tracking_uri, tmp_path / "report", "demo")
     row = res["rows"][0]
     assert row["method"] == "dapo" and row["seeds"] == 1
