@@ -26,6 +26,11 @@ from torch import Tensor
 from visgrpo.attention.hidden import masked_mean_rows
 from visgrpo.attention.locate import ImageTokens, locate_image_tokens
 from visgrpo.attention.probe import AttentionProbe
+from visgrpo.attention.shared_images import (
+    shared_image_outputs,
+    shared_image_plan,
+    supports_encoder_outputs,
+)
 from visgrpo.objectives.logprobs import token_logprobs_and_entropy
 
 _MODEL_KEYS = (
@@ -128,6 +133,7 @@ def policy_forward(
     temperature: float = 1.0,
     logprob_chunk: int = 1024,
     probe_chunk: int = 256,
+    share_images: bool = True,
 ) -> ForwardResult:
     """Run ONE forward of the policy and return every per-token signal requested.
 
@@ -145,12 +151,18 @@ def policy_forward(
         temperature: sampling temperature for log-probs and entropies.
         logprob_chunk: rows per chunk of the log-softmax.
         probe_chunk: query rows per chunk of the attention probe.
+        share_images: encode the images of each prompt group once (rows with the same
+            ``group_ids`` share their prompt's images; needs ``group_ids``, ``pixel_counts``
+            and ``image_counts`` in ``batch``); same outputs and gradients, G times less
+            vision-tower work (see :mod:`visgrpo.attention.shared_images`).
 
     Returns:
         :class:`ForwardResult`.
     """
     base = _base_model(model)
     cfg = base.config
+    counts = {k: getattr(batch, k, None) if not isinstance(batch, Mapping) else batch.get(k)
+              for k in ("group_ids", "pixel_counts", "image_counts")}
     batch = _as_dict(batch)
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     response_mask = batch["response_mask"].bool()  # [B, T]
@@ -172,6 +184,12 @@ def policy_forward(
         if video_id is not None:
             mm = mm.masked_fill(input_ids == video_id, 2)
         kwargs["mm_token_type_ids"] = mm
+    if share_images and kwargs.get("pixel_values") is not None and all(v is not None for v in counts.values()):
+        plan = shared_image_plan(counts["group_ids"], counts["pixel_counts"], counts["image_counts"])
+        if plan is not None and supports_encoder_outputs(base):
+            kwargs["mm_encoder_outputs"] = shared_image_outputs(
+                base, kwargs.pop("pixel_values"), kwargs["image_grid_thw"], plan
+            )
 
     img_layers = _layers(request, "image_attention_layers")
     resp_layers = _layers(request, "response_attention_layers")
