@@ -5,8 +5,8 @@
 1. stage 0: the synthetic evidence VQA data and its evidence masks for the committed
    warm start's processor (``artifacts/shapes``);
 2. validation of the committed SFT warm start (``experiments/shapes/warmstart``);
-3. stage 2: RL from the warm start with DAPO, then DAPO + EASE (one seed, the progress bar
-   shows the reward);
+3. stage 2: RL from the warm start with DAPO, then DAPO + EASE (seed 0, the full experiment's
+   budget of 100 steps; the progress bar shows the reward);
 4. the report from the MLflow store ``mlflow.db``: ``runs/shapes_demo/report/README.md``
    and its PNG plots (``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows the runs).
 
@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from experiments.shapes import recipe
-from experiments.shapes.report import build_report, fmt
+from experiments.shapes.report import EDGE, build_report
 from experiments.shapes.stages import Workdir
 from experiments.shapes.warmstart import stage0
 
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     res = build_report(work.tracking_uri, out, "demo")
     print(f"\n[{time.time() - t0:.0f}s] done. Results (validation accuracy, greedy):")
     for r in res["rows"]:
-        print(f"  {r['method']:>10}: warm start {r['val_acc_start']:.3f} -> {fmt(r['val_acc'], r['val_acc_std'])}; "
-              f"training accuracy {r['train_acc_first']:.3f} (first step) -> {r['train_acc_last']:.3f} (last 5 steps)")
+        print(f"  {r['method']:>10}: validation accuracy {r['val_acc_start']:.3f} (warm start) -> {r['val_acc']:.3f}; "
+              f"training accuracy {r['train_acc_first']:.3f} (first {EDGE} steps) -> {r['train_acc_last']:.3f} "
+              f"(last {EDGE} steps)")
     print(f"report: {out / 'README.md'}; MLflow: mlflow ui --backend-store-uri {work.tracking_uri}")
     return 0
 

@@ -29,11 +29,12 @@ def _save(fig, path: Path) -> Path:
 
 
 def curves_figure(groups: dict[str, list[RunData]], panels: list[tuple[str, str, int]], path: Path,
-                  start: dict[str, float] | None = None) -> Path | None:
+                  start: dict[str, float] | None = None, xlabel: str = "RL step",
+                  refs: dict[str, float] | None = None) -> Path | None:
     """One panel per ``(metric key, title, smoothing window)``: mean +/- std over seeds per method.
 
     ``start`` optionally maps a metric key to its value at step 0 (the warm start), drawn as
-    a dotted line.
+    a dotted line; ``refs`` maps labels to reference values (dashed lines, every panel).
     """
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
@@ -48,8 +49,10 @@ def curves_figure(groups: dict[str, list[RunData]], panels: list[tuple[str, str,
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         if start and np.isfinite(start.get(key, np.nan)):
             ax.axhline(start[key], color="gray", ls=":", lw=1, label="warm start")
+        for label, value in (refs or {}).items():
+            ax.axhline(value, color="black", ls="--", lw=0.8, label=label)
         ax.set_title(title + (f" (moving avg {window})" if window > 1 else ""), fontsize=9)
-        ax.set_xlabel("RL step")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     if not drawn:
         plt.close(fig)
@@ -68,21 +71,24 @@ def position_figure(groups: dict[str, list[RunData]], path: Path, warm: list[Run
     drawn = False
     for run in warm[:1]:
         c = position_curve(run, "val/")
-        if np.isfinite(c).any():
-            ax.plot(x, c, color="gray", ls=":", marker=".", label="warm start")
+        ok = np.isfinite(c)  # empty bins (short responses) are skipped
+        if ok.any():
+            ax.plot(x[ok], c[ok], color="gray", ls=":", marker=".", label="warm start")
             drawn = True
     for method, runs in groups.items():
         rows = np.array([position_curve(r, "val/") for r in runs])  # [seeds, bins]
-        if not np.isfinite(rows).any():
+        ok = np.isfinite(rows).any(0)  # [bins]
+        if not ok.any():
             continue
-        ax.plot(x, np.nanmean(rows, 0), marker=".", label=method)
+        ax.plot(x[ok], np.nanmean(rows[:, ok], 0), marker=".", label=method)
         drawn = True
     if not drawn:
         plt.close(fig)
         return None
     ax.set_xlabel("relative position in the response")
     ax.set_ylabel("attention mass on image tokens")
-    ax.set_title("visual attention by response position (validation, end of RL)", fontsize=9)
+    ax.set_title("visual attention by response position (validation, end of RL;\n"
+                 "mean over seeds, empty bins skipped)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

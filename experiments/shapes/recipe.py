@@ -52,7 +52,7 @@ class Budget:
 
 
 FULL = Budget(steps=100, val_every=20, seeds=(0, 1, 2))
-DEMO = Budget(steps=80, val_every=20, seeds=(0,))
+DEMO = Budget(steps=100, val_every=20, seeds=(0,))
 
 
 def run_name(method: str, seed: int) -> str:

@@ -29,6 +29,7 @@ KEYS = [
 ]
 BASELINE = "dapo"
 TRAIN_WINDOW = 5  # moving-average window of the per-step training curves
+EDGE = 10  # training accuracy "first" / "last" = mean over the first / last EDGE steps
 
 
 def fmt(mean: float, std: float, digits: int = 3) -> str:
@@ -41,13 +42,14 @@ def headline(groups: dict[str, list[RunData]], start_acc: float) -> list[dict]:
     rows = []
     for method, runs in groups.items():
         acc, acc_sd, n = mean_std(r.last("val/accuracy") for r in runs)
-        first, first_sd, _ = mean_std(r.first("reward/accuracy") for r in runs)
-        last, last_sd, _ = mean_std(_tail_mean(r, "reward/accuracy") for r in runs)
+        first, first_sd, _ = mean_std(_edge_mean(r, "reward/accuracy", head=True) for r in runs)
+        last, last_sd, _ = mean_std(_edge_mean(r, "reward/accuracy", head=False) for r in runs)
         ev, ev_sd, _ = mean_std(r.last("val/evidence_ratio") for r in runs)
         ln, ln_sd, _ = mean_std(r.last("val/response_length") for r in runs)
         rows.append({
             "method": method, "seeds": n, "val_acc_start": start_acc, "val_acc": acc, "val_acc_std": acc_sd,
             "delta_vs_dapo": acc - base if math.isfinite(base) else math.nan,
+            "seeds_above_start": sum(r.last("val/accuracy") > start_acc for r in runs),
             "train_acc_first": first, "train_acc_first_std": first_sd,
             "train_acc_last": last, "train_acc_last_std": last_sd,
             "val_evidence_ratio": ev, "val_evidence_ratio_std": ev_sd, "val_response_length": ln,
@@ -56,10 +58,13 @@ def headline(groups: dict[str, list[RunData]], start_acc: float) -> list[dict]:
     return rows
 
 
-def _tail_mean(run: RunData, key: str, k: int = TRAIN_WINDOW) -> float:
-    """Mean of the last ``k`` logged values (training metrics are noisy per step)."""
+def _edge_mean(run: RunData, key: str, head: bool, k: int = EDGE) -> float:
+    """Mean of the first (``head``) or last ``k`` logged values (one step's 64 sampled
+    responses are a noisy estimate)."""
     h = run.histories.get(key)
-    return float(h[1][-k:].mean()) if h is not None and len(h[1]) else math.nan
+    if h is None or not len(h[1]):
+        return math.nan
+    return float((h[1][:k] if head else h[1][-k:]).mean())
 
 
 def verdicts(rows: list[dict]) -> list[str]:
@@ -78,21 +83,24 @@ def verdicts(rows: list[dict]) -> list[str]:
         elif abs(d) <= noise:
             word = "no clear difference (within one std over seeds)"
         else:
-            word = "better than dapo" if d > 0 else "worse than dapo"
+            side = "above" if d > 0 else "below"
+            word = (f"{side} dapo by more than one std over seeds ({r['seeds']} vs {base['seeds']} seeds: "
+                    "a hint, not a significance test)")
         out.append(f"- **{r['method']}**: {d:+.3f} final validation accuracy vs dapo: {word}.")
     return out
 
 
 def _table_md(rows: list[dict]) -> list[str]:
     lines = [
-        "| method | seeds | val acc (warm start) | final val acc | Δ vs dapo | train acc first step | train acc last 5 steps | val evidence ratio | val response length |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| method | seeds | val acc (warm start) | final val acc | seeds above warm start | Δ vs dapo | train acc, first {EDGE} steps | train acc, last {EDGE} steps | val evidence ratio | val response length |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         start = "n/a" if not math.isfinite(r["val_acc_start"]) else f"{r['val_acc_start']:.3f}"
         delta = "—" if r["method"] == BASELINE or not math.isfinite(r["delta_vs_dapo"]) else f"{r['delta_vs_dapo']:+.3f}"
         lines.append(
-            f"| {r['method']} | {r['seeds']} | {start} | {fmt(r['val_acc'], r['val_acc_std'])} | {delta} | "
+            f"| {r['method']} | {r['seeds']} | {start} | {fmt(r['val_acc'], r['val_acc_std'])} | "
+            f"{r['seeds_above_start']}/{r['seeds']} | {delta} | "
             f"{fmt(r['train_acc_first'], r['train_acc_first_std'])} | {fmt(r['train_acc_last'], r['train_acc_last_std'])} | "
             f"{fmt(r['val_evidence_ratio'], r['val_evidence_ratio_std'], 2)} | "
             f"{fmt(r['val_response_length'], r['val_response_length_std'], 1)} |"
@@ -143,7 +151,8 @@ def sft_figure(client, out: Path) -> Path | None:
     for key in ("val/accuracy",):
         hist = sorted(client.get_metric_history(r.info.run_id, key), key=lambda m: m.step)
         data.histories[key] = (np.array([m.step for m in hist]), np.array([m.value for m in hist]))
-    return plots.curves_figure({"SFT": [data]}, [("val/accuracy", "SFT warm start: validation accuracy", 1)], out)
+    return plots.curves_figure({"SFT": [data]}, [("val/accuracy", "SFT warm start: validation accuracy", 1)], out,
+                               xlabel="SFT step", refs={"chance (1/6)": 1 / 6})
 
 
 def build_report(tracking_uri: str, out: Path, study: str = "full", experiment: str = "shapes_rl") -> dict:
@@ -181,8 +190,8 @@ def build_report(tracking_uri: str, out: Path, study: str = "full", experiment: 
     lines = [f"# Shapes experiment results (study `{study}`)", "",
              f"Generated by `python -m experiments.shapes.report` from the MLflow store `{tracking_uri}` "
              f"(experiment `{experiment}`, {len(runs)} finished runs). Mean ± sample std (ddof=1) over seeds; "
-             "final = last validation of each run; training accuracy is the per-step mean over the sampled "
-             f"responses (last {TRAIN_WINDOW} steps averaged).", "", *_table_md(rows), ""]
+             "final = last validation of each run (200 held-out prompts, greedy); training accuracy is the mean "
+             f"over the sampled responses of the first / last {EDGE} RL steps.", "", *_table_md(rows), ""]
     lines += ["## Per method, against dapo", "", *(verdicts(rows) or ["- (no dapo baseline in this study)"]), ""]
     for name, path in figs.items():
         lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({path.name})", ""]

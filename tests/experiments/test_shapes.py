@@ -28,8 +28,8 @@ def _store(tmp_path: Path) -> str:
             rid = run.info.run_id
             client.log_metric(rid, "val/accuracy", acc - 0.1, step=10)
             client.log_metric(rid, "val/accuracy", acc, step=20)
-            for step in range(6):  # training accuracy 0.1 * step + seed / 100
-                client.log_metric(rid, "reward/accuracy", 0.1 * step + seed / 100, step=step)
+            for step in range(20):  # training accuracy step / 100 + seed / 100
+                client.log_metric(rid, "reward/accuracy", step / 100 + seed / 100, step=step)
             client.log_metric(rid, "val/evidence_ratio", 1.0 + seed, step=20)
             client.set_terminated(rid)
     warm = client.create_run(exp, tags={"study": "full", "method": "warmstart", "seed": "0"})
@@ -66,13 +66,15 @@ def test_report_table_matches_hand_computed(tmp_path):
     assert rows["dapo+ease"]["val_acc_std"] == pytest.approx(math.sqrt(0.07))
     assert rows["dapo+ease"]["delta_vs_dapo"] == pytest.approx(0.1)
     assert rows["dapo"]["val_acc_start"] == pytest.approx(0.3)
-    # training accuracy: first step seed/100 -> mean 0.01; last 5 steps 0.1..0.5 (+seed/100) -> 0.31
-    assert rows["dapo"]["train_acc_first"] == pytest.approx(0.01)
-    assert rows["dapo"]["train_acc_last"] == pytest.approx(0.31)
+    # training accuracy: steps 0-9 -> 0.045 + seed/100 (mean over seeds 0.01) = 0.055;
+    # steps 10-19 -> 0.145 + 0.01 = 0.155; std over seeds of seed/100: 0.01
+    assert rows["dapo"]["train_acc_first"] == pytest.approx(0.055)
+    assert rows["dapo"]["train_acc_last"] == pytest.approx(0.155)
+    assert rows["dapo"]["train_acc_last_std"] == pytest.approx(0.01)
     assert rows["dapo"]["val_evidence_ratio"] == pytest.approx(2.0)
     md = (tmp_path / "out" / "README.md").read_text()
-    assert "| dapo | 3 | 0.300 | 0.600 ± 0.100 | — |" in md
-    assert "| dapo+ease | 3 | 0.300 | 0.700 ± 0.265 | +0.100 |" in md
+    assert "| dapo | 3 | 0.300 | 0.600 ± 0.100 | 3/3 | — |" in md
+    assert "| dapo+ease | 3 | 0.300 | 0.700 ± 0.265 | 3/3 | +0.100 |" in md
     assert "no clear difference" in md  # |0.1| <= max std 0.265
     assert (tmp_path / "out" / "accuracy.png").stat().st_size > 1000
     assert (tmp_path / "out" / "table.csv").read_text().startswith("method,seeds,")
