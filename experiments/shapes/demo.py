@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=recipe.DEMO.steps)
     parser.add_argument("--val-every", type=int, default=recipe.DEMO.val_every)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per run (1 is fastest for the tiny model on a shared CPU)")
     parser.add_argument("--out", default="runs/shapes_demo/report")
     args = parser.parse_args(argv)
     work = Workdir(Path(args.workdir).resolve())
@@ -43,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     print("stage 0: synthetic data + evidence masks ...", flush=True)
     stage0(work, with_model=False)
     print(f"[{time.time() - t0:.0f}s] validating the committed warm start ...", flush=True)
-    recipe.validate_warmstart(work, "demo", budget)
+    recipe.validate_warmstart(work, "demo", budget, threads=args.threads)
     for method in args.methods.split(","):
         print(f"[{time.time() - t0:.0f}s] RL: {method}, {budget.steps} steps, seed {args.seed}", flush=True)
-        recipe.rl_run(work, "demo", method.strip(), args.seed, budget)
+        recipe.rl_run(work, "demo", method.strip(), args.seed, budget, threads=args.threads)
     out = Path(args.out)
     if not out.is_absolute():
         out = work.root / out
