@@ -106,8 +106,8 @@ def test_demo_stages_two_steps(tmp_path):
     assert (work.data / "train").is_dir() and (work.data / "validation").is_dir()
     budget = recipe.Budget(steps=2, val_every=2, seeds=(0,), limit_val=4)
     small = ["--data.batch_size=2", "--data.val_batch_size=4", "--model.init_args.sampling.num_generations=4"]
-    recipe.validate_warmstart(work, "demo", budget, log=tmp_path / "warm.log", extra=small)
-    recipe.rl_run(work, "demo", "dapo", 0, budget, log=tmp_path / "rl.log", extra=small)
+    recipe.validate_warmstart(work, "demo", budget, log=tmp_path / "warm.log", extra=small, threads=1)
+    recipe.rl_run(work, "demo", "dapo", 0, budget, log=tmp_path / "rl.log", extra=small, threads=1)
     res = build_report(work.tracking_uri, tmp_path / "report", "demo")
     row = res["rows"][0]
     assert row["method"] == "dapo" and row["seeds"] == 1
