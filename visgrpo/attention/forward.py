@@ -184,9 +184,10 @@ def policy_forward(
         if video_id is not None:
             mm = mm.masked_fill(input_ids == video_id, 2)
         kwargs["mm_token_type_ids"] = mm
-    if share_images and kwargs.get("pixel_values") is not None and all(v is not None for v in counts.values()):
+    if (share_images and kwargs.get("pixel_values") is not None
+            and all(v is not None for v in counts.values()) and supports_encoder_outputs(base)):
         plan = shared_image_plan(counts["group_ids"], counts["pixel_counts"], counts["image_counts"])
-        if plan is not None and supports_encoder_outputs(base):
+        if plan is not None:
             kwargs["mm_encoder_outputs"] = shared_image_outputs(
                 base, kwargs.pop("pixel_values"), kwargs["image_grid_thw"], plan
             )

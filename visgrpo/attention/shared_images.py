@@ -10,6 +10,7 @@ group and handing the repeated features to the decoder through transformers'
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -18,7 +19,12 @@ from torch import Tensor
 
 def supports_encoder_outputs(base) -> bool:
     """Whether the model's forward accepts precomputed vision features (transformers >= 5.x)."""
-    return "mm_encoder_outputs" in inspect.signature(base.model.forward).parameters
+    return _accepts_encoder_outputs(type(base.model))
+
+
+@functools.cache
+def _accepts_encoder_outputs(model_cls: type) -> bool:
+    return "mm_encoder_outputs" in inspect.signature(model_cls.forward).parameters
 
 
 def _starts(counts: Tensor) -> list[int]:

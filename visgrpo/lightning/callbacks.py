@@ -122,8 +122,9 @@ class AttentionOverlay(L.Callback):
 
         for k, (image, heat, completion) in enumerate(maps):
             sample = prompts.samples[k]
-            boxes = [b for b, i in zip(sample.get("boxes") or [], sample.get("box_image") or [], strict=False) if i == 0] \
-                if sample.get("box_image") else list(sample.get("boxes") or [])
+            boxes, box_image = sample.get("boxes") or [], sample.get("box_image")
+            if box_image:  # multi-image samples: the boxes of the first image
+                boxes = [b for b, i in zip(boxes, box_image, strict=True) if i == 0]
             title = f"{tag} | gold {sample.get('answer', '')} | {completion.strip()[:32] or '(empty)'}"
             fig = overlay_figure(image, heat, title=title, boxes=boxes)
             path = out / f"{tag}_img{k}.png"

@@ -35,14 +35,9 @@ from visgrpo.lightning.steps import collect_rollouts, reduce_metrics, signals_of
 from visgrpo.models.loading import PolicyConfig
 from visgrpo.models.reference import ReferencePolicy
 from visgrpo.objectives import compute_advantages, get_preset, global_normaliser, policy_objective
+from visgrpo.objectives._common import masked_mean
 from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig
-
-
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``x`` [B, T] over the real response tokens of ``mask`` [B, T]."""
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp(min=1)
 
 
 class RLVRModule(PolicyModule):
@@ -181,7 +176,7 @@ class RLVRModule(PolicyModule):
             ref = self._reference_logp(mb)
             loss, lm = policy_objective(self.objective, out.logp, out.logp.detach(), adv, mb.response_mask, ref, normaliser)
             m.update({f"policy/{k}": v for k, v in lm.items()})
-            m["policy/entropy"] = masked_mean(out.entropy.detach(), mb.response_mask)
+            m["policy/entropy"] = masked_mean(out.entropy, mb.response_mask)
             m.update(batch_diagnostics(signals, layer=self.diagnostics_layer))
             skipped |= self._backward(loss + self._aux_loss(out, mb, r, aux_norm, m), m)
             log.append(m)
