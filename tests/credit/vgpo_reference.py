@@ -1,4 +1,4 @@
-"""Plain-loop reference of VGPO's equations (arXiv 2604.09349; METHODS.md section 3).
+"""Plain-loop reference of VGPO's equations (arXiv 2604.09349; docs/methods.md, VGPO).
 
 Written independently of ``visgrpo.credit.vgpo``: Python floats and lists, one token at a
 time, following the equations in the order the paper states them. Shared conventions

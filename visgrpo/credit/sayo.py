@@ -1,4 +1,4 @@
-"""SAYO: region-level visual attention reward (arXiv 2602.08241; METHODS.md section 2).
+"""SAYO: region-level visual attention reward (arXiv 2602.08241; docs/methods.md, SAYO).
 
 The reward of a response is how much more attention its high-entropy tokens pay to the
 evidence region than to the average image token::
@@ -9,7 +9,7 @@ with ``a_img`` the mean attention over selected rows x all valid image tokens an
 the mean over selected rows x region tokens (union of the evidence boxes). Rows are the
 top ``rho`` (30%) of response tokens by entropy of the sampling distribution.
 
-Departures from the authors' code (stated in METHODS.md): only REAL tokens are ranked
+Departures from the authors' code (stated in docs/methods.md, SAYO): only REAL tokens are ranked
 (their code ranks padded positions too); the selection size is ``ceil(rho * n)`` with a
 1e-6 tolerance (at least one token, see :func:`~visgrpo.credit.base.top_fraction_mask`);
 region tokens come from the processor's real merged grid (dataset ``evidence_mask``),

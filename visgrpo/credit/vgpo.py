@@ -1,4 +1,4 @@
-"""VGPO: visually-guided policy optimisation (arXiv 2604.09349; METHODS.md section 3).
+"""VGPO: visually-guided policy optimisation (arXiv 2604.09349; docs/methods.md, VGPO).
 
 Per-token advantages follow the hidden-state "visual focus" of each token:
 
@@ -13,7 +13,7 @@ Per-token advantages follow the hidden-state "visual focus" of each token:
    ``phi_i = sum_t w_hat[i,t]`` min-max normalised within the prompt group;
 5. ``A[i,t] = A_i * alpha_i * psi[i,t]``.
 
-Our choices where the record is silent (METHODS.md says groups are the true prompt
+Our choices where the record is silent (docs/methods.md, VGPO: groups are the true prompt
 groups, not the authors' consecutive rows of a shuffled micro-batch):
 
 * degenerate min-max (``max == min``, e.g. a one-token response or a group whose
