@@ -41,9 +41,9 @@ import numpy as np
 from data_tools.boxes import validate_boxes
 from data_tools.convert.common import ShardedWriter, check_out, skip_or_raise
 from data_tools.errors import ErrorReport, RecordError
-from data_tools.io import load_dataset_dir, save_dataset
-from data_tools.schema import BASE_FEATURES, DERIVED_FEATURES
 from data_tools.segmentation import decode_record, encode_mask
+from visgrpo.data.io import load_dataset_dir, save_dataset
+from visgrpo.data.schema import BASE_FEATURES, DERIVED_FEATURES
 
 
 def _photometric(w: int, h: int) -> list:

@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torchvision.ops import box_convert
 
 from data_tools.errors import RecordError
 
@@ -167,13 +169,8 @@ def to_xyxy_pixels(
     """
     f = parse_box_format(fmt, where=where)
     a = as_box_array(boxes, where, field)  # [K, 4]
-    if f.layout == "xyxy":
-        out = a.copy()
-    elif f.layout == "xywh":
-        out = np.concatenate([a[:, :2], a[:, :2] + a[:, 2:]], axis=1)  # [K, 4]
-    else:  # cxcywh
-        half = a[:, 2:] / 2.0  # [K, 2]
-        out = np.concatenate([a[:, :2] - half, a[:, :2] + half], axis=1)  # [K, 4]
+    # torchvision's box_convert (float64 in, float64 out; copies, so ``a`` is never aliased)
+    out = box_convert(torch.from_numpy(a), f.layout, "xyxy").numpy()  # [K, 4]
     if f.scale != "pixel":
         norm = 1.0 if f.scale == "unit" else 1000.0
         out *= np.array([width, height, width, height], dtype=np.float64) / norm  # [K, 4]

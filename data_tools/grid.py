@@ -26,18 +26,19 @@ qwen3_vl       Qwen/Qwen3-VL-8B-Instruct      16     2      65536       16777216
 Qwen3-VL: ``size = {"shortest_edge": 65536, "longest_edge": 16777216}`` i.e. 256^2 .. 4096^2,
 mean/std 0.5.) In transformers 5, ``min_pixels``/``max_pixels`` are ``size.shortest_edge``/
 ``size.longest_edge``. A model or processor directory is loaded with
-``AutoImageProcessor.from_pretrained``; ``--min-pixels/--max-pixels`` override either.
+``AutoImageProcessor.from_pretrained`` (its family from
+:func:`visgrpo.models.families.family_of_dir`); ``--min-pixels/--max-pixels`` override either.
 
 The geometry itself -- fingerprint, resized sizes, grids -- is the training library's
-:class:`visgrpo.rollout.vision.Geometry`; :class:`ProcessorGrid` subclasses it, so the
+:class:`visgrpo.data.geometry.Geometry`; :class:`ProcessorGrid` subclasses it, so the
 fingerprint ``masks`` stores and the one the EvidenceDataModule computes from the model's
-processor come from the same function, and the sizes/settings table from
-:data:`visgrpo.models.families.FAMILIES` (the tool imports the library, never the reverse).
+processor come from the same function, and the per-family settings (sizes, released
+checkpoint, normalisation) are :data:`visgrpo.models.families.FAMILIES` (the tool imports
+the library's data and model layers, never the reverse).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -45,39 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from visgrpo.models.families import FAMILIES
-from visgrpo.rollout.vision import (  # noqa: F401 -- smart_resize_of re-exported
-    Geometry,
-    image_processor_settings,
-    smart_resize_of,
-)
-
-_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-# What visgrpo.models.families does not hold: the checkpoint and the normalisation.
-_RELEASED = {
-    "qwen2_vl": ("Qwen/Qwen2-VL-7B-Instruct", _CLIP_MEAN, _CLIP_STD),
-    "qwen2_5_vl": ("Qwen/Qwen2.5-VL-7B-Instruct", _CLIP_MEAN, _CLIP_STD),
-    "qwen3_vl": ("Qwen/Qwen3-VL-8B-Instruct", [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
-}
-
-#: Per family: processor class names and the released checkpoints' image settings (the
-#: sizes and class names are those of :data:`visgrpo.models.families.FAMILIES`).
-FAMILY_PROCESSORS: dict[str, dict[str, Any]] = {
-    name: {
-        "checkpoint": _RELEASED[name][0],
-        "processor_class": fam.processor_class,
-        "image_processor_class": "Qwen2VLImageProcessor",
-        "patch_size": fam.patch_size,
-        "merge_size": fam.merge_size,
-        "temporal_patch_size": fam.temporal_patch_size,
-        "min_pixels": fam.min_pixels,
-        "max_pixels": fam.max_pixels,
-        "image_mean": _RELEASED[name][1],
-        "image_std": _RELEASED[name][2],
-    }
-    for name, fam in FAMILIES.items()
-}
+from visgrpo.data.geometry import Geometry, image_processor_settings, smart_resize_of
+from visgrpo.models.families import FAMILIES, family_of_dir
 
 BACKENDS = {"torchvision": "Qwen2VLImageProcessor", "pil": "Qwen2VLImageProcessorPil"}
 
@@ -91,7 +61,7 @@ def _size_value(size, key: str) -> int:
 
 @dataclass(frozen=True)
 class ProcessorGrid(Geometry):
-    """A :class:`visgrpo.rollout.vision.Geometry` (fingerprint, ``smart_resize`` grids: the
+    """A :class:`visgrpo.data.geometry.Geometry` (fingerprint, ``smart_resize`` grids: the
     training library's own code) together with the image processor it was read from.
 
     Attributes:
@@ -105,7 +75,7 @@ class ProcessorGrid(Geometry):
     @classmethod
     def from_image_processor(cls, family: str, image_processor, source: str = "") -> ProcessorGrid:
         """Settings and ``smart_resize`` read from ``image_processor`` (as
-        :func:`visgrpo.rollout.vision.processor_geometry` does for a full processor)."""
+        :func:`visgrpo.data.geometry.processor_geometry` does for a full processor)."""
         return cls(family, **image_processor_settings(image_processor),
                    smart_resize=smart_resize_of(image_processor),
                    image_processor=image_processor, source=source)
@@ -115,43 +85,25 @@ def family_image_processor(family: str, backend: str = "torchvision", **override
     """The family's image processor with the released checkpoint's settings.
 
     Args:
-        family: a key of :data:`FAMILY_PROCESSORS`.
+        family: a key of :data:`visgrpo.models.families.FAMILIES`.
         backend: ``torchvision`` (``Qwen2VLImageProcessor``) or ``pil``.
         overrides: ``min_pixels`` / ``max_pixels`` (``None`` keeps the released value).
     """
-    if family not in FAMILY_PROCESSORS:
-        raise KeyError(f"unknown family {family!r}; valid: {', '.join(sorted(FAMILY_PROCESSORS))}")
+    if family not in FAMILIES:
+        raise KeyError(f"unknown family {family!r}; valid: {', '.join(sorted(FAMILIES))}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     import transformers
 
-    spec = FAMILY_PROCESSORS[family]
-    lo = overrides.get("min_pixels") or spec["min_pixels"]
-    hi = overrides.get("max_pixels") or spec["max_pixels"]
+    fam = FAMILIES[family]
+    lo = overrides.get("min_pixels") or fam.min_pixels
+    hi = overrides.get("max_pixels") or fam.max_pixels
     cls = getattr(transformers, BACKENDS[backend])
     return cls(
-        patch_size=spec["patch_size"], merge_size=spec["merge_size"],
-        temporal_patch_size=spec["temporal_patch_size"],
-        image_mean=spec["image_mean"], image_std=spec["image_std"],
+        patch_size=fam.patch_size, merge_size=fam.merge_size,
+        temporal_patch_size=fam.temporal_patch_size,
+        image_mean=list(fam.image_mean), image_std=list(fam.image_std),
         size={"shortest_edge": int(lo), "longest_edge": int(hi)},
-    )
-
-
-def _family_of_dir(path: Path) -> str:
-    """Family of a model/processor directory: processor class, else config model_type."""
-    by_proc = {v["processor_class"]: k for k, v in FAMILY_PROCESSORS.items()}
-    for name in ("processor_config.json", "preprocessor_config.json", "config.json"):
-        f = path / name
-        if not f.exists():
-            continue
-        cfg = json.loads(f.read_text())
-        if cfg.get("processor_class") in by_proc:
-            return by_proc[cfg["processor_class"]]
-        if cfg.get("model_type") in FAMILY_PROCESSORS:
-            return cfg["model_type"]
-    raise ValueError(
-        f"{path}: cannot tell the model family (no processor_class among "
-        f"{', '.join(sorted(by_proc))} and no model_type among {', '.join(sorted(FAMILY_PROCESSORS))})"
     )
 
 
@@ -166,18 +118,18 @@ def load_processor_grid(
         min_pixels, max_pixels: override the processor's ``size`` bounds.
         backend: image-processor backend for family names.
     """
-    if processor in FAMILY_PROCESSORS:
+    if processor in FAMILIES:
         ip = family_image_processor(processor, backend, min_pixels=min_pixels, max_pixels=max_pixels)
         return ProcessorGrid.from_image_processor(processor, ip, processor)
     path = Path(processor)
     if not path.is_dir():
         raise ValueError(
-            f"--processor {processor!r} is neither a family ({', '.join(sorted(FAMILY_PROCESSORS))}) "
+            f"--processor {processor!r} is neither a family ({', '.join(sorted(FAMILIES))}) "
             "nor a model/processor directory"
         )
     from transformers import AutoImageProcessor
 
-    family = _family_of_dir(path)
+    family = family_of_dir(path)
     ip = AutoImageProcessor.from_pretrained(str(path))
     if min_pixels is not None or max_pixels is not None:
         ip.size = {
@@ -191,7 +143,7 @@ def add_processor_arguments(parser) -> None:
     """``--processor``, ``--min-pixels``, ``--max-pixels``."""
     parser.add_argument(
         "--processor", required=True, metavar="FAMILY|DIR",
-        help=f"model family ({' | '.join(FAMILY_PROCESSORS)}; released-checkpoint settings) "
+        help=f"model family ({' | '.join(FAMILIES)}; released-checkpoint settings) "
         "or a model/processor directory",
     )
     parser.add_argument("--min-pixels", type=int, default=None, help="override min_pixels")
@@ -251,24 +203,6 @@ def union_cell_coverage(b: np.ndarray, th: int, tw: int) -> np.ndarray:
     covered = (iny.transpose(0, 2, 1) @ inx) > 0  # [S, Py, Px]: inside some box
     area = covered * dy[:, :, None] * dx[:, None, :]  # [S, Py, Px]
     return oy.transpose(0, 2, 1) @ area @ ox  # [S, th, tw]
-
-
-def gaussian_cell_bumps(b: np.ndarray, th: int, tw: int, sigma_scale: float) -> np.ndarray:
-    """Sum over boxes of peak-1 Gaussians (sigma = sigma_scale x side), averaged per cell:
-    :func:`visgrpo.credit.ease.gaussian_cell_bumps`, the function EASE's
-    ``smoothed_evidence_target`` uses, so the ``evidence_target`` column equals it.
-
-    Args:
-        b: ``[S, K, 4]`` boxes in token units.
-
-    Returns:
-        ``[S, th, tw]`` float64, non-negative.
-    """
-    import torch
-
-    from visgrpo.credit.ease import gaussian_cell_bumps as bumps
-
-    return bumps(torch.from_numpy(np.ascontiguousarray(b, np.float64)), (th, tw), sigma_scale).numpy()
 
 
 @lru_cache(maxsize=256)

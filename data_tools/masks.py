@@ -17,14 +17,14 @@ A box is scaled by ``W'/W, H'/H``; in token units a coordinate is ``x * tw / W``
   ``sigma_scale`` x box side per axis in token units. ``g_b`` is averaged over each cell
   (difference of normal CDFs), so even a box thinner than a token puts its mass in the
   cell of its centre. A sample without boxes gets the uniform target. For a single-image
-  sample this is exactly ``visgrpo.credit.ease.smoothed_evidence_target`` (same code:
-  :func:`data_tools.grid.gaussian_cell_bumps`); a multi-image sample normalises over all
+  sample this is exactly :func:`visgrpo.data.evidence.smoothed_evidence_target` (same code:
+  :func:`visgrpo.data.evidence.gaussian_cell_bumps`); a multi-image sample normalises over all
   its images' tokens together.
 
 ``segmentation`` column (optional): one COCO segmentation per box as JSON text, ``""`` for
 none (format: :mod:`data_tools.segmentation`, shared by every writer).
 
-Multi-image samples (data_tools/schema.py): ``images``, list-valued ``width``/``height``
+Multi-image samples (visgrpo/data/schema.py): ``images``, list-valued ``width``/``height``
 and ``box_image``; outputs run over all images' tokens in order. Sizes come from the
 ``width``/``height`` columns: no image is decoded.
 """
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from data_tools.boxes import DEFAULT_TOL, validate_boxes
 from data_tools.errors import ErrorReport, RecordError, handle
@@ -45,16 +46,17 @@ from data_tools.grid import (  # noqa: F401 -- geometry re-exported for callers 
     ProcessorGrid,
     add_processor_arguments,
     box_cell_coverage,
-    gaussian_cell_bumps,
     grid_from_args,
     pixel_cell_overlap,
     pixel_cell_weights,
     union_cell_coverage,
 )
-from data_tools.io import META_FILE, atomic_output_dir, load_dataset_dir, save_dataset, split_dirs
-from data_tools.schema import DERIVED_FEATURES
 from data_tools.segmentation import decode_segmentation
-from visgrpo.rollout.vision import Geometry
+from visgrpo.data.evidence import gaussian_cell_bumps
+from visgrpo.data.fields import EVIDENCE_FIELDS
+from visgrpo.data.geometry import Geometry
+from visgrpo.data.io import META_FILE, atomic_output_dir, load_dataset_dir, save_dataset, split_dirs
+from visgrpo.data.schema import DERIVED_FEATURES
 
 BOX_TOL = DEFAULT_TOL  # px of overshoot clipped silently, as every converter
 
@@ -104,7 +106,7 @@ def evidence_for_table(
 
     Returns:
         ``keep`` [n] bool (rows not skipped) and the derived columns (kept rows only) as
-        arrow arrays typed like :data:`data_tools.schema.DERIVED_FEATURES`.
+        arrow arrays typed like :data:`visgrpo.data.schema.DERIVED_FEATURES`.
     """
     report = report if report is not None else ErrorReport()
     n = tbl.num_rows
@@ -220,7 +222,8 @@ def evidence_for_table(
         best = per.argmax(1)  # [S, th, tw]
         lab = np.take_along_axis(labels[idx][:, :, None, None], best[:, None], 1)[:, 0]  # [S, th, tw]
         lab = np.where(per.max(1) > 0, lab, 0)
-        bmp = gaussian_cell_bumps(b, th, tw, sigma_scale)  # [S, th, tw]
+        bmp = gaussian_cell_bumps(torch.from_numpy(np.ascontiguousarray(b, np.float64)), (th, tw),
+                                  sigma_scale).numpy()  # [S, th, tw] float64
         pos = tok_start[units][:, None] + np.arange(th * tw)  # [S, th*tw]
         union[pos], region[pos], bump[pos] = uni.reshape(len(units), -1), lab.reshape(len(units), -1), bmp.reshape(len(units), -1)
     if segs is not None:
@@ -254,9 +257,12 @@ def evidence_for_table(
     thw = np.concatenate([np.ones((len(kept_units), 1), np.int64), th_tw * grid.merge_size], 1)
     cols = {
         "grid_thw": pa.ListArray.from_arrays(goff, pa.FixedSizeListArray.from_arrays(pa.array(thw.ravel().astype(np.int32)), 3)),
-        "evidence_mask": pa.ListArray.from_arrays(off, pa.array(union.astype(np.float32))),
-        "evidence_target": pa.ListArray.from_arrays(off, pa.array(target.astype(np.float32))),
-        "region_labels": pa.ListArray.from_arrays(off, pa.array(region)),
+        **{
+            name: pa.ListArray.from_arrays(off, pa.array(values))
+            for name, values in zip(
+                EVIDENCE_FIELDS, (union.astype(np.float32), target.astype(np.float32), region), strict=True
+            )
+        },
     }
     return keep, cols
 
@@ -281,7 +287,7 @@ def build_masks(
 ):
     """``ds`` with the derived columns for ``grid`` (existing ones are replaced).
 
-    ``grid`` is any :class:`visgrpo.rollout.vision.Geometry`: a :class:`ProcessorGrid`, or
+    ``grid`` is any :class:`visgrpo.data.geometry.Geometry`: a :class:`ProcessorGrid`, or
     ``processor_geometry(processor)`` of a loaded model processor (the benchmark does this).
 
     Returns:

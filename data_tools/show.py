@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.io import load_dataset_dir
+from visgrpo.data.io import load_dataset_dir
 
 
 def render(row: dict, out: str | Path, grid=None, merge_size: int = 2) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from data_tools.io import load_dataset_dir, split_dirs
+from visgrpo.data.io import load_dataset_dir, split_dirs
 
 
 def _col(tbl, name):

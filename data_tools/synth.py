@@ -20,7 +20,7 @@ JSON text ``{"size": [H, W], "counts": str}``: the format of :mod:`data_tools.se
 every object: shape, colour, box -- the generator's ground truth).
 
 Output: ``DIR/train`` and ``DIR/validation``, two datasets written by
-:func:`data_tools.io.save_dataset` (the EvidenceDataModule reads them as ``train_path`` /
+:func:`visgrpo.data.io.save_dataset` (the EvidenceDataModule reads them as ``train_path`` /
 ``val_path``), plus ``DIR/visgrpo_meta.json`` with the generator settings; the whole
 directory appears atomically. Sample ``i`` depends only on ``(seed, i)``; the last
 ``round(num * val_fraction)`` samples form the validation split.
@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data_tools.io import META_FILE, atomic_output_dir, save_dataset
-from data_tools.schema import BASE_FEATURES
 from data_tools.segmentation import FEATURE as SEGMENTATION_FEATURE
+from visgrpo.data.io import META_FILE, atomic_output_dir, save_dataset
+from visgrpo.data.schema import BASE_FEATURES
 
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220),

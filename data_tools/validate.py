@@ -1,7 +1,7 @@
 """``visgrpo-data validate DIR``: check an evidence dataset; write a JSON report.
 
 Checks every record: schema (required columns and types, ``answer_type`` in
-:data:`~data_tools.schema.ANSWER_TYPES`, one label / segmentation / ``box_image`` per box
+:data:`~visgrpo.data.schema.ANSWER_TYPES`, one label / segmentation / ``box_image`` per box
 (each segmentation decodes at its image's size, :mod:`data_tools.segmentation`),
 unique ids); images decode and have the ``width``/``height`` of their columns; boxes are
 valid (:func:`data_tools.boxes.validate_boxes`: finite, not inverted, non-zero area, inside
@@ -22,25 +22,27 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.errors import ErrorReport, RecordError
-from data_tools.io import load_dataset_dir, split_dirs
-from data_tools.schema import ANSWER_TYPES, DERIVED_FEATURES, FINGERPRINT_KEYS
 from data_tools.segmentation import decode_segmentation
+from visgrpo.data.fields import EVIDENCE_FIELDS
+from visgrpo.data.io import load_dataset_dir, split_dirs
+from visgrpo.data.schema import ANSWER_TYPES, DERIVED_FEATURES, FINGERPRINT_KEYS
+from visgrpo.models.families import FAMILIES
 
 REQUIRED = ("id", "question", "answer", "answer_type", "boxes", "width", "height")
 SUM_TOL = 1e-4
 
 
 def _grid_from_fingerprint(fp: dict):
-    from data_tools.grid import FAMILY_PROCESSORS, load_processor_grid
+    from data_tools.grid import load_processor_grid
 
     missing = [k for k in FINGERPRINT_KEYS if k not in fp]
     if missing:
         raise ValueError(f"processor fingerprint lacks {missing}")
     grid = load_processor_grid(fp["family"], fp["min_pixels"], fp["max_pixels"])
-    spec = FAMILY_PROCESSORS[fp["family"]]
-    if (fp["patch_size"], fp["merge_size"]) != (spec["patch_size"], spec["merge_size"]):
+    fam = FAMILIES[fp["family"]]
+    if (fp["patch_size"], fp["merge_size"]) != (fam.patch_size, fam.merge_size):
         raise ValueError(f"fingerprint patch/merge {fp['patch_size']}/{fp['merge_size']} "
-                         f"differ from family {fp['family']}'s {spec['patch_size']}/{spec['merge_size']}")
+                         f"differ from family {fp['family']}'s {fam.patch_size}/{fam.merge_size}")
     return grid
 
 
@@ -113,7 +115,7 @@ def _check_derived(row, where, grid, hs, ws, n_boxes) -> None:
     if got != want:
         raise RecordError(where, "grid_thw", f"{got} != processor grid {want}")
     tokens = sum(t * h * w for t, h, w in want) // grid.merge_size**2
-    for col in ("evidence_mask", "evidence_target", "region_labels"):
+    for col in EVIDENCE_FIELDS:
         if row.get(col) is None or len(row[col]) != tokens:
             raise RecordError(where, col, f"{len(row.get(col) or [])} entries, expected {tokens} tokens")
     m = np.asarray(row["evidence_mask"], np.float64)

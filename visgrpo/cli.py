@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import sys
 
+from visgrpo.lightning.cli import run_cli
+from visgrpo.lightning.compose import expand_config_args
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the Lightning CLI."""
-    from visgrpo.lightning.cli import run_cli
-
     if argv is None:
         # Composed configs replace the originals in sys.argv itself: LightningCLI reads them
         # from there, and DDP's launcher re-runs the same command line for the other ranks.
-        from visgrpo.lightning.compose import expand_config_args
-
         sys.argv[1:] = expand_config_args(sys.argv[1:])
     run_cli(argv)
     return 0

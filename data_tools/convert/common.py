@@ -7,7 +7,7 @@
   CRCs, structure) and ``decode`` fully decodes each image.
 * Records are streamed into Arrow shards in a temporary directory beside ``--out`` (so
   memory stays bounded by one shard), then saved atomically with
-  :func:`data_tools.io.save_dataset`: a failed run leaves nothing at ``--out``.
+  :func:`visgrpo.data.io.save_dataset`: a failed run leaves nothing at ``--out``.
 * ``--on-error skip`` drops bad records and writes the :class:`~data_tools.errors.ErrorReport`
   to ``<OUT>.errors.json`` beside the output directory (also when no dataset could be
   written, which is why it is not inside ``OUT``); its summary is printed and also stored in
@@ -31,9 +31,9 @@ import datasets
 import numpy as np
 
 from data_tools.errors import ErrorReport, RecordError, handle
-from data_tools.io import save_dataset
-from data_tools.schema import ANSWER_TYPES, BASE_FEATURES
 from data_tools.segmentation import FEATURE as SEGMENTATION_FEATURE
+from visgrpo.data.io import save_dataset
+from visgrpo.data.schema import ANSWER_TYPES, BASE_FEATURES
 
 SHARD_SIZE = 2000  # records per temporary Arrow shard
 

@@ -26,8 +26,8 @@ from experiments.bench.harness import (
     run_worker,
     summarise,
     worker_env,
-    worker_main,
 )
+from experiments.bench.worker import worker_main
 
 HERE = Path(__file__).resolve().parent
 CREDITS = ("sayo", "vgpo", "atrl", "ease")

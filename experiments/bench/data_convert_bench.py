@@ -68,7 +68,7 @@ def generate(root: Path, n_ann: int, per_image: int, seed: int = 0) -> tuple[Pat
 
 def main(argv: list[str] | None = None) -> dict:
     from data_tools.cli import main as data_main
-    from data_tools.io import load_dataset_dir
+    from visgrpo.data.io import load_dataset_dir
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="10,000 annotations")

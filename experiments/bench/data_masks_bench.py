@@ -46,9 +46,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     from data_tools.grid import load_processor_grid
-    from data_tools.io import load_dataset_dir, save_dataset
     from data_tools.masks import build_masks
     from data_tools.synth import generate
+    from visgrpo.data.io import load_dataset_dir, save_dataset
 
     with tempfile.TemporaryDirectory(prefix="masks_bench_") as tmp:
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 per-process memory, fresh-subprocess workers and medians.
 
 Every measured configuration runs in a fresh Python process (``python -m experiments.bench
---worker SPEC.json``), so its peak resident set is its own. A worker runs ``warmup_steps +
+--worker SPEC.json``, :mod:`experiments.bench.worker`), so its peak resident set is its own. A worker runs ``warmup_steps +
 measure_steps`` optimiser steps and reports, for the measured steps only:
 
 * ``step_times``: wall time between the ends of consecutive optimiser steps (so everything a
@@ -249,12 +249,12 @@ def prepare_assets(workdir: Path, n_rows: int = 32, seed: int = 0) -> tuple[Path
     """Build (once) the tiny Qwen2.5-VL directory and the evidence dataset both sides read."""
     import datasets
 
-    from data_tools.io import save_dataset
     from data_tools.masks import build_masks
-    from data_tools.schema import BASE_FEATURES
+    from visgrpo.data.geometry import processor_geometry
+    from visgrpo.data.io import save_dataset
+    from visgrpo.data.schema import BASE_FEATURES
     from visgrpo.models.loading import load_processor
     from visgrpo.models.tiny import build_tiny
-    from visgrpo.rollout.vision import processor_geometry
 
     model_dir, data_dir = workdir / "tiny_qwen2_5_vl", workdir / "data"
     rows = synth_rows(n_rows, seed)
@@ -307,20 +307,6 @@ def run_worker(spec: RunSpec, timeout: float = 1800) -> dict:
             return res
     tail = (proc.stderr or proc.stdout)[-2500:]
     return {"label": spec.label, "side": spec.side, "error": f"exit {proc.returncode}: {tail}"}
-
-
-def worker_main(spec_path: str) -> int:
-    """Entry point of a worker process: run one spec, print ``BENCH_RESULT <json>``."""
-    spec = RunSpec(**json.loads(Path(spec_path).read_text()))
-    set_threads(spec.threads)
-    if spec.side == "trl":
-        from experiments.bench.trl_peer import run_trl as run
-    elif spec.side == "visgrpo":
-        from experiments.bench.visgrpo_side import run_visgrpo as run
-    else:
-        raise ValueError(f"unknown side {spec.side!r}; valid: trl, visgrpo")
-    print("BENCH_RESULT " + json.dumps(run(spec)), flush=True)
-    return 0
 
 
 # ----------------------------------------------------------------------------- info + stats

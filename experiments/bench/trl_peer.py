@@ -45,7 +45,7 @@ def choice_reward(completions, answer, **kwargs) -> list[float]:
 
 def trl_dataset(data_dir: str):
     """The evidence dataset as a TRL vision-language dataset: ``prompt`` (conversational) + ``image``."""
-    from data_tools.io import load_dataset_dir
+    from visgrpo.data.io import load_dataset_dir
 
     ds, _ = load_dataset_dir(data_dir)
 

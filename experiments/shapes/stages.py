@@ -104,7 +104,7 @@ def crop(work: Workdir, pipeline: str = "safe_crop,safe_crop", seed: int = 0) ->
 
 def corpus_of(raw: Path) -> list[str]:
     """Questions and answers of every split: the words the tiny tokenizer must know."""
-    from data_tools.io import load_dataset_dir
+    from visgrpo.data.io import load_dataset_dir
 
     texts: list[str] = []
     for split in ("train", "validation"):

@@ -8,7 +8,7 @@ import torch
 
 from visgrpo.attention.forward import policy_forward
 from visgrpo.attention.shared_images import shared_image_plan
-from visgrpo.credit import SignalRequest
+from visgrpo.data.signals import SignalRequest
 
 ORDER = [0, 1, 0, 1, 1, 0]  # rows -> prompt (groups interleaved, G = 3)
 

@@ -49,7 +49,7 @@ def test_bench_evidence_is_built_by_data_tools_masks_by_hand():
     import datasets
 
     from data_tools.masks import build_masks
-    from visgrpo.rollout.vision import Geometry
+    from visgrpo.data.geometry import Geometry
 
     # 56 x 56 image, pixel budget fixed at 56*56: not resized, 2 x 2 tokens of 28 px.
     geom = Geometry("qwen2_5_vl", patch_size=14, merge_size=2, min_pixels=3136, max_pixels=3136)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from visgrpo.credit import ATRLCredit, Signals
+from visgrpo.credit import ATRLCredit
 from visgrpo.credit.atrl import (
     anchor_tokens,
     atrl_token_weights,
@@ -14,6 +14,7 @@ from visgrpo.credit.atrl import (
     partition_response,
     response_graph,
 )
+from visgrpo.data.signals import Signals
 
 
 def _two_block_case(n_block=16, c_a=0.3, c_b=0.4, n_img=4):

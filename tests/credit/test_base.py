@@ -12,12 +12,11 @@ from visgrpo.credit import (
     CreditMethod,
     EASECredit,
     SAYOCredit,
-    SignalRequest,
-    Signals,
     build_credit,
     resolve_layers,
     top_fraction_mask,
 )
+from visgrpo.data.signals import SignalRequest, Signals
 
 
 def test_resolve_layers():

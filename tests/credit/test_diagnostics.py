@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from visgrpo.credit import Signals
 from visgrpo.credit.diagnostics import (
     anchor_share,
     batch_diagnostics,
@@ -15,6 +14,7 @@ from visgrpo.credit.diagnostics import (
     visual_mass,
     visual_mass_by_position,
 )
+from visgrpo.data.signals import Signals
 
 
 def test_evidence_ratio_hand_values():

@@ -7,13 +7,10 @@ import math
 import pytest
 import torch
 
-from visgrpo.credit import EASECredit, Signals
-from visgrpo.credit.ease import (
-    ease_attention_loss,
-    evenly_spaced_tokens,
-    gaussian_cell_bumps,
-    smoothed_evidence_target,
-)
+from visgrpo.credit import EASECredit
+from visgrpo.credit.ease import ease_attention_loss, evenly_spaced_tokens
+from visgrpo.data.evidence import gaussian_cell_bumps, smoothed_evidence_target
+from visgrpo.data.signals import Signals
 
 
 def _phi(z: float) -> float:

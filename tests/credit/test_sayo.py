@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from visgrpo.credit import SAYOCredit, Signals
+from visgrpo.credit import SAYOCredit
 from visgrpo.credit.sayo import sayo_attention_reward
+from visgrpo.data.signals import Signals
 
 
 def _tanh_log(x: float) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from visgrpo.credit import Signals, VGPOCredit
+from visgrpo.credit import VGPOCredit
 from visgrpo.credit.vgpo import (
     compensation,
     group_minmax,
@@ -19,6 +19,7 @@ from visgrpo.credit.vgpo import (
     vgpo_weights,
     visual_focus,
 )
+from visgrpo.data.signals import Signals
 
 _spec = importlib.util.spec_from_file_location("vgpo_reference", Path(__file__).with_name("vgpo_reference.py"))
 vgpo_reference = importlib.util.module_from_spec(_spec)

@@ -11,9 +11,9 @@ from PIL import Image
 
 from data_tools import augment
 from data_tools.cli import main
-from data_tools.io import load_dataset_dir, save_dataset
 from data_tools.segmentation import decode_segmentation
 from tests.data_tools.conftest import run_command
+from visgrpo.data.io import load_dataset_dir, save_dataset
 
 
 def _rect(b):

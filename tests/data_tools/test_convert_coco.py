@@ -12,8 +12,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from data_tools.errors import RecordError
-from data_tools.io import load_dataset_dir
 from tests.data_tools.conftest import run_command
+from visgrpo.data.io import load_dataset_dir
 
 SIZES = {1: (32, 24), 2: (16, 16), 3: (20, 10)}  # image id -> (width, height)
 

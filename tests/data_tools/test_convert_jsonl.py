@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from data_tools.errors import RecordError
-from data_tools.io import load_dataset_dir
 from tests.data_tools.conftest import run_command
+from visgrpo.data.io import load_dataset_dir
 
 
 def _png(path: Path, size=(40, 20), colour=(200, 30, 30)) -> Path:

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from data_tools.errors import RecordError
-from data_tools.io import load_dataset_dir
 from tests.data_tools.conftest import run_command
+from visgrpo.data.io import load_dataset_dir
 
 
 def make_refcoco(root: Path) -> tuple[Path, list[dict]]:

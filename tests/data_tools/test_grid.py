@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools.grid import FAMILY_PROCESSORS, load_processor_grid, smart_resize_of
+from data_tools.grid import load_processor_grid
+from visgrpo.data.geometry import smart_resize_of
+from visgrpo.models.families import FAMILIES as FAMILY_TABLE
 
-FAMILIES = tuple(FAMILY_PROCESSORS)
+FAMILIES = tuple(FAMILY_TABLE)
 # (min_pixels, max_pixels) settings; small max_pixels keep the resized images small.
 SETTINGS = [(3136, 20000), (4096, 65536), (256, 5000), (50000, 120000)]
 
@@ -57,12 +59,13 @@ def test_grid_equals_processor_exhaustive(family, backend):
 
 
 def test_released_settings_and_fingerprint():
-    for family, spec in FAMILY_PROCESSORS.items():
+    for family, fam in FAMILY_TABLE.items():
         g = load_processor_grid(family)
         assert g.fingerprint() == {
-            "family": family, "patch_size": spec["patch_size"], "merge_size": 2,
-            "min_pixels": spec["min_pixels"], "max_pixels": spec["max_pixels"],
+            "family": family, "patch_size": fam.patch_size, "merge_size": 2,
+            "min_pixels": fam.min_pixels, "max_pixels": fam.max_pixels,
         }
+        assert list(g.image_processor.image_mean) == list(fam.image_mean)
     # 224 x 224: Qwen2/2.5-VL keep it (224 = 8 * 28 -> grid 16 x 16 patches of 14 px);
     # Qwen3-VL's min_pixels 65536 = 256^2 > 224^2 upscales it to 256 x 256 (16 x 16 of 16 px).
     assert load_processor_grid("qwen2_5_vl").resized_hw(224, 224) == (224, 224)
@@ -71,17 +74,6 @@ def test_released_settings_and_fingerprint():
     g = load_processor_grid("qwen2_vl", max_pixels=50000)
     assert (g.min_pixels, g.max_pixels) == (3136, 50000)
     assert g.resized_hw(1000, 1000) == (196, 196)  # floor(1000/sqrt(20)/28)*28 = floor(7.98)*28
-
-
-def test_family_table_matches_visgrpo_families():
-    from visgrpo.models.families import FAMILIES as MODEL_FAMILIES
-
-    for name, spec in FAMILY_PROCESSORS.items():
-        fam = MODEL_FAMILIES[name]
-        assert (fam.patch_size, fam.merge_size, fam.min_pixels, fam.max_pixels) == (
-            spec["patch_size"], spec["merge_size"], spec["min_pixels"], spec["max_pixels"]
-        )
-        assert fam.processor_class == spec["processor_class"]
 
 
 def test_smart_resize_is_the_processor_modules_own():
@@ -104,7 +96,7 @@ def test_unknown_processor_lists_families(tmp_path):
 def test_model_directory_matches_runtime_geometry(tiny_model_dirs, family):
     from transformers import AutoProcessor
 
-    from visgrpo.rollout.vision import processor_geometry
+    from visgrpo.data.geometry import processor_geometry
 
     path = tiny_model_dirs[family]
     g = load_processor_grid(path)

@@ -12,9 +12,9 @@ from pycocotools import mask as mask_utils
 from data_tools.cli import main
 from data_tools.errors import RecordError
 from data_tools.grid import load_processor_grid
-from data_tools.io import load_dataset_dir
 from data_tools.masks import build_masks, pixel_cell_weights, union_cell_coverage
-from data_tools.schema import FingerprintMismatch, check_fingerprint
+from visgrpo.data.io import load_dataset_dir
+from visgrpo.data.schema import FingerprintMismatch, check_fingerprint
 
 Q25 = load_processor_grid("qwen2_5_vl")  # 224 x 224 stays 224 x 224: 8 x 8 tokens of 28 px
 
@@ -115,7 +115,7 @@ def test_target_sums_to_one_peaks_in_box_and_matches_integration():
 def test_target_column_is_ease_smoothed_evidence_target(width, height, boxes):
     import torch
 
-    from visgrpo.credit.ease import smoothed_evidence_target
+    from visgrpo.data.evidence import smoothed_evidence_target
 
     out, _ = build_masks(datasets.Dataset.from_dict(
         {"id": ["a"], "width": [width], "height": [height], "boxes": [boxes]}), Q25, progress=False)

@@ -15,10 +15,10 @@ from pycocotools import mask as mask_utils
 from data_tools.cli import main
 from data_tools.errors import RecordError
 from data_tools.grid import load_processor_grid
-from data_tools.io import load_dataset_dir
 from data_tools.masks import build_masks
 from data_tools.segmentation import decode_record, encode_mask, segmentation_column
 from tests.data_tools.conftest import run_command
+from visgrpo.data.io import load_dataset_dir
 
 Q25 = load_processor_grid("qwen2_5_vl")  # 224 x 224 stays 224 x 224: 8 x 8 tokens of 28 px
 # Right triangle (0,0), (224,0), (0,224): half of its box [0, 0, 224, 224]. Token cell (r, c)

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from data_tools.io import load_dataset_dir
 from data_tools.synth import COLOURS, DIRECTIONS, generate, make_sample
+from visgrpo.data.io import load_dataset_dir
 
 
 def _expected(row: dict) -> tuple[str, list[int]]:

@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 
 from data_tools.cli import main
-from data_tools.io import load_dataset_dir, save_dataset
+from visgrpo.data.io import load_dataset_dir, save_dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from data_tools.io import save_dataset
-from data_tools.schema import BASE_FEATURES, DERIVED_FEATURES, FingerprintMismatch
-from visgrpo.lightning.data import PromptBatch
+from visgrpo.data.batch import PromptBatch
+from visgrpo.data.geometry import processor_geometry
+from visgrpo.data.io import save_dataset
+from visgrpo.data.schema import BASE_FEATURES, DERIVED_FEATURES, FingerprintMismatch
 from visgrpo.lightning.datamodule import EpochOrder, EvidenceDataModule
-from visgrpo.rollout.vision import processor_geometry
 
 N_ROWS = 10
 BIG = {1, 4, 7}  # rows with a 224x224 image (64 tokens); the others are 56x56 (4 tokens)

@@ -17,6 +17,20 @@ def test_iou_known_boxes():
     assert box_iou([0, 0, 0, 0], [0, 0, 0, 0]) == 0.0  # empty union
 
 
+def test_iou_equals_torchvision():
+    import torch
+    from torchvision.ops import box_iou as tv_box_iou
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(200, 2, 2, generator=g, dtype=torch.float64) * 100  # [n, 2 boxes, 2]
+    wh = torch.rand(200, 2, 2, generator=g, dtype=torch.float64) * 60
+    boxes = torch.cat([xy, xy + wh], -1)  # [n, 2, 4] valid xyxy, many overlapping
+    ref = tv_box_iou(boxes[:, 0], boxes[:, 1]).diagonal()  # [n]
+    ours = torch.tensor([box_iou(a.tolist(), b.tolist()) for a, b in boxes], dtype=torch.float64)
+    assert (ref > 0).sum() > 40  # overlaps and disjoint pairs both covered
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("text", "box"),
     [

@@ -41,8 +41,8 @@ def tiny(tiny_model_dirs, request):
 
 
 def prompt_batch(processor, rows=None):
+    from visgrpo.data.geometry import processor_geometry
     from visgrpo.lightning.data import PromptCollator
-    from visgrpo.rollout.vision import processor_geometry
 
     collate = PromptCollator(processor, processor_geometry(processor), "{question}", None)
     return collate(rows if rows is not None else make_rows())

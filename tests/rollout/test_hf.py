@@ -7,7 +7,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from tests.rollout.conftest import make_rows, prompt_batch
-from visgrpo.lightning.data import RolloutBatch
+from visgrpo.data.batch import RolloutBatch
 from visgrpo.rollout import HFRolloutEngine, SamplingConfig
 from visgrpo.rollout.vision import vision_token_ids
 

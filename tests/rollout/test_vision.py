@@ -1,4 +1,4 @@
-"""Processor geometry (visgrpo.rollout.vision): the one source of the token grid and of the
+"""Processor geometry (visgrpo.data.geometry): the one source of the token grid and of the
 processor fingerprint, shared by the training side and the data tools."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visgrpo.rollout.vision import FINGERPRINT_FIELDS, Geometry, processor_geometry, smart_resize_of
+from visgrpo.data.geometry import FINGERPRINT_FIELDS, Geometry, processor_geometry, smart_resize_of
 
 
 def test_grid_by_hand_and_fingerprint():
@@ -26,7 +26,7 @@ def test_grid_by_hand_and_fingerprint():
 
 def test_data_tools_use_the_same_geometry_and_fingerprint():
     from data_tools.grid import ProcessorGrid, load_processor_grid
-    from data_tools.schema import FINGERPRINT_KEYS
+    from visgrpo.data.schema import FINGERPRINT_KEYS
 
     grid = load_processor_grid("qwen3_vl")
     assert isinstance(grid, ProcessorGrid) and isinstance(grid, Geometry)

@@ -31,6 +31,7 @@ from visgrpo.attention.shared_images import (
     shared_image_plan,
     supports_encoder_outputs,
 )
+from visgrpo.data.signals import Signals
 from visgrpo.objectives.logprobs import token_logprobs_and_entropy
 
 _MODEL_KEYS = (
@@ -68,15 +69,13 @@ class ForwardResult:
     image_attention: dict[int, Tensor] = field(default_factory=dict)
     response_attention: dict[int, Tensor] = field(default_factory=dict)
 
-    def to_signals(self, **extra: Any):
-        """Build a ``visgrpo.credit.base.Signals`` from this result plus ``extra`` fields.
+    def to_signals(self, **extra: Any) -> Signals:
+        """Build a :class:`~visgrpo.data.signals.Signals` from this result plus ``extra`` fields.
 
         Signals get detached entropies and hidden states (credit signals are constants),
         attention as computed (grad layers keep their graph). ``extra`` supplies
         ``group_ids``, ``rewards``, ``evidence_*`` etc. and overrides any field here.
         """
-        from visgrpo.credit.base import Signals
-
         values = {
             "response_mask": self.response_mask,
             "image_mask": self.image_tokens.mask,

@@ -10,13 +10,11 @@ from visgrpo.credit.base import (
     CREDIT_METHODS,
     ComposedCredit,
     CreditMethod,
-    SignalRequest,
-    Signals,
     build_credit,
     resolve_layers,
     top_fraction_mask,
 )
-from visgrpo.credit.ease import EASECredit, smoothed_evidence_target
+from visgrpo.credit.ease import EASECredit
 from visgrpo.credit.none import NoCredit
 from visgrpo.credit.sayo import SAYOCredit
 from visgrpo.credit.vgpo import VGPOCredit
@@ -29,11 +27,8 @@ __all__ = [
     "EASECredit",
     "NoCredit",
     "SAYOCredit",
-    "SignalRequest",
-    "Signals",
     "VGPOCredit",
     "build_credit",
     "resolve_layers",
-    "smoothed_evidence_target",
     "top_fraction_mask",
 ]

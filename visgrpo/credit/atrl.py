@@ -38,14 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from visgrpo.credit.base import (
-    CREDIT_METHODS,
-    CreditMethod,
-    Metrics,
-    SignalRequest,
-    Signals,
-    top_fraction_mask,
-)
+from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, top_fraction_mask
+from visgrpo.data.signals import SignalRequest, Signals
 
 
 def connectivity(image_attention: Tensor | list[Tensor], image_mask: Tensor, response_mask: Tensor) -> Tensor:

@@ -16,12 +16,12 @@ only those layers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from visgrpo.data.signals import SignalRequest, Signals
 from visgrpo.registry import Registry
 
 Metrics = dict[str, "float | Tensor"]
@@ -74,116 +74,6 @@ def resolve_layers(spec: int | str | Sequence[int | str], num_layers: int) -> tu
     if spec == "all":
         return tuple(range(L))
     raise ValueError(f"unknown layer spec {spec!r}; valid: an int or one of {', '.join(_NAMED_LAYERS)}")
-
-
-def _frozen(value: Iterable[int] | None) -> frozenset[int]:
-    return frozenset(int(v) for v in (value or ()))
-
-
-@dataclass(frozen=True)
-class SignalRequest:
-    """What the teacher-forced forward pass must produce (resolved non-negative layers).
-
-    Attributes:
-        image_attention_layers: layers whose response-row x image-column attention
-            (head mean, detached) goes to ``Signals.image_attention``.
-        response_attention_layers: layers whose response x response attention (head mean,
-            detached) goes to ``Signals.response_attention`` (AT-RL's graph).
-        grad_attention_layers: layers whose image attention is computed WITH autograd in
-            the loss forward (EASE); also stored in ``Signals.image_attention``.
-        hidden_states: last-layer hidden states at response rows + image-token mean (VGPO).
-        entropies: token entropies of the sampling distribution (SAYO).
-    """
-
-    image_attention_layers: frozenset[int] = frozenset()
-    response_attention_layers: frozenset[int] = frozenset()
-    grad_attention_layers: frozenset[int] = frozenset()
-    hidden_states: bool = False
-    entropies: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("image_attention_layers", "response_attention_layers", "grad_attention_layers"):
-            layers = _frozen(getattr(self, name))
-            if any(i < 0 for i in layers):
-                raise ValueError(f"SignalRequest.{name}: layers must be resolved (>= 0), got {sorted(layers)}")
-            object.__setattr__(self, name, layers)
-
-    def union(self, other: SignalRequest | None) -> SignalRequest:
-        """The request producing everything ``self`` or ``other`` asks for."""
-        if other is None:
-            return self
-        return SignalRequest(
-            self.image_attention_layers | other.image_attention_layers,
-            self.response_attention_layers | other.response_attention_layers,
-            self.grad_attention_layers | other.grad_attention_layers,
-            self.hidden_states or other.hidden_states,
-            self.entropies or other.entropies,
-        )
-
-
-@dataclass
-class Signals:
-    """Per-token signals of one forward pass plus the batch's rewards and evidence.
-
-    Attributes:
-        response_mask: [B, T] bool, real response tokens.
-        group_ids: [B] long, prompt group of each response.
-        rewards: [B] float outcome rewards.
-        image_mask: [B, N] bool, valid image-token slots.
-        entropies: [B, T] token entropies (0 at padding) or None.
-        hidden: [B, T, D] last-layer hidden states at the response rows, or None.
-        image_hidden_mean: [B, D] mean last-layer hidden state of the image tokens, or None.
-        image_attention: layer -> [B, T, N] attention of response rows on image tokens
-            (head mean; with autograd for grad layers in the loss forward).
-        response_attention: layer -> [B, T, T] response x response attention (head mean).
-        evidence_mask: [B, N] float coverage in [0, 1], or None.
-        evidence_target: [B, N] float smoothed target summing to 1 per sample, or None.
-        region_labels: [B, N] long, 0 background, k = 1-based box index, or None.
-    """
-
-    response_mask: Tensor
-    group_ids: Tensor
-    rewards: Tensor
-    image_mask: Tensor
-    entropies: Tensor | None = None
-    hidden: Tensor | None = None
-    image_hidden_mean: Tensor | None = None
-    image_attention: dict[int, Tensor] = field(default_factory=dict)
-    response_attention: dict[int, Tensor] = field(default_factory=dict)
-    evidence_mask: Tensor | None = None
-    evidence_target: Tensor | None = None
-    region_labels: Tensor | None = None
-
-    def layer_maps(self, kind: str, layers: Iterable[int]) -> list[Tensor]:
-        """The maps of ``layers`` in ``image_attention`` or ``response_attention`` (clear error)."""
-        store = getattr(self, kind)
-        out = []
-        for i in layers:
-            if i not in store:
-                raise KeyError(
-                    f"Signals.{kind} has no layer {i} (has {sorted(store)}); was it in the "
-                    f"SignalRequest given to the forward pass?"
-                )
-            out.append(store[i])
-        if not out:
-            raise ValueError(f"Signals.{kind}: no layers requested")
-        return out
-
-    def mean_image_attention(self, layers: Iterable[int]) -> Tensor:
-        """[B, T, N] image attention averaged over ``layers`` (keeps autograd)."""
-        maps = self.layer_maps("image_attention", layers)
-        return maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
-
-    def mean_response_attention(self, layers: Iterable[int]) -> Tensor:
-        """[B, T, T] response x response attention averaged over ``layers``."""
-        maps = self.layer_maps("response_attention", layers)
-        return maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
-
-    def require(self, *names: str, method: str) -> None:
-        """Raise a clear error when a field ``method`` needs is None."""
-        missing = [n for n in names if getattr(self, n) is None]
-        if missing:
-            raise ValueError(f"credit method {method!r} needs Signals.{', '.join(missing)} (None given)")
 
 
 def top_fraction_mask(scores: Tensor, mask: Tensor, frac: float) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from visgrpo.credit.base import Metrics, Signals, top_fraction_mask
+from visgrpo.credit.base import Metrics, top_fraction_mask
+from visgrpo.data.signals import Signals
 
 
 def visual_mass(attn: Tensor, image_mask: Tensor, response_mask: Tensor) -> Tensor:

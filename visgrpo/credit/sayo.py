@@ -22,14 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from visgrpo.credit.base import (
-    CREDIT_METHODS,
-    CreditMethod,
-    Metrics,
-    SignalRequest,
-    Signals,
-    top_fraction_mask,
-)
+from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, top_fraction_mask
+from visgrpo.data.signals import SignalRequest, Signals
 
 
 def sayo_attention_reward(

@@ -12,9 +12,11 @@ import lightning as L
 import torch
 
 from visgrpo.attention.forward import policy_forward
-from visgrpo.credit import SignalRequest, resolve_layers
+from visgrpo.credit import resolve_layers
 from visgrpo.credit.diagnostics import batch_diagnostics
-from visgrpo.lightning.data import PromptBatch, RolloutBatch
+from visgrpo.data.batch import PromptBatch, RolloutBatch
+from visgrpo.data.signals import SignalRequest
+from visgrpo.lightning.callbacks import attention_map
 from visgrpo.lightning.steps import signals_of
 from visgrpo.models.loading import PolicyConfig, load_policy
 from visgrpo.models.lora import LoraSettings
@@ -129,8 +131,6 @@ class PolicyModule(L.LightningModule):
     @torch.no_grad()
     def attention_maps(self, prompts: PromptBatch) -> list[tuple]:
         """``(image, heat [gh, gw], completion)`` for the first image of each prompt (greedy answer)."""
-        from visgrpo.lightning.callbacks import attention_map
-
         was_training = self.policy.training
         rollout = self.engine.generate(self.policy, self.processor, prompts, self.greedy(), seed=0).to(self.device)
         layer = self.diagnostics_layer

@@ -14,6 +14,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from visgrpo.models.reference import is_peft_model
+
 
 def mlflow_client(trainer):
     """``(client, run_id)`` of the trainer's MLFlowLogger, or ``(None, None)``."""
@@ -158,8 +160,6 @@ def export_hf(policy, processor, out_dir: str | Path, merged: bool = True) -> Pa
         merged: for LoRA, merge the adapters into a copy of the base weights (a plain
             model directory); otherwise save the adapter only.
     """
-    from visgrpo.models.reference import is_peft_model
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = policy

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from visgrpo.lightning.callbacks import mlflow_client
 from visgrpo.lightning.compose import expand_config_args
+from visgrpo.lightning.datamodule import EvidenceDataModule
 
 
 class SaveConfigToMLflow(SaveConfigCallback):
@@ -25,8 +27,6 @@ class SaveConfigToMLflow(SaveConfigCallback):
         super().__init__(parser, config, **kwargs)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        from visgrpo.lightning.callbacks import mlflow_client
-
         out = Path(trainer.default_root_dir) / self.config_filename
         out.parent.mkdir(parents=True, exist_ok=True)
         self.parser.save(self.config, out, skip_none=False, overwrite=True, multifile=False)
@@ -59,8 +59,6 @@ def build_cli(args: list[str] | None, run: bool = True) -> VisgrpoCLI:
     ``run=False`` instantiates the trainer, model and data module without a subcommand
     (so ``args`` then starts with the options, not ``fit``).
     """
-    from visgrpo.lightning.datamodule import EvidenceDataModule
-
     return VisgrpoCLI(
         model_class=None,
         datamodule_class=EvidenceDataModule,

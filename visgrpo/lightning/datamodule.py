@@ -26,9 +26,12 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from data_tools.io import load_dataset_dir
-from data_tools.schema import DERIVED_FEATURES, check_fingerprint
-from visgrpo.lightning.data import PromptBatch, PromptCollator
+from visgrpo.data.batch import PromptBatch
+from visgrpo.data.geometry import processor_geometry
+from visgrpo.data.io import load_dataset_dir
+from visgrpo.data.schema import DERIVED_FEATURES, check_fingerprint
+from visgrpo.lightning.data import PromptCollator
+from visgrpo.models.loading import load_processor
 from visgrpo.rollout.prompts import (
     DEFAULT_PROMPT_TEMPLATE,
     IMAGE_COLUMNS,
@@ -37,7 +40,6 @@ from visgrpo.rollout.prompts import (
     image_sizes,
     prompt_text,
 )
-from visgrpo.rollout.vision import processor_geometry
 
 EXTRA_STREAM_OFFSET = 0x5EED  # seed offset of the sample_prompts stream
 EPOCH_STRIDE = 1_000_003
@@ -194,8 +196,6 @@ class EvidenceDataModule(pl.LightningDataModule):
     def processor(self):
         if self._processor is None:
             if self.model_path:
-                from visgrpo.models.loading import load_processor
-
                 self._processor = load_processor(self.model_path)
             else:
                 module = self.trainer.lightning_module if self.trainer is not None else None

@@ -26,11 +26,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from visgrpo.credit import ComposedCredit, CreditMethod, SignalRequest
+from visgrpo.credit import ComposedCredit, CreditMethod
 from visgrpo.credit.diagnostics import batch_diagnostics
+from visgrpo.data.batch import PromptBatch
+from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.base import PolicyModule
 from visgrpo.lightning.batching import group_micro_batches
-from visgrpo.lightning.data import PromptBatch
 from visgrpo.lightning.steps import collect_rollouts, reduce_metrics, signals_of
 from visgrpo.models.loading import PolicyConfig
 from visgrpo.models.reference import ReferencePolicy

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from visgrpo.credit import SignalRequest
+from visgrpo.data.batch import PromptBatch, RolloutBatch
+from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.base import PolicyModule
-from visgrpo.lightning.data import PromptBatch, RolloutBatch
 from visgrpo.models.loading import PolicyConfig
 from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig

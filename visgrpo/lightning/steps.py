@@ -8,7 +8,8 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from visgrpo.lightning.data import RolloutBatch
+from visgrpo.data.batch import RolloutBatch
+from visgrpo.data.fields import EVIDENCE_FIELDS
 from visgrpo.objectives import dynamic_sampling_filter, overlong_penalty
 
 
@@ -100,7 +101,7 @@ def signals_of(out, rollout: RolloutBatch, rewards: Tensor, detach: bool = True)
     # after DAPO filtering / micro-batching these rows may have fewer image tokens (N).
     n = out.image_tokens.mask.shape[1]  # N of these rows
     ev = {k: None if getattr(rollout, k) is None else getattr(rollout, k)[:, :n]  # [B, N]
-          for k in ("evidence_mask", "evidence_target", "region_labels")}
+          for k in EVIDENCE_FIELDS}
     signals = out.to_signals(group_ids=rollout.group_ids, rewards=rewards, **ev)
     if detach:
         signals.image_attention = {k: v.detach() for k, v in signals.image_attention.items()}

@@ -9,11 +9,18 @@ which is why a family name resolves to these explicit values.
 
 A merged visual token covers ``patch_size * merge_size`` pixels of the resized image:
 28 px for Qwen2/2.5-VL, 32 px for Qwen3-VL (docs/methods.md, Evidence-to-token mapping).
+
+The family of a loaded processor (:func:`family_of_processor`) and of a model or processor
+directory (:func:`family_of_dir`) are found here and nowhere else.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,9 @@ class Family:
     min_pixels: int  # released checkpoints' setting
     max_pixels: int
     box_coordinates: str  # how grounding answers are expressed: "resized_pixels" | "thousand"
+    checkpoint: str  # the released checkpoint these settings are read from
+    image_mean: tuple[float, float, float]  # its image normalisation
+    image_std: tuple[float, float, float]
 
     @property
     def token_pixels(self) -> int:
@@ -49,6 +59,9 @@ FAMILIES: dict[str, Family] = {
         min_pixels=3136,
         max_pixels=12845056,
         box_coordinates="thousand",
+        checkpoint="Qwen/Qwen2-VL-7B-Instruct",
+        image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
     ),
     "qwen2_5_vl": Family(
         name="qwen2_5_vl",
@@ -61,6 +74,9 @@ FAMILIES: dict[str, Family] = {
         min_pixels=3136,
         max_pixels=12845056,
         box_coordinates="resized_pixels",
+        checkpoint="Qwen/Qwen2.5-VL-7B-Instruct",
+        image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
     ),
     "qwen3_vl": Family(
         name="qwen3_vl",
@@ -73,6 +89,9 @@ FAMILIES: dict[str, Family] = {
         min_pixels=65536,
         max_pixels=16777216,
         box_coordinates="thousand",
+        checkpoint="Qwen/Qwen3-VL-8B-Instruct",
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
     ),
 }
 
@@ -103,11 +122,46 @@ def get_family(name: str) -> Family:
         raise KeyError(f"unknown model family {name!r}; valid: {', '.join(sorted(FAMILIES))}") from None
 
 
-def family_of_model_type(model_type: str) -> Family:
-    """Map a transformers ``config.model_type`` (``qwen2_5_vl``, ``qwen3_vl``, ...) to a family."""
+def family_of_processor(processor) -> str:
+    """Family name of a loaded Qwen-VL processor (by its class), e.g. ``qwen2_5_vl``."""
+    name = type(processor).__name__
     for fam in FAMILIES.values():
-        if model_type == fam.name:
-            return fam
-    raise KeyError(
-        f"model_type {model_type!r} is not a supported Qwen-VL family; valid: {', '.join(sorted(FAMILIES))}"
+        if fam.processor_class == name:
+            return fam.name
+    raise ValueError(
+        f"processor class {name} is not a supported Qwen-VL processor; "
+        f"valid: {', '.join(f.processor_class for f in FAMILIES.values())}"
+    )
+
+
+def family_of_dir(path: str | Path) -> str:
+    """Family name of a model directory (its ``AutoConfig`` ``model_type``) or of a
+    processor-only directory (the ``processor_class`` its processor config names).
+
+    Remote code is never trusted: only transformers' own configuration classes are read.
+
+    Raises:
+        ValueError: neither names a supported family.
+    """
+    # transformers is imported here, not at the top: this module is the light table of facts.
+    from transformers import AutoConfig
+    from transformers.processing_utils import ProcessorMixin
+
+    path = Path(path)
+    if (path / "config.json").exists():
+        try:
+            model_type = AutoConfig.from_pretrained(str(path), trust_remote_code=False).model_type
+        except ValueError:  # a model_type transformers does not know (or remote code only)
+            model_type = None
+        if model_type in FAMILIES:
+            return model_type
+    else:  # a processor directory: its processor config names the processor class
+        cfg, _ = ProcessorMixin.get_processor_dict(str(path))
+        by_class = {f.processor_class: f.name for f in FAMILIES.values()}
+        if cfg.get("processor_class") in by_class:
+            return by_class[cfg["processor_class"]]
+    raise ValueError(
+        f"{path}: cannot tell the model family (no config.json with a model_type among "
+        f"{', '.join(sorted(FAMILIES))} and no processor_class among "
+        f"{', '.join(f.processor_class for f in FAMILIES.values())})"
     )

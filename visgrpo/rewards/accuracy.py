@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from visgrpo.rewards._mathpool import MathPool, default_pool
+from visgrpo.rewards.grounding import grounding_iou
 from visgrpo.rewards.parsing import answer_text, normalise_text
 from visgrpo.rewards.types import RewardValue
 
@@ -251,8 +252,6 @@ def accuracy(
     if kind == "text":
         return exact_accuracy(completion, sample, answer_tag=answer_tag)
     if kind == "box":
-        from visgrpo.rewards.grounding import grounding_iou
-
         return grounding_iou(
             completion, sample, answer_tag=answer_tag, mode=box_mode, threshold=iou_threshold
         )

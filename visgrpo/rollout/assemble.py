@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from visgrpo.lightning.data import EVIDENCE_FIELDS, PromptBatch, RolloutBatch
+from visgrpo.data.batch import PromptBatch, RolloutBatch
+from visgrpo.data.fields import EVIDENCE_FIELDS
 
 
 def encode_prompts(processor, prompts: PromptBatch) -> dict[str, torch.Tensor]:
@@ -90,11 +91,8 @@ def _evidence(samples: list[dict], n_tokens: list[int], N: int):
     present = [all(s.get(f) is not None for f in EVIDENCE_FIELDS) for s in samples]
     if not any(present):
         return image_mask, None, None, None
-    out = {
-        "evidence_mask": torch.zeros(B, N),
-        "evidence_target": torch.zeros(B, N),
-        "region_labels": torch.zeros(B, N, dtype=torch.long),
-    }
+    dtypes = (torch.get_default_dtype(), torch.get_default_dtype(), torch.long)  # mask, target, labels
+    out = {name: torch.zeros(B, N, dtype=dt) for name, dt in zip(EVIDENCE_FIELDS, dtypes, strict=True)}
     for b, s in enumerate(samples):
         for name, tensor in out.items():
             values = s.get(name)
@@ -104,7 +102,7 @@ def _evidence(samples: list[dict], n_tokens: list[int], N: int):
                     f"record {s.get('id')!r}: {name} is {got} but the prompt has {n_tokens[b]} image tokens"
                 )
             tensor[b, : n_tokens[b]] = torch.as_tensor(values, dtype=tensor.dtype)
-    return image_mask, out["evidence_mask"], out["evidence_target"], out["region_labels"]
+    return image_mask, *(out[name] for name in EVIDENCE_FIELDS)
 
 
 def assemble_rollout(

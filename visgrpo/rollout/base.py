@@ -1,7 +1,7 @@
 """Sampling settings, the rollout-engine protocol and the engine registry.
 
-An engine turns a :class:`~visgrpo.lightning.data.PromptBatch` into a
-:class:`~visgrpo.lightning.data.RolloutBatch` holding ``num_generations`` (G) responses per
+An engine turns a :class:`~visgrpo.data.batch.PromptBatch` into a
+:class:`~visgrpo.data.batch.RolloutBatch` holding ``num_generations`` (G) responses per
 prompt (group ``i`` = responses ``i*G .. i*G+G-1``), sampled without gradients. Engines only
 sample; log-probs, entropies and attention are computed afterwards in the teacher-forced
 forward pass (docs/architecture.md, "One RL step").
@@ -10,12 +10,10 @@ forward pass (docs/architecture.md, "One RL step").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.registry import Registry
-
-if TYPE_CHECKING:
-    from visgrpo.lightning.data import PromptBatch, RolloutBatch
 
 
 @dataclass
@@ -66,9 +64,6 @@ class SamplingConfig:
         )
 
 
-OnVisionToken = Literal["mask", "reject"]
-
-
 @runtime_checkable
 class RolloutEngine(Protocol):
     """Samples responses for a batch of prompts."""
@@ -85,12 +80,6 @@ class RolloutEngine(Protocol):
         ...
 
 
+#: name -> engine class; the engine modules register themselves (``hf``, ``vllm``), and
+#: :func:`visgrpo.rollout.engines.build_rollout_engine` imports them all.
 ROLLOUT_ENGINES: Registry = Registry("rollout engine")
-
-
-def build_rollout_engine(name: str = "hf", **kwargs) -> RolloutEngine:
-    """Instantiate the engine registered as ``name`` (``hf`` or ``vllm``) with ``kwargs``."""
-    import visgrpo.rollout.hf  # noqa: F401  (registers "hf")
-    import visgrpo.rollout.vllm_engine  # noqa: F401  (registers "vllm"; imports vllm lazily)
-
-    return ROLLOUT_ENGINES.get(name)(**kwargs)

@@ -1,6 +1,6 @@
 """Chat-template prompts from evidence-dataset rows, and their expanded token length.
 
-A row has either ``image`` (one image) or ``images`` (a list; see data_tools/schema.py).
+A row has either ``image`` (one image) or ``images`` (a list; see visgrpo/data/schema.py).
 The user turn holds one image placeholder per image, in order, followed by the question
 formatted into ``prompt_template``. The *expanded* length of a prompt counts every
 ``<|image_pad|>`` token the processor will insert (``grid_t * grid_h * grid_w / merge**2``
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from visgrpo.rollout.vision import Geometry
+from visgrpo.data.geometry import Geometry
 
 DEFAULT_PROMPT_TEMPLATE = (
     "{question}\nThink inside <think></think> and give the final answer inside <answer></answer>."

@@ -19,7 +19,7 @@ import contextlib
 
 import torch
 
-from visgrpo.lightning.data import PromptBatch, RolloutBatch
+from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.rollout.assemble import assemble_rollout, encode_prompts
 from visgrpo.rollout.base import ROLLOUT_ENGINES, SamplingConfig
 from visgrpo.rollout.vision import eos_token_ids, vision_token_ids

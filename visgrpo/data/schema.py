@@ -1,10 +1,10 @@
-"""The evidence dataset schema (docs/architecture.md, "Evidence dataset").
+"""The evidence dataset schema (docs/architecture.md, "Dataset schema").
 
 Base columns are written by ``synth`` and ``convert``; derived columns are added by
 ``masks`` for one processor configuration, whose fingerprint is stored in the dataset's
 ``visgrpo_meta.json`` under ``"processor"``.
 
-Multi-image samples (our extension of the base schema): such a dataset has an ``images``
+Multi-image samples: such a dataset has an ``images``
 column (a list of images) instead of ``image``, list-valued ``width``/``height``, and a
 ``box_image`` column giving, for each box, the index of the image it lies in.
 ``grid_thw`` is always a list of ``[t, h, w]``, one per image (single-image: one entry),
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datasets
 
-from visgrpo.rollout.vision import FINGERPRINT_FIELDS
+from visgrpo.data.fields import EVIDENCE_FIELDS
+from visgrpo.data.geometry import FINGERPRINT_FIELDS
 
 ANSWER_TYPES = ("choice", "number", "text", "box")
 
@@ -34,14 +35,17 @@ BASE_FEATURES = {
     "height": datasets.Value("int32"),
 }
 
+_EVIDENCE_DTYPES = ("float32", "float32", "int32")  # of EVIDENCE_FIELDS, in order
+
 DERIVED_FEATURES = {
     "grid_thw": datasets.Sequence(datasets.Sequence(datasets.Value("int32"), length=3)),
-    "evidence_mask": datasets.Sequence(datasets.Value("float32")),
-    "evidence_target": datasets.Sequence(datasets.Value("float32")),
-    "region_labels": datasets.Sequence(datasets.Value("int32")),
+    **{
+        name: datasets.Sequence(datasets.Value(dtype))
+        for name, dtype in zip(EVIDENCE_FIELDS, _EVIDENCE_DTYPES, strict=True)
+    },
 }
 
-FINGERPRINT_KEYS = FINGERPRINT_FIELDS  # what visgrpo.rollout.vision.Geometry.fingerprint() holds
+FINGERPRINT_KEYS = FINGERPRINT_FIELDS  # what visgrpo.data.geometry.Geometry.fingerprint() holds
 
 
 class FingerprintMismatch(ValueError):
