@@ -104,7 +104,8 @@ class RLVRModule(PolicyModule):
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up steps.
         max_grad_norm: gradient clipping norm (0 = off).
-        micro_batch_size: responses per forward/backward (groups are kept whole).
+        micro_batch_size: responses per forward/backward (groups are kept whole; the results
+            do not depend on it, see the module docstring).
         ppo_epochs: optimisation passes over each rollout batch.
         fused: fold the rollout log-prob pass into the training pass (default: ``ppo_epochs == 1``).
         logprob_chunk_size: rows per chunk of the full-vocabulary log-softmax.
