@@ -15,12 +15,12 @@ process:
    batch, rollout and rewards are kept;
 2. each round times the rollout phase of a step once (``collect_rollouts``: generation and
    rewards, same seed every time), then runs, in rotating order, the module's fused training pass
-   (``RLVRModule._fused_pass``: the teacher-forced forward with the signals the credit
+   (``RLVRModule.plan`` + ``train_pass``: the teacher-forced forward with the signals the credit
    methods request, credit rewards and advantages, the DAPO loss, auxiliary losses, attention
    diagnostics, backward; then the metrics reduction) once per configuration: plain, plain
    again (an A/A control: its "extra" shows the measurement's bias and noise), then each
-   credit method alone (the module's ``credit``, ``signal_request`` and ``grad_layers`` are
-   set as ``RLVRModule.__init__`` sets them). Gradients are dropped after every pass, so the
+   credit method alone (the module's ``credit``, ``signal_request`` and ``loss_request`` are
+   set by ``RLVRModule.set_credit``). Gradients are dropped after every pass, so the
    policy, and hence the work, is the same in every pass.
 
 Per method: ``extra_ms`` = median over rounds of (pass with the method - plain pass, same
@@ -56,23 +56,16 @@ def configure(module, names: list[str]) -> None:
 
     for name in names:  # one module per method registers it
         __import__(f"visgrpo.credit.{name}")
-    module.credit = build_credit(names)
-    module.signal_request = module.credit.signal_request(module.num_layers).union(module.eval_request)
-    module.grad_layers = module.signal_request.grad_attention_layers
+    module.set_credit(build_credit(names))
 
 
 def training_pass(module, rollout, rewards) -> None:
     """One fused training pass of ``module`` over ``rollout`` (what a step does after the
     rollouts and before the optimiser step); gradients dropped afterwards."""
-    from visgrpo.lightning.batching import group_micro_batches
     from visgrpo.lightning.steps import reduce_metrics
 
-    micro = group_micro_batches(rollout.group_ids, module.hparams.micro_batch_size)
-    normaliser = module._global_normaliser(rollout.response_mask)
-    aux_norm = module._aux_normaliser(rollout, rewards)
     log: list[dict] = []
-    module.policy.train()
-    module._fused_pass(rollout, rewards, micro, normaliser, aux_norm, log)
+    module.train_pass(module.plan(rollout, rewards), log)
     reduce_metrics(log)
     module.policy.zero_grad(set_to_none=True)
 
@@ -109,9 +102,7 @@ def trained_module(workdir: Path, steps: int):
 
 def rollout_phase(module, batch):
     """Generation + rewards of one step (``collect_rollouts``; the same seed every call)."""
-    from visgrpo.lightning.steps import collect_rollouts
-
-    return collect_rollouts(module, batch)
+    return module.collect_rollouts(batch)
 
 
 def main(argv: list[str] | None = None) -> dict:

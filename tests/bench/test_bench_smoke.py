@@ -225,7 +225,7 @@ def test_credit_overhead_ab_configures_like_the_module(tmp_path):
         ab.configure(plain, [name])
         ref = build_module(replace(spec, credit=[name]))
         assert plain.signal_request == ref.signal_request
-        assert plain.grad_layers == ref.grad_layers
+        assert plain.loss_request == ref.loss_request
         assert [type(m) for m in plain.credit.methods] == [type(m) for m in ref.credit.methods]
     out = ab.main(["--rounds", "2", "--credit", "atrl", "--workdir", str(tmp_path)])
     assert out["rounds"] == 2 and out["responses"] == 8

@@ -2,7 +2,8 @@
 
 Run by tests/lightning/test_ddp.py: ``python ddp_fit.py WORKDIR DEVICES BATCH OUT``. Rollouts
 come from a replay engine (fixed responses per prompt id), so 1 process x 4 prompts and
-2 processes x 2 prompts see exactly the same data and must produce the same weights.
+2 processes x 2 prompts see exactly the same data and must produce the same weights (EASE's
+normaliser and VGPO's focus min-max are taken over the global batch).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from replay import GradientRecorder  # registers the "replay" engine (run as a script)
 
 from visgrpo.credit.ease import EASECredit
+from visgrpo.credit.vgpo import VGPOCredit
 from visgrpo.lightning import EvidenceDataModule, RLVRModule
 from visgrpo.models.loading import PolicyConfig
 from visgrpo.rollout import SamplingConfig
@@ -26,7 +28,8 @@ def main(workdir: str, devices: int, batch_size: int, out: str) -> None:
     module = RLVRModule(
         policy=PolicyConfig("artifacts/tiny_qwen2_5_vl"),
         objective="dapo",
-        credit=[EASECredit(lambda_attn=0.1, reward_threshold=0.5)],
+        # VGPO's focus min-max spans the global batch: reduced over micro-batches and ranks.
+        credit=[EASECredit(lambda_attn=0.1, reward_threshold=0.5), VGPOCredit()],
         sampling=SamplingConfig(num_generations=4, max_new_tokens=16),
         rollout_engine="replay",
         learning_rate=1e-3,

@@ -8,8 +8,10 @@ import lightning as L
 import pytest
 import torch
 
+from visgrpo.credit import CreditMethod
 from visgrpo.credit.sayo import SAYOCredit
 from visgrpo.credit.vgpo import VGPOCredit
+from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning import EvidenceDataModule, RLVRModule, SFTModule
 from visgrpo.models.loading import PolicyConfig
 from visgrpo.models.lora import LoraSettings
@@ -178,3 +180,25 @@ def test_export_reloads_with_the_same_logits(in_workspace, tmp_path, lora):
         a = module.policy(input_ids=ids).logits
         b = reloaded(input_ids=ids).logits
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+class HiddenStateLoss(CreditMethod):
+    """An auxiliary loss on the loss forward's hidden states (not among the gradient layers)."""
+
+    name = "hidden_loss"
+
+    def loss_request(self, num_layers: int) -> SignalRequest:
+        return SignalRequest(hidden_states=True)
+
+    def auxiliary_loss(self, signals, normaliser=None):
+        signals.require("hidden", method=self.name)
+        value = signals.hidden.float().pow(2).mean()
+        return 1e-6 * value, {"value": value.detach()}
+
+
+def test_every_training_forward_requests_what_the_auxiliary_losses_need(in_workspace):
+    module = rl_module(ppo_epochs=2, credit=[HiddenStateLoss()])
+    assert module.loss_request.hidden_states and not module.fused
+    t = trainer(max_steps=2)  # one RL step: the rollout-policy pass, then 2 loss passes
+    t.fit(module, datamodule=data())
+    assert float(module.last_metrics["hidden_loss/value"]) > 0

@@ -1,4 +1,5 @@
-"""Pieces of the RL step: the overlong cache, signals over a subset of rows, metric reduction."""
+"""Pieces of the RL step: the overlong cache, rollout collection with DAPO dynamic sampling,
+signals over a subset of rows, metric reduction."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from types import SimpleNamespace
 
 import torch
 
-from visgrpo.lightning.steps import overlong_cache, reduce_metrics, signals_of
+from visgrpo.data.batch import RolloutBatch
+from visgrpo.lightning.steps import collect_rollouts, overlong_cache, reduce_metrics, signals_of
+from visgrpo.objectives import get_preset
+from visgrpo.rollout import SamplingConfig
 
 
 def test_overlong_cache_keeps_the_preset_when_it_fits_else_dapo_proportion():
@@ -39,3 +43,67 @@ def test_signals_of_cuts_evidence_to_the_rows_image_width():
 def test_reduce_metrics_means_over_reporting_micro_batches():
     logs = [{"a": torch.tensor(1.0), "b": 4}, {"a": torch.tensor(3.0)}, {"c": torch.ones(3)}]
     assert reduce_metrics(logs) == {"a": 2.0, "b": 4.0}  # vectors are not metrics
+
+
+def fake_rollout(prompts, G: int) -> RolloutBatch:
+    """G one-token responses per prompt; the sample carries the rewards its responses get."""
+    B = len(prompts.samples) * G
+    return RolloutBatch(
+        input_ids=torch.arange(B)[:, None].repeat(1, 3), attention_mask=torch.ones(B, 3, dtype=torch.long),
+        prompt_length=2, response_ids=torch.arange(B)[:, None], response_mask=torch.ones(B, 1, dtype=torch.bool),
+        group_ids=torch.arange(B) // G, completions=[f"c{i}" for i in range(B)],
+        samples=[s for s in prompts.samples for _ in range(G)], truncated=torch.zeros(B, dtype=torch.bool),
+        rejected=torch.zeros(B, dtype=torch.bool), vision_tokens=torch.zeros(B, dtype=torch.long), pad_token_id=0,
+    )
+
+
+class FakeEngine:
+    def __init__(self):
+        self.seeds = []
+
+    def generate(self, policy, processor, prompts, sampling, seed=None):
+        self.seeds.append(seed)
+        return fake_rollout(prompts, sampling.num_generations)
+
+
+def prompts_of(*rewards: tuple[float, ...]):
+    samples = [{"id": f"p{sum(r)}{i}", "r": r} for i, r in enumerate(rewards)]
+    return SimpleNamespace(prompts=[s["id"] for s in samples], samples=samples)
+
+
+def fake_score(rollout):
+    g = torch.arange(len(rollout.samples)) % 2  # index inside the group (G = 2)
+    rewards = torch.tensor([s["r"][int(i)] for s, i in zip(rollout.samples, g, strict=True)])
+    return rewards, {"reward/outcome": rewards.mean()}
+
+
+def collect(prompts, more, dynamic=True, tries=3):
+    engine = FakeEngine()
+    objective = get_preset("dapo", dynamic_sampling=dynamic, max_sampling_tries=tries)
+    queue = list(more)
+    out = collect_rollouts(engine, None, None, SamplingConfig(num_generations=2), fake_score, objective, prompts,
+                           lambda n: queue.pop(0), seed=100, device="cpu")
+    return (*out, engine.seeds)
+
+
+def test_collect_rollouts_draws_until_the_batch_is_full():
+    # round 1: (1, 1) all equal -> dropped, (0, 1) kept; round 2 (one prompt asked): (1, 0) kept
+    rollout, rewards, metrics, seeds = collect(prompts_of((1.0, 1.0), (0.0, 1.0)), [prompts_of((1.0, 0.0))])
+    assert seeds == [101, 102]  # seed + round
+    assert rollout.completions == ["c2", "c3", "c0", "c1"]  # round 1's second group, then round 2's
+    assert rewards.tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert rollout.group_ids.tolist() == [0, 0, 1, 1]
+    assert metrics["dapo/rounds"] == 2 and metrics["dapo/groups_total"] == 3
+    assert metrics["dapo/groups_dropped"] == 1 and metrics["dapo/groups_kept"] == 2
+    assert metrics["reward/outcome"] == 0.75  # the first round's rewards
+
+
+def test_collect_rollouts_without_dynamic_sampling_keeps_equal_groups():
+    rollout, rewards, metrics, seeds = collect(prompts_of((1.0, 1.0), (0.0, 1.0)), [], dynamic=False)
+    assert seeds == [101] and rewards.tolist() == [1.0, 1.0, 0.0, 1.0] and "dapo/rounds" not in metrics
+
+
+def test_collect_rollouts_gives_up_empty_after_max_tries():
+    rollout, rewards, metrics, seeds = collect(prompts_of((1.0, 1.0)), [prompts_of((0.0, 0.0))], tries=2)
+    assert rollout is None and rewards is None and len(seeds) == 2
+    assert metrics["dapo/empty_batch"] == 1.0 and metrics["dapo/groups_dropped"] == 2

@@ -5,7 +5,9 @@ A credit method (docs/methods.md, SAYO to EASE) sees the detached signals of one
 forward pass (:class:`Signals`) and may
 
 * add a per-response reward before the group advantage (SAYO, ``extra_rewards``),
-* reshape the per-token advantage (VGPO, AT-RL, ``token_advantages``),
+* reshape the per-token advantage (VGPO, AT-RL, ``token_advantages``); statistics taken
+  over the whole rollout batch (VGPO's min-max) are declared in ``batch_reductions`` and
+  computed per micro-batch by ``batch_statistics``, so micro-batching does not change them,
 * add an auxiliary loss computed on attention WITH autograd (EASE, ``auxiliary_loss``).
 
 Methods compose through :class:`ComposedCredit` (e.g. EASE + AT-RL). Each method declares
@@ -139,8 +141,37 @@ class CreditMethod:
         """Per-response reward [B] added to the outcome reward (None = nothing)."""
         return None, {}
 
-    def token_advantages(self, advantages: Tensor, signals: Signals) -> tuple[Tensor, Metrics]:
-        """Reshape the per-token advantages [B, T] (identity by default)."""
+    def loss_request(self, num_layers: int) -> SignalRequest:
+        """The signals :meth:`auxiliary_loss` needs from the loss forward (every training
+        forward requests them, also in later PPO epochs). Default: the grad attention layers
+        of :meth:`signal_request`; a loss that needs other signals overrides this."""
+        grad = self.signal_request(num_layers).grad_attention_layers
+        return SignalRequest(image_attention_layers=grad, grad_attention_layers=grad)
+
+    @property
+    def batch_reductions(self) -> dict[str, str]:
+        """Statistics the method takes over the whole rollout batch: name -> how the partial
+        values of micro-batches (and DDP ranks) combine, ``"min"``, ``"max"`` or ``"sum"``.
+        Empty (default): every statistic lives in a response or a group, and groups are
+        whole inside micro-batches."""
+        return {}
+
+    def batch_statistics(self, signals: Signals) -> dict[str, Tensor]:
+        """Partial values (scalars) of :attr:`batch_reductions` over the rows of ``signals``.
+
+        The training module combines them over every micro-batch (and rank) and passes the
+        result to :meth:`token_advantages`, so the result does not depend on micro-batching.
+        """
+        return {}
+
+    def token_advantages(
+        self, advantages: Tensor, signals: Signals, batch_stats: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, Metrics]:
+        """Reshape the per-token advantages [B, T] (identity by default).
+
+        ``batch_stats``: the combined :meth:`batch_statistics` of the whole batch; only
+        passed to methods with :attr:`batch_reductions` (None: ``signals`` are the batch).
+        """
         return advantages, {}
 
     def auxiliary_loss(
@@ -211,10 +242,34 @@ class ComposedCredit(CreditMethod):
                 total = r if total is None else total + r  # [B]
         return total, metrics
 
-    def token_advantages(self, advantages: Tensor, signals: Signals) -> tuple[Tensor, Metrics]:
+    def loss_request(self, num_layers: int) -> SignalRequest:
+        req = SignalRequest()
+        for m in self.methods:
+            req = req.union(m.loss_request(num_layers))
+        return req
+
+    @property
+    def batch_reductions(self) -> dict[str, str]:
+        """The members' reductions, keyed ``<prefix>/<name>``."""
+        return {f"{p}/{k}": op for p, m in zip(self.prefixes, self.methods, strict=True)
+                for k, op in m.batch_reductions.items()}
+
+    def batch_statistics(self, signals: Signals) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for prefix, m in zip(self.prefixes, self.methods, strict=True):
+            out.update(self._prefixed(prefix, m.batch_statistics(signals)))
+        return out
+
+    def token_advantages(
+        self, advantages: Tensor, signals: Signals, batch_stats: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, Metrics]:
         metrics: Metrics = {}
         for prefix, m in zip(self.prefixes, self.methods, strict=True):
-            advantages, mm = m.token_advantages(advantages, signals)  # [B, T]
+            if m.batch_reductions and batch_stats is not None:
+                own = {k: batch_stats[f"{prefix}/{k}"] for k in m.batch_reductions}
+                advantages, mm = m.token_advantages(advantages, signals, own)  # [B, T]
+            else:
+                advantages, mm = m.token_advantages(advantages, signals)  # [B, T]
             metrics.update(self._prefixed(prefix, mm))
         return advantages, metrics
 

@@ -38,14 +38,20 @@ from visgrpo.data.signals import SignalRequest, Signals
 SCHEDULES = ("linear", "exponential", "step")
 
 
-def masked_minmax(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+def masked_minmax(
+    x: Tensor, mask: Tensor, dim: int | None = None, value_range: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Min-max normalise ``x`` over the ``mask``-ed entries (over all, or along ``dim``).
 
-    Entries outside the mask are 0; a degenerate range (max == min, or no entry) gives 0.
+    ``value_range``: the ``(min, max)`` to use instead of those of ``x`` (a range taken over
+    a larger batch). Entries outside the mask are 0; a degenerate range (max == min, or no
+    entry) gives 0.
     """
     mask = mask.bool()
     big = torch.finfo(x.dtype).max
-    if dim is None:
+    if value_range is not None:
+        lo, hi = (v.to(x) for v in value_range)
+    elif dim is None:
         lo = x.masked_fill(~mask, big).amin()
         hi = x.masked_fill(~mask, -big).amax()
     else:
@@ -57,16 +63,24 @@ def masked_minmax(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return out.masked_fill(~mask, 0.0)
 
 
-def visual_focus(hidden: Tensor, image_hidden_mean: Tensor, response_mask: Tensor) -> Tensor:
-    """``w`` [B, T]: cosine of each token's hidden state with its sample's mean image hidden
-    state, detached, min-max normalised over the valid tokens of the batch (Eq. focus)."""
+def focus_cosine(hidden: Tensor, image_hidden_mean: Tensor) -> Tensor:
+    """[B, T] cosine of each token's hidden state with its sample's mean image hidden state
+    (detached): the visual focus before the batch min-max."""
     h = hidden.detach()  # [B, T, D]
     v = image_hidden_mean.detach().to(h.dtype)  # [B, D]
     # cos = h.v / (max(|h|, eps) max(|v|, eps)), as F.cosine_similarity, without the
     # [B, T, D] broadcast of v (about 7x faster on CPU).
     v_unit = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # [B, D]
-    w = torch.einsum("btd,bd->bt", h, v_unit) / h.norm(dim=-1).clamp_min(1e-8)  # [B, T]
-    return masked_minmax(w, response_mask)
+    return torch.einsum("btd,bd->bt", h, v_unit) / h.norm(dim=-1).clamp_min(1e-8)  # [B, T]
+
+
+def visual_focus(
+    hidden: Tensor, image_hidden_mean: Tensor, response_mask: Tensor, focus_range: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
+    """``w`` [B, T]: :func:`focus_cosine` min-max normalised over the valid tokens of the
+    batch (Eq. focus); ``focus_range`` is the batch's ``(min, max)`` when these rows are
+    only part of it (a micro-batch)."""
+    return masked_minmax(focus_cosine(hidden, image_hidden_mean), response_mask, value_range=focus_range)
 
 
 def normalised_position(response_mask: Tensor) -> Tensor:
@@ -176,6 +190,7 @@ def vgpo_token_advantages(
     image_hidden_mean: Tensor,
     response_mask: Tensor,
     group_ids: Tensor,
+    focus_range: tuple[Tensor, Tensor] | None = None,
     **kwargs,
 ) -> tuple[Tensor, Metrics]:
     """``A[i,t] = A[i,t] * alpha_i * psi[i,t]`` (VGPO final advantage).
@@ -186,6 +201,8 @@ def vgpo_token_advantages(
         image_hidden_mean: [B, D] mean last-layer hidden state of the image tokens.
         response_mask: [B, T] bool.
         group_ids: [B].
+        focus_range: the batch's ``(min, max)`` of :func:`focus_cosine` over valid tokens,
+            when these rows are part of a larger batch (None: the range of these rows).
         **kwargs: hyper-parameters of :func:`vgpo_weights`.
 
     Returns:
@@ -195,7 +212,7 @@ def vgpo_token_advantages(
     if advantages.dim() == 1:
         advantages = advantages[:, None].expand(mask.shape)  # [B, T]
     dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-    w = visual_focus(hidden.to(dtype), image_hidden_mean, mask)  # [B, T]
+    w = visual_focus(hidden.to(dtype), image_hidden_mean, mask, focus_range)  # [B, T]
     psi, alpha, metrics = vgpo_weights(w, mask, group_ids, **kwargs)
     scale = (alpha[:, None] * psi).to(advantages.dtype)  # [B, T]
     out = torch.where(mask, advantages * scale, advantages)  # [B, T]
@@ -245,14 +262,35 @@ class VGPOCredit(CreditMethod):
         self.num_layers = int(num_layers)
         return SignalRequest(hidden_states=True)
 
-    def token_advantages(self, advantages: Tensor, signals: Signals) -> tuple[Tensor, Metrics]:
+    # -- batch scope (interface split; the formulas above are unchanged) ----------------
+    # The authors (EasyR1's compute_advantage) min-max the focus over the batch given to the
+    # advantage computation: the whole rollout batch, on one controller. Here each micro-batch
+    # (and rank) reports its min and max over valid tokens; the module combines them over
+    # the whole batch (all ranks), so the result does not depend on micro_batch_size.
+    @property
+    def batch_reductions(self) -> dict[str, str]:
+        return {"focus_min": "min", "focus_max": "max"}
+
+    def batch_statistics(self, signals: Signals) -> dict[str, Tensor]:
         signals.require("hidden", "image_hidden_mean", method=self.name)
+        dtype = torch.float64 if signals.hidden.dtype == torch.float64 else torch.float32
+        w = focus_cosine(signals.hidden.to(dtype), signals.image_hidden_mean)  # [B, T]
+        mask = signals.response_mask.bool()
+        big = torch.finfo(w.dtype).max
+        return {"focus_min": w.masked_fill(~mask, big).amin(), "focus_max": w.masked_fill(~mask, -big).amax()}
+
+    def token_advantages(
+        self, advantages: Tensor, signals: Signals, batch_stats: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, Metrics]:
+        signals.require("hidden", "image_hidden_mean", method=self.name)
+        focus_range = None if batch_stats is None else (batch_stats["focus_min"], batch_stats["focus_max"])
         return vgpo_token_advantages(
             advantages,
             signals.hidden,
             signals.image_hidden_mean,
             signals.response_mask,
             signals.group_ids,
+            focus_range=focus_range,
             schedule=self.schedule,
             beta=self.beta,
             power=self.power,
@@ -267,6 +305,7 @@ class VGPOCredit(CreditMethod):
 __all__ = [
     "VGPOCredit",
     "compensation",
+    "focus_cosine",
     "focus_gate",
     "group_minmax",
     "masked_minmax",

@@ -1,8 +1,9 @@
 """Splitting a rollout batch into micro-batches that keep prompt groups whole.
 
 Groups never straddle micro-batches (nor ranks), so group statistics (advantages, VGPO's
-trajectory weights) are exact inside every micro-batch, and the loss normalisers are
-computed once for the whole batch (docs/methods.md, Base objectives, "Aggregation").
+trajectory weights) are exact inside every micro-batch; what spans the whole batch (the
+loss normalisers, the credit methods' batch statistics such as VGPO's focus min-max) is
+computed once for the whole batch by ``RLVRModule.plan`` (see docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,44 +1,93 @@
 """``RLVRModule``: GRPO-family RL of a VLM with visually grounded credit assignment.
 
-One training step (docs/architecture.md, "One RL step"):
+One training step (:meth:`RLVRModule.training_step`; docs/architecture.md, "One RL step"):
 
-1. the rollout engine samples ``G`` responses per prompt (no grad);
-2. the reward head scores them; DAPO dynamic sampling drops groups of equal rewards and
-   draws more prompts until the batch is full (at most ``max_sampling_tries`` rounds);
-3. a no-grad teacher-forced pass gives the rollout log-probs and every detached signal the
-   credit methods asked for (entropies, hidden states, probe attention); a no-grad pass of
-   the reference (adapters disabled) gives ``ref_logp`` when the KL is on;
-4. the credit methods add rewards (SAYO), the objective's advantage is computed per group,
-   and the credit methods reshape it per token (VGPO, AT-RL);
-5. for ``ppo_epochs`` passes over micro-batches of whole groups: a forward with grad (probe
-   attention with autograd where EASE needs it), objective + auxiliary losses, backward;
-   one optimiser step per pass. A non-finite loss skips the step and is logged.
+1. rollout: the engine samples ``G`` responses per prompt (no grad);
+2. rewards: the reward head scores them (plus DAPO's overlong shaping); DAPO dynamic
+   sampling drops groups of equal rewards and draws more prompts until the batch is full
+   (at most ``max_sampling_tries`` rounds);
+3. the batch is cut into micro-batches of whole groups; what spans the whole batch is
+   computed once (:meth:`RLVRModule.plan`): the loss normalisers, the credit methods'
+   auxiliary-loss normalisers, and the batch statistics of credit methods that define one
+   over the batch (VGPO's focus min-max), all summed / min-maxed over ranks;
+4. advantages and credit, per micro-batch, from one teacher-forced forward with every
+   detached signal the credit methods asked for: credit rewards (SAYO), the objective's
+   group advantage, per-token credit reshaping (VGPO, AT-RL) with the batch statistics of
+   step 3; a no-grad pass of the reference (adapters disabled) gives ``ref_logp`` when the
+   KL is on;
+5. loss: the objective plus the credit methods' auxiliary losses (EASE: attention with
+   autograd), backward, one optimiser step per pass; a non-finite loss skips the step;
+6. log: metrics averaged over micro-batches.
 
-When ``ppo_epochs == 1`` the rollout policy is the current policy, so step 3's pass is
-folded into step 5 (``fused``): each micro-batch is forwarded once, with grad; its
-detached signals feed the credit methods and ``old_logp = logp.detach()`` (ratio exactly
-1: the on-policy gradient). Groups are whole inside micro-batches, so advantages are the
-same as in the two-pass path; only VGPO's batch min-max then runs per micro-batch.
+Steps 4 and 5 are one function, :meth:`RLVRModule._micro_step`. With ``ppo_epochs == 1``
+the rollout policy is the current policy, so they share one forward with grad (``fused``,
+``old_logp = logp.detach()``: ratio exactly 1, the on-policy gradient). Otherwise a no-grad
+pass runs step 4 for every micro-batch (``old_logp``, advantages, ``ref_logp``) and each of
+the ``ppo_epochs`` passes runs step 5, its forward requesting what the auxiliary losses need
+(:meth:`CreditMethod.loss_request`).
+
+Groups are whole inside micro-batches, and every batch-scope quantity comes from step 3,
+so advantages, losses and gradients do not depend on ``micro_batch_size``. The price: when
+a credit method has batch statistics and the batch spans several micro-batches (or ranks),
+step 3 runs one extra no-grad forward of the batch to gather them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from visgrpo.credit import ComposedCredit, CreditMethod
 from visgrpo.credit.diagnostics import batch_diagnostics
-from visgrpo.data.batch import PromptBatch
+from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.base import PolicyModule
 from visgrpo.lightning.batching import group_micro_batches
-from visgrpo.lightning.steps import collect_rollouts, reduce_metrics, signals_of
+from visgrpo.lightning.steps import collect_rollouts, reduce_metrics, score, signals_of
 from visgrpo.models.loading import PolicyConfig
 from visgrpo.models.reference import ReferencePolicy
 from visgrpo.objectives import compute_advantages, get_preset, global_normaliser, policy_objective
 from visgrpo.objectives._common import masked_mean
 from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig
+
+_REDUCE = {"min": torch.minimum, "max": torch.maximum, "sum": torch.add}
+
+
+@dataclass
+class StepPlan:
+    """What every micro-batch of one RL step shares (step 3 of the module docstring).
+
+    Attributes:
+        rollout: the step's responses; rewards: [B] outcome rewards.
+        micro: index tensors of the micro-batches (whole groups).
+        normaliser: the objective's loss normaliser over the global batch.
+        aux_normaliser: the credit methods' auxiliary-loss normalisers (global batch).
+        batch_stats: the credit methods' batch statistics over the global batch, or None when
+            every micro-batch is the whole batch (a method then takes them from its signals).
+    """
+
+    rollout: RolloutBatch
+    rewards: Tensor
+    micro: list[Tensor]
+    normaliser: Tensor
+    aux_normaliser: dict | Tensor | None
+    batch_stats: dict[str, Tensor] | None
+
+
+@dataclass
+class Prepared:
+    """What the loss of a micro-batch takes from the rollout policy: ``old_logp`` [b, T]
+    (None: on-policy, the loss forward's own ``logp.detach()``), advantages [b, T] and
+    ``ref_logp`` [b, T] (None without KL)."""
+
+    old_logp: Tensor | None
+    adv: Tensor
+    ref: Tensor | None
 
 
 class RLVRModule(PolicyModule):
@@ -56,7 +105,8 @@ class RLVRModule(PolicyModule):
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up steps.
         max_grad_norm: gradient clipping norm (0 = off).
-        micro_batch_size: responses per forward/backward (groups are kept whole).
+        micro_batch_size: responses per forward/backward (groups are kept whole; the results
+            do not depend on it, see the module docstring).
         ppo_epochs: optimisation passes over each rollout batch.
         fused: fold the rollout log-prob pass into the training pass (default: ``ppo_epochs == 1``).
         logprob_chunk_size: rows per chunk of the full-vocabulary log-softmax.
@@ -101,17 +151,104 @@ class RLVRModule(PolicyModule):
         if self.fused and ppo_epochs != 1:
             raise ValueError("fused=True needs ppo_epochs == 1 (the rollout policy must be the current one)")
         self.reference = ReferencePolicy(self.policy) if self.objective.kl_coef > 0 else None
-        self.signal_request = self.credit.signal_request(self.num_layers).union(self.eval_request)
-        self.grad_layers = self.signal_request.grad_attention_layers
+        self.set_credit(self.credit)
         self.last_rollout = None
         self.last_rewards: Tensor | None = None
         self.last_metrics: dict[str, float] = {}
+
+    def set_credit(self, credit: ComposedCredit) -> None:
+        """Use ``credit``: the signals of the credit forward and of the loss forward."""
+        self.credit = credit
+        self.loss_request = credit.loss_request(self.num_layers)
+        self.signal_request = credit.signal_request(self.num_layers).union(self.eval_request).union(self.loss_request)
 
     def on_fit_start(self) -> None:
         # The credit methods are objects (not saved as hyper-parameters): log their settings.
         credit = repr(self.credit.methods) if self.credit.methods else "none"
         for logger in self.loggers:
             logger.log_hyperparams({"credit": credit})
+
+    # ----------------------------------------------------------------- the RL step
+    def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
+        step = self.global_step  # before this RL step's optimiser step(s)
+        torch.manual_seed(self.hparams.seed * 1_000_003 + step)
+        # 1-2. rollout -> rewards (DAPO: dynamic sampling until the batch is full)
+        rollout, rewards, metrics = self.collect_rollouts(batch)
+        if rollout is None:  # every group had equal rewards in every round: an empty step
+            self._optimizer_step(True, [])
+            self._log_step(step, {**metrics, "train/skipped_empty": 1.0})
+            return
+        self.last_rollout, self.last_rewards = rollout, rewards
+        # 3. what the micro-batches share: normalisers, credit batch statistics
+        plan = self.plan(rollout, rewards)
+        log: list[dict] = []
+        skipped = 0
+        if self.fused:  # 4-5 in one forward per micro-batch: credit -> advantages -> loss
+            skipped += self._optimizer_step(self.train_pass(plan, log), log)
+        else:  # 4. credit -> advantages with the rollout policy; 5. loss, ppo_epochs passes
+            with torch.no_grad():
+                prepared = [self._micro_step(plan, idx, log, backward=False)[0] for idx in plan.micro]
+            for _ in range(self.hparams.ppo_epochs):  # one optimiser step per pass
+                skipped += self._optimizer_step(self.train_pass(plan, log, prepared), log)
+        # 6. log
+        metrics.update(reduce_metrics(log))
+        metrics["train/nonfinite_skipped"] = float(skipped)
+        metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
+        self._log_step(step, metrics)
+
+    def collect_rollouts(self, batch: PromptBatch):
+        """``(rollout, rewards [B], metrics)`` of the step (:func:`steps.collect_rollouts`)."""
+        return collect_rollouts(
+            self.engine, self.policy, self.processor, self.sampling,
+            partial(score, self.reward_head, self.objective, self.sampling.max_new_tokens),
+            self.objective, batch, lambda n: self.trainer.datamodule.sample_prompts(n),
+            seed=self.hparams.seed * 1_000_003 + self.global_step * 101, device=self.device,
+        )
+
+    def plan(self, rollout: RolloutBatch, rewards: Tensor) -> StepPlan:
+        """Micro-batches and everything computed over the whole (global) batch."""
+        self.policy.train()
+        micro = group_micro_batches(rollout.group_ids, self.hparams.micro_batch_size)
+        return StepPlan(
+            rollout, rewards, micro, self._global_normaliser(rollout.response_mask),
+            self._aux_normaliser(rollout, rewards), self._batch_statistics(rollout, rewards, micro),
+        )
+
+    def train_pass(self, plan: StepPlan, log: list[dict], prepared: list[Prepared] | None = None) -> bool:
+        """Forward + loss + backward of every micro-batch; True if a loss was not finite."""
+        failed = False
+        for k, idx in enumerate(plan.micro):
+            failed |= self._micro_step(plan, idx, log, None if prepared is None else prepared[k])[1]
+        return failed
+
+    def _micro_step(
+        self, plan: StepPlan, idx: Tensor, log: list[dict], prepared: Prepared | None = None, backward: bool = True
+    ) -> tuple[Prepared, bool]:
+        """One micro-batch: forward; without ``prepared``, credit -> advantages (and
+        ``ref_logp``) from its detached signals; with ``backward``, loss and backward.
+
+        Fused: ``prepared=None, backward=True``; the two-pass rollout-policy pass:
+        ``prepared=None, backward=False`` (under no_grad); a PPO epoch: ``prepared`` given.
+        Returns ``(prepared, loss not finite)``.
+        """
+        mb, r, m = plan.rollout.select(idx), plan.rewards[idx], {}
+        out = self.forward_signals(self.policy, mb, self.signal_request if prepared is None else self.loss_request)
+        if prepared is None:
+            signals = signals_of(out, mb, r, detach=True)
+            adv = self._credit_advantages(mb, r, signals, plan.batch_stats, m)
+            prepared = Prepared(None if backward else out.logp, adv, self._reference_logp(mb))
+            m["policy/entropy"] = masked_mean(out.entropy, mb.response_mask)
+            m.update(batch_diagnostics(signals, layer=self.diagnostics_layer))
+        failed = False
+        if backward:
+            old_logp = out.logp.detach() if prepared.old_logp is None else prepared.old_logp
+            loss, lm = policy_objective(
+                self.objective, out.logp, old_logp, prepared.adv, mb.response_mask, prepared.ref, plan.normaliser
+            )
+            m.update({f"policy/{k}": v for k, v in lm.items()})
+            failed = self._backward(loss + self._aux_loss(out, mb, r, plan.aux_normaliser, m), m)
+        log.append(m)
+        return prepared, failed
 
     # ----------------------------------------------------------------- pieces
     def _reference_logp(self, rollout) -> Tensor | None:
@@ -126,7 +263,7 @@ class RLVRModule(PolicyModule):
             norm = self.trainer.strategy.reduce(norm.to(self.device), reduce_op="sum")
         return norm
 
-    def _credit_advantages(self, rollout, rewards: Tensor, signals, metrics: dict) -> Tensor:
+    def _credit_advantages(self, rollout, rewards: Tensor, signals, batch_stats, metrics: dict) -> Tensor:
         """Credit rewards -> group advantage -> per-token credit reshaping; [B, T]."""
         extra, m = self.credit.extra_rewards(signals)
         metrics.update(m)
@@ -135,7 +272,7 @@ class RLVRModule(PolicyModule):
         adv, m = compute_advantages(self.objective.advantage, total, rollout.group_ids, eps=self.objective.adv_eps)
         metrics.update({f"adv/{k}": v for k, v in m.items()})
         adv_tok = adv[:, None].expand(rollout.response_mask.shape).to(torch.float32)  # [B, T]
-        adv_tok, m = self.credit.token_advantages(adv_tok, signals)
+        adv_tok, m = self.credit.token_advantages(adv_tok, signals, batch_stats)
         metrics.update(m)
         return adv_tok
 
@@ -151,8 +288,6 @@ class RLVRModule(PolicyModule):
 
     def _aux_loss(self, out, rollout, rewards: Tensor, normaliser, metrics: dict) -> Tensor:
         zero = torch.zeros((), device=out.logp.device)
-        if not self.grad_layers:
-            return zero
         aux, m = self.credit.auxiliary_loss(signals_of(out, rollout, rewards, detach=False), normaliser)
         metrics.update(m)
         return zero if aux is None else aux
@@ -167,48 +302,30 @@ class RLVRModule(PolicyModule):
         self.manual_backward(loss * self.trainer.world_size)
         return not bool(torch.isfinite(loss.detach()))
 
-    def _fused_pass(self, rollout, rewards, micro, normaliser, aux_norm, log: list[dict]) -> bool:
-        skipped = False
-        for idx in micro:
-            mb, r, m = rollout.select(idx), rewards[idx], {}
-            out = self.forward_signals(self.policy, mb, self.signal_request)
-            signals = signals_of(out, mb, r, detach=True)
-            adv = self._credit_advantages(mb, r, signals, m)
-            ref = self._reference_logp(mb)
-            loss, lm = policy_objective(self.objective, out.logp, out.logp.detach(), adv, mb.response_mask, ref, normaliser)
-            m.update({f"policy/{k}": v for k, v in lm.items()})
-            m["policy/entropy"] = masked_mean(out.entropy, mb.response_mask)
-            m.update(batch_diagnostics(signals, layer=self.diagnostics_layer))
-            skipped |= self._backward(loss + self._aux_loss(out, mb, r, aux_norm, m), m)
-            log.append(m)
-        return skipped
-
     @torch.no_grad()
-    def _prepare(self, rollout, rewards, micro, log: list[dict]) -> list[dict]:
-        prepared = []
-        for idx in micro:
-            mb, r, m = rollout.select(idx), rewards[idx], {}
-            out = self.forward_signals(self.policy, mb, self.signal_request)
-            signals = signals_of(out, mb, r, detach=True)
-            prepared.append(
-                {"old_logp": out.logp, "adv": self._credit_advantages(mb, r, signals, m), "ref": self._reference_logp(mb)}
-            )
-            m["policy/entropy"] = masked_mean(out.entropy, mb.response_mask)
-            m.update(batch_diagnostics(signals, layer=self.diagnostics_layer))
-            log.append(m)
-        return prepared
+    def _batch_statistics(self, rollout: RolloutBatch, rewards: Tensor, micro: list[Tensor]) -> dict | None:
+        """The credit methods' batch statistics over the whole batch and all ranks (None
+        when no method has one, or one micro-batch on one rank is the whole batch).
 
-    def _epoch_pass(self, rollout, rewards, prepared, micro, normaliser, aux_norm, log: list[dict]) -> bool:
-        skipped = False
-        request = SignalRequest(image_attention_layers=self.grad_layers, grad_attention_layers=self.grad_layers)
-        for k, idx in enumerate(micro):
-            mb, r, m, p = rollout.select(idx), rewards[idx], {}, prepared[k]
-            out = self.forward_signals(self.policy, mb, request)
-            loss, lm = policy_objective(self.objective, out.logp, p["old_logp"], p["adv"], mb.response_mask, p["ref"], normaliser)
-            m.update({f"policy/{k}": v for k, v in lm.items()})
-            skipped |= self._backward(loss + self._aux_loss(out, mb, r, aux_norm, m), m)
-            log.append(m)
-        return skipped
+        One no-grad forward per micro-batch, combined with each statistic's reduction. The
+        scope is the global batch: VGPO's authors min-max over the batch given to the
+        advantage computation, the whole rollout batch on one controller.
+        """
+        reductions = self.credit.batch_reductions
+        world = self.trainer.world_size
+        if not reductions or (len(micro) == 1 and world == 1):
+            return None
+        stats: dict[str, Tensor] = {}
+        for idx in micro:
+            mb = rollout.select(idx)
+            out = self.forward_signals(self.policy, mb, self.signal_request)
+            part = self.credit.batch_statistics(signals_of(out, mb, rewards[idx], detach=True))
+            stats = {k: _REDUCE[reductions[k]](stats[k], v) if k in stats else v for k, v in part.items()}
+        if world > 1:
+            ops = {"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}
+            for k, v in stats.items():
+                dist.all_reduce(v, op=ops[reductions[k]])
+        return stats
 
     def _optimizer_step(self, nonfinite: bool, log: list[dict]) -> bool:
         """Clip and step, unless a loss (on any rank) or the gradient norm is not finite: then
@@ -232,7 +349,7 @@ class RLVRModule(PolicyModule):
         self.lr_schedulers().step()
         return nonfinite
 
-    # ----------------------------------------------------------------- training
+    # ----------------------------------------------------------------- logging
     def _log_step(self, step: int, metrics: dict[str, float]) -> None:
         """Write the step's metrics to the loggers every ``log_every_n_steps`` RL steps.
 
@@ -246,31 +363,3 @@ class RLVRModule(PolicyModule):
         if step % max(int(self.trainer.log_every_n_steps), 1) == 0:
             for logger in self.loggers:
                 logger.log_metrics(metrics, step=step)
-
-    def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
-        step = self.global_step  # before this RL step's optimiser step(s)
-        torch.manual_seed(self.hparams.seed * 1_000_003 + step)
-        opt = self.optimizers()
-        rollout, rewards, metrics = collect_rollouts(self, batch)
-        if rollout is None:  # every group had equal rewards in every round: an empty step
-            self._optimizer_step(True, [])
-            self._log_step(step, {**metrics, "train/skipped_empty": 1.0})
-            return
-        self.last_rollout, self.last_rewards = rollout, rewards
-        micro = group_micro_batches(rollout.group_ids, self.hparams.micro_batch_size)
-        normaliser = self._global_normaliser(rollout.response_mask)
-        aux_norm = self._aux_normaliser(rollout, rewards)
-        log: list[dict] = []
-        self.policy.train()
-        skipped = 0
-        if self.fused:
-            skipped += self._optimizer_step(self._fused_pass(rollout, rewards, micro, normaliser, aux_norm, log), log)
-        else:
-            prepared = self._prepare(rollout, rewards, micro, log)
-            for _ in range(self.hparams.ppo_epochs):  # one optimiser step per pass
-                failed = self._epoch_pass(rollout, rewards, prepared, micro, normaliser, aux_norm, log)
-                skipped += self._optimizer_step(failed, log)
-        metrics.update(reduce_metrics(log))
-        metrics["train/nonfinite_skipped"] = float(skipped)
-        metrics["train/lr"] = opt.param_groups[0]["lr"]
-        self._log_step(step, metrics)

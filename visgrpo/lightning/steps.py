@@ -1,16 +1,19 @@
-"""Pieces of the RL step that do not need the module's internals: rollout collection with
-DAPO dynamic sampling and overlong shaping, and metric reduction over micro-batches."""
+"""Pieces of the RL step that do not need the module: rollout collection (with DAPO dynamic
+sampling and overlong shaping), signals of a forward pass, and metric reduction over
+micro-batches."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from visgrpo.data.batch import RolloutBatch
+from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.data.fields import EVIDENCE_FIELDS
-from visgrpo.objectives import dynamic_sampling_filter, overlong_penalty
+from visgrpo.objectives import DynamicSamplingAccumulator, overlong_penalty
+from visgrpo.rollout import SamplingConfig
 
 
 def overlong_cache(max_len: int, cache_len: int) -> int:
@@ -22,73 +25,86 @@ def overlong_cache(max_len: int, cache_len: int) -> int:
     return cache_len if 0 < cache_len <= max_len else max(1, round(0.2 * max_len))
 
 
-def score(module, rollout: RolloutBatch) -> tuple[Tensor, dict[str, Tensor]]:
-    """Outcome rewards [B] (reward head + DAPO overlong shaping) and their metrics."""
-    out = module.reward_head(rollout.completions, rollout.samples)
+def score(reward_head, objective, max_new_tokens: int, rollout: RolloutBatch) -> tuple[Tensor, dict[str, Tensor]]:
+    """Outcome rewards [B] (reward head + DAPO overlong shaping) and their metrics.
+
+    Args:
+        reward_head: ``RewardHead`` of the run.
+        objective: the ``ObjectiveConfig`` (overlong shaping settings).
+        max_new_tokens: the generation budget (overlong shaping's ``L_max``).
+        rollout: the responses to score.
+    """
+    out = reward_head(rollout.completions, rollout.samples)
     rewards = out.total.to(torch.float32)  # [B]
     metrics = {f"reward/{k}": v.float().mean() for k, v in out.components.items()}
-    cfg = module.objective
-    if cfg.overlong_shaping:
+    if objective.overlong_shaping:
         lengths = rollout.response_mask.sum(-1).cpu()  # [B]
-        max_len = module.sampling.max_new_tokens
-        penalty = overlong_penalty(lengths, max_len, overlong_cache(max_len, cfg.overlong_cache_length))
+        penalty = overlong_penalty(lengths, max_new_tokens, overlong_cache(max_new_tokens, objective.overlong_cache_length))
         rewards = rewards + penalty.to(rewards)
         metrics["reward/overlong"] = penalty.float().mean()
     metrics["reward/outcome"] = rewards.mean()
     return rewards, metrics
 
 
-def collect_rollouts(module, batch) -> tuple[RolloutBatch | None, Tensor | None, dict[str, float]]:
-    """Sample, score and (for DAPO) filter rollouts until the batch is full.
+def collect_rollouts(
+    engine,
+    policy,
+    processor,
+    sampling: SamplingConfig,
+    score_fn: Callable[[RolloutBatch], tuple[Tensor, dict]],
+    objective,
+    prompts: PromptBatch,
+    sample_prompts: Callable[[int], PromptBatch],
+    seed: int,
+    device,
+) -> tuple[RolloutBatch | None, Tensor | None, dict[str, float]]:
+    """Sample and score rollouts; with DAPO dynamic sampling, keep drawing prompts until the
+    batch holds ``len(prompts)`` groups of unequal rewards (at most ``max_sampling_tries`` rounds).
 
-    Returns ``(rollout, rewards [B], metrics)``; ``rollout`` is ``None`` when every group was
-    dropped in every round (the step is then skipped and counted).
+    Args:
+        engine, policy, processor, sampling: the rollout engine and what it generates with.
+        score_fn: rollout -> (rewards [B], metrics), e.g. :func:`score` with its settings bound.
+        objective: the ``ObjectiveConfig`` (dynamic sampling settings).
+        prompts: the step's prompt batch (``G`` responses each).
+        sample_prompts: ``n -> PromptBatch`` of ``n`` more prompts (rounds after the first).
+        seed: the step's sampling seed; round ``k`` (1-based) generates with ``seed + k``.
+        device: where the rollout and rewards go.
+
+    Returns:
+        ``(rollout, rewards [B], metrics)``; ``rollout`` is ``None`` when every group was
+        dropped in every round (the step is then skipped and counted).
     """
-    cfg = module.objective
-    target_groups = len(batch.prompts)
-    kept: list[RolloutBatch] = []
-    kept_rewards: list[Tensor] = []
-    metrics: dict[str, float] = defaultdict(float)
-    group_offset = 0
-    rounds = 0
-    prompts = batch
+    metrics: dict[str, float] = {}
+    acc = DynamicSamplingAccumulator(len(prompts.prompts), objective.max_sampling_tries, objective.dynamic_sampling_atol)
+    rounds: list[RolloutBatch] = []
     while True:
-        rounds += 1
-        rollout = module.engine.generate(
-            module.policy, module.processor, prompts, module.sampling,
-            seed=module.hparams.seed * 1_000_003 + module.global_step * 101 + rounds,
-        ).to(module.device)
-        rollout.group_ids = rollout.group_ids + group_offset
-        group_offset = int(rollout.group_ids.max()) + 1
-        rewards, m = score(module, rollout)
-        for k, v in m.items():
-            metrics[k] = float(v) if rounds == 1 else metrics[k]
+        rollout = engine.generate(policy, processor, prompts, sampling, seed=seed + len(rounds) + 1).to(device)
+        rewards, m = score_fn(rollout)
+        if not rounds:  # the reward metrics describe the first round's samples
+            metrics.update({k: float(v) for k, v in m.items()})
         metrics["rollout/response_length"] = float(rollout.response_mask.sum(-1).float().mean())
         metrics["rollout/truncated"] = float(rollout.truncated.float().mean())
-        if not cfg.dynamic_sampling:
-            return rollout, rewards.to(module.device), dict(metrics)
-        keep, fm = dynamic_sampling_filter(rewards, rollout.group_ids, atol=cfg.dynamic_sampling_atol)
-        metrics["dapo/groups_dropped"] += float(fm.get("groups_dropped", 0))
-        metrics["dapo/groups_total"] += float(fm.get("groups_total", 0))
-        if bool(keep.any()):
-            idx = keep.nonzero().squeeze(-1)
-            kept.append(rollout.select(idx))
-            kept_rewards.append(rewards[idx.to(rewards.device)])
-        n_kept = sum(len(set(r.group_ids.tolist())) for r in kept)
-        if n_kept >= target_groups or rounds >= cfg.max_sampling_tries:
+        if not objective.dynamic_sampling:
+            return rollout, rewards.to(device), metrics
+        acc.add(rewards.cpu(), rollout.group_ids.cpu(), items=[(len(rounds), i) for i in range(len(rewards))])
+        rounds.append(rollout)
+        if acc.done:
             break
-        prompts = module.trainer.datamodule.sample_prompts(target_groups - n_kept)
-    metrics["dapo/rounds"] = float(rounds)
-    if not kept:
+        prompts = sample_prompts(acc.target_groups - acc.groups_kept)
+    am = acc.metrics()
+    metrics.update({"dapo/groups_dropped": am["groups_dropped"], "dapo/groups_total": am["groups_seen"],
+                    "dapo/rounds": am["sampling_rounds"]})
+    if not acc.groups_kept:
         metrics["dapo/empty_batch"] = 1.0
-        return None, None, dict(metrics)
-    rollout = RolloutBatch.concat(kept)
-    rewards = torch.cat(kept_rewards)
-    groups = list(dict.fromkeys(rollout.group_ids.tolist()))[:target_groups]
-    sel = torch.isin(rollout.group_ids, torch.tensor(groups, device=rollout.group_ids.device))
-    idx = sel.nonzero().squeeze(-1)
-    metrics["dapo/groups_kept"] = float(len(groups))
-    return rollout.select(idx), rewards[idx].to(module.device), dict(metrics)
+        return None, None, metrics
+    rows: dict[int, list[int]] = {}
+    for r, i in acc.items():  # groups in order of first appearance, round by round
+        rows.setdefault(r, []).append(i)
+    parts = [rounds[r].select(torch.tensor(idx, device=rounds[r].group_ids.device)) for r, idx in rows.items()]
+    rollout = RolloutBatch.concat(parts)
+    rollout.group_ids = acc.group_ids().to(rollout.group_ids.device)
+    metrics["dapo/groups_kept"] = float(acc.groups_kept)
+    return rollout, acc.rewards().to(device), metrics
 
 
 def signals_of(out, rollout: RolloutBatch, rewards: Tensor, detach: bool = True):
