@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 from visgrpo.credit import CREDIT_METHODS
 from visgrpo.lightning.cli import build_cli
+from visgrpo.objectives import ObjectiveConfig
 
 from .conftest import CONFIGS
 
@@ -51,7 +53,8 @@ def test_experiment_composes_with_every_objective_and_credit(capsys, objective, 
     assert model["init_args"]["objective"] == objective
     assert [c["class_path"] for c in model["init_args"]["credit"]] == credit_classes(credit)
     # The experiment's own settings survive the later files; base.yaml's trainer/logger are there.
-    assert model["init_args"]["objective_overrides"] == {"max_sampling_tries": 2}
+    overrides = {k: v for k, v in model["init_args"]["objective_overrides"].items() if v is not None}
+    assert overrides == {"max_sampling_tries": 2}
     assert cfg["trainer"]["max_steps"] == 2
     assert cfg["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.MLFlowLogger"
     assert cfg["data"]["train_path"] == "artifacts/shapes/train"
@@ -93,6 +96,24 @@ def test_bad_value_fails_at_parse_naming_the_key(capsys):
                    "--model.init_args.micro_batch_size", "many"], run=False)
     assert e.value.code != 0
     assert "micro_batch_size" in capsys.readouterr().err
+
+
+def test_help_lists_the_objective_overrides(capsys):
+    with pytest.raises(SystemExit):
+        build_cli(["fit", "--model.help", "visgrpo.lightning.RLVRModule"])
+    out = capsys.readouterr().out
+    for field in dataclasses.fields(ObjectiveConfig):
+        assert f"--model.objective_overrides.{field.name} " in out, field.name
+
+
+def test_unknown_objective_override_is_refused_naming_the_key(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  init_args:\n    objective_overrides: {kl_coeff: 0.1}\n")
+    with pytest.raises(SystemExit) as e:
+        build_cli(["fit", "--config", str(CONFIGS / "experiment/tiny_smoke.yaml"), "--config", str(bad),
+                   "--print_config"])
+    assert e.value.code != 0
+    assert "does not accept option 'kl_coeff'" in capsys.readouterr().err
 
 
 def test_unknown_objective_lists_valid_presets(in_workspace):
