@@ -11,8 +11,9 @@ from visgrpo.lightning.compose import expand_config_args
 def main(argv: list[str] | None = None) -> int:
     """Run the Lightning CLI."""
     if argv is None:
-        # Composed configs replace the originals in sys.argv itself: LightningCLI reads them
-        # from there, and DDP's launcher re-runs the same command line for the other ranks.
+        # Expanded experiment parts and merged callbacks replace the originals in sys.argv
+        # itself: LightningCLI reads them there, and DDP's launcher re-runs the same command
+        # line for the other ranks.
         sys.argv[1:] = expand_config_args(sys.argv[1:])
     run_cli(argv)
     return 0

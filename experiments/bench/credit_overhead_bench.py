@@ -46,16 +46,12 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CREDITS = ("sayo", "vgpo", "atrl", "ease")
-TARGETS = {"sayo": 1.10, "vgpo": 1.10, "atrl": 1.10, "ease": 1.25}
 
 
 def configure(module, names: list[str]) -> None:
     """Give ``module`` the credit methods ``names`` (default settings) as its __init__ would."""
     from visgrpo.credit.base import build_credit
 
-    for name in names:  # one module per method registers it
-        __import__(f"visgrpo.credit.{name}")
     module.set_credit(build_credit(names))
 
 
@@ -106,18 +102,21 @@ def rollout_phase(module, batch):
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from experiments.bench.harness import credit_methods, overhead_target
+
+    methods = credit_methods()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="12 rounds")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 36, quick 12)")
-    p.add_argument("--credit", default=",".join(CREDITS))
+    p.add_argument("--credit", default=",".join(methods))
     p.add_argument("--workdir", default=None, help="tiny model + data (built there once); default a temp dir")
     p.add_argument("--out", default=None, help="also write the JSON summary here")
     a = p.parse_args(argv)
     rounds = a.rounds or (12 if a.quick else 36)
     credits = [c for c in a.credit.split(",") if c]
-    unknown = sorted(set(credits) - set(TARGETS))
+    unknown = sorted(set(credits) - set(methods))
     if unknown:
-        raise SystemExit(f"--credit: unknown method(s) {unknown}; valid: {', '.join(CREDITS)}")
+        raise SystemExit(f"--credit: unknown method(s) {unknown}; valid: {', '.join(methods)}")
 
     import torch
 
@@ -162,12 +161,12 @@ def main(argv: list[str] | None = None) -> dict:
             f"{c}_pass_cpu_ms": statistics.median(times[c]) * 1e3,
             f"{c}_extra_cpu_ms": extra * 1e3,
             f"{c}_step_ratio": ratio,
-            f"{c}_target": TARGETS[c],
-            f"{c}_meets_target": ratio <= TARGETS[c],
+            f"{c}_target": overhead_target(c),
+            f"{c}_meets_target": ratio <= overhead_target(c),
         })
         print(f"{c:5s}: pass {statistics.median(times[c]) * 1e3:7.1f} ms CPU (plain "
               f"{summary['plain_pass_cpu_ms']:.1f}), extra {extra * 1e3:+6.1f} ms per step -> "
-              f"step ratio {ratio:.3f} (target <= {TARGETS[c]})")
+              f"step ratio {ratio:.3f} (target <= {overhead_target(c)})")
     print(f"control (plain vs plain): extra {summary['control_extra_cpu_ms']:+.1f} ms, "
           f"step ratio {summary['control_step_ratio']:.3f}")
     print(f"rollout phase {summary['rollout_cpu_ms']:.1f} ms CPU ({rollout.batch_size} responses, "

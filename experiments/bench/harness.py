@@ -45,6 +45,19 @@ SHAPES = ("circle", "square")
 FORMAT_RE = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.S)
 
 
+def credit_methods() -> tuple[str, ...]:
+    """The credit methods the bench measures: every registered one but the plain ``none``."""
+    from visgrpo.credit import CREDIT_METHODS  # lazy, like every visgrpo import of the bench
+
+    return tuple(name for name in CREDIT_METHODS if name != "none")
+
+
+def overhead_target(method: str) -> float:
+    """Issue 8's step-time target of ``method`` over plain DAPO: 1.25 for EASE (a backward
+    through the attention probe), 1.10 for every other method (new ones included)."""
+    return 1.25 if method == "ease" else 1.10
+
+
 def bench_reward(text: str, answer: str) -> float:
     """The benchmark's reward, used by both sides.
 

@@ -52,16 +52,17 @@ def build_module(spec: RunSpec):
     """``RLVRModule`` configured like the TRL peer (see the module docstring)."""
     from visgrpo.lightning.rlvr import RLVRModule
     from visgrpo.models.loading import PolicyConfig
+    from visgrpo.objectives import ObjectiveOverrides
     from visgrpo.rollout import SamplingConfig
 
     n = spec.prompts_per_step * spec.group_size
     return RLVRModule(
         policy=PolicyConfig(spec.model_dir, dtype="float32", attn_implementation="sdpa"),
         objective="dapo",
-        objective_overrides={
-            "dynamic_sampling": False,
-            "overlong_shaping": False,  # TRL has none: identical rewards on both sides
-        },
+        objective_overrides=ObjectiveOverrides(
+            dynamic_sampling=False,
+            overlong_shaping=False,  # TRL has none: identical rewards on both sides
+        ),
         credit=build_credit(spec.credit),
         rewards=reward_specs(),
         sampling=SamplingConfig(

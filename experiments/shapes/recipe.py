@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.shapes.stages import CONFIGS, WARMSTART_DIR, DataSettings, Workdir, fit
+from visgrpo.credit import CREDIT_METHODS
 
 # Stage 0: the task (see experiments/shapes/README.md for why these settings).
 DATA = DataSettings(
@@ -30,13 +31,11 @@ RL_CONFIG = CONFIGS / "experiment" / "shapes_rl.yaml"
 SFT_CONFIG = CONFIGS / "experiment" / "shapes_sft.yaml"
 RL_EXPERIMENT = "shapes_rl"
 
-# Stage 2: method -> configs composed on top of shapes_rl.yaml (objective, credit).
+# Stage 2: method -> configs composed on top of shapes_rl.yaml (objective, credit): DAPO
+# alone, DAPO with each registered credit method (configs/credit/<name>.yaml), GRPO alone.
 METHODS: dict[str, tuple[str, str]] = {
     "dapo": ("objective/dapo.yaml", "credit/none.yaml"),
-    "dapo+sayo": ("objective/dapo.yaml", "credit/sayo.yaml"),
-    "dapo+vgpo": ("objective/dapo.yaml", "credit/vgpo.yaml"),
-    "dapo+atrl": ("objective/dapo.yaml", "credit/atrl.yaml"),
-    "dapo+ease": ("objective/dapo.yaml", "credit/ease.yaml"),
+    **{f"dapo+{name}": ("objective/dapo.yaml", f"credit/{name}.yaml") for name in CREDIT_METHODS if name != "none"},
     "grpo": ("objective/grpo.yaml", "credit/none.yaml"),
 }
 

@@ -19,7 +19,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from experiments.shapes import plots
+from experiments.shapes import plots, recipe
 from experiments.shapes.runs import RunData, by_method, client_for, load_runs, mean_std
 
 KEYS = [
@@ -163,7 +163,7 @@ def build_report(tracking_uri: str, out: Path, study: str = "full", experiment: 
         raise SystemExit(f"no finished runs tagged study={study!r} in experiment {experiment!r} of {tracking_uri}")
     groups = by_method(runs)
     warm = groups.pop("warmstart", [])
-    order = [m for m in ("dapo", "dapo+sayo", "dapo+vgpo", "dapo+atrl", "dapo+ease", "grpo") if m in groups]
+    order = [m for m in recipe.METHODS if m in groups]
     groups = {m: groups[m] for m in order + sorted(set(groups) - set(order))}
     start = {k: warm[0].last(k) for k in ("val/accuracy", "val/evidence_ratio", "val/response_length")} if warm else {}
     rows = headline(groups, start.get("val/accuracy", math.nan))

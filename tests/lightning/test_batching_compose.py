@@ -1,17 +1,11 @@
-"""Micro-batches keep groups whole; experiment YAMLs compose with OmegaConf."""
+"""Micro-batches keep groups whole."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 
 from visgrpo.lightning.batching import group_micro_batches
-from visgrpo.lightning.compose import compose, expand_config_args
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_micro_batches_partition_and_keep_groups_whole():
@@ -33,40 +27,3 @@ def test_oversized_group_is_its_own_batch_and_bad_size_fails():
     assert [len(b) for b in batches] == [5, 1]
     with pytest.raises(ValueError, match="positive"):
         group_micro_batches(torch.tensor([0]), 0)
-
-
-def test_compose_merges_defaults_in_order(tmp_path: Path):
-    (tmp_path / "a.yaml").write_text("x: 1\nnested: {p: 1, q: 1}\nlst: [1, 2]\n")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.yaml").write_text("defaults: [../a.yaml]\nnested: {q: 2}\n")
-    (tmp_path / "exp.yaml").write_text("defaults: [sub/b.yaml]\nlst: [3]\ny: 5\n")
-    assert compose(tmp_path / "exp.yaml") == {"x": 1, "nested": {"p": 1, "q": 2}, "lst": [3], "y": 5}
-
-
-def test_compose_errors_name_the_file(tmp_path: Path):
-    (tmp_path / "exp.yaml").write_text("defaults: [missing.yaml]\n")
-    with pytest.raises(FileNotFoundError, match=r"missing.yaml.*listed in .*exp.yaml"):
-        compose(tmp_path / "exp.yaml")
-    (tmp_path / "c1.yaml").write_text("defaults: [c2.yaml]\n")
-    (tmp_path / "c2.yaml").write_text("defaults: [c1.yaml]\n")
-    with pytest.raises(ValueError, match="cycle"):
-        compose(tmp_path / "c1.yaml")
-
-
-def test_expand_config_args_rewrites_only_composed_files(tmp_path: Path):
-    plain = tmp_path / "plain.yaml"
-    plain.write_text("z: 1\n")
-    exp = tmp_path / "exp.yaml"
-    exp.write_text("defaults: [plain.yaml]\nw: 2\n")
-    args = expand_config_args(["fit", "--config", str(exp), f"--config={plain}", "--x", "1"], str(tmp_path))
-    assert args[0] == "fit" and args[-2:] == ["--x", "1"]
-    assert args[3:5] == ["--config", str(plain)]
-    assert yaml.safe_load(Path(args[2]).read_text()) == {"z": 1, "w": 2}
-
-
-def test_tiny_smoke_experiment_composes():
-    cfg = compose(CONFIGS / "experiment" / "tiny_smoke.yaml")
-    assert cfg["model"]["class_path"] == "visgrpo.lightning.RLVRModule"
-    assert cfg["model"]["init_args"]["objective"] == "dapo"
-    assert cfg["trainer"]["max_steps"] == 2
-    assert cfg["trainer"]["logger"]["class_path"].endswith("MLFlowLogger")

@@ -3,26 +3,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 import yaml
 
+from visgrpo.credit import CREDIT_METHODS
 from visgrpo.lightning.cli import build_cli
+from visgrpo.objectives import ObjectiveConfig
 
 from .conftest import CONFIGS
 
 OBJECTIVES = sorted(p.stem for p in (CONFIGS / "objective").glob("*.yaml"))
 CREDITS = sorted(p.stem for p in (CONFIGS / "credit").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
-CREDIT_CLASSES = {
-    "sayo": ["visgrpo.credit.sayo.SAYOCredit"],
-    "vgpo": ["visgrpo.credit.vgpo.VGPOCredit"],
-    "atrl": ["visgrpo.credit.atrl.ATRLCredit"],
-    "ease": ["visgrpo.credit.ease.EASECredit"],
-    "ease_atrl": ["visgrpo.credit.ease.EASECredit", "visgrpo.credit.atrl.ATRLCredit"],
-    "none": [],
-}
+
+
+def credit_classes(config: str) -> list[str]:
+    """Class paths expected in ``configs/credit/<config>.yaml``: the registered method of
+    that name, or registered methods joined by ``_`` (``ease_atrl``); ``none``: none."""
+    names = [config] if config in CREDIT_METHODS else config.split("_")
+    classes = [CREDIT_METHODS.get(n) for n in names if n != "none"]
+    return [f"{c.__module__}.{c.__qualname__}" for c in classes]
 
 
 def printed_config(capsys, *configs: str, extra: tuple[str, ...] = ()) -> dict:
@@ -37,8 +40,7 @@ def printed_config(capsys, *configs: str, extra: tuple[str, ...] = ()) -> dict:
 
 def test_config_hub_is_complete():
     assert OBJECTIVES == ["dapo", "dr_grpo", "grpo", "gspo", "sapo"]
-    assert set(CREDITS) >= {"none", "sayo", "vgpo", "atrl", "ease"}
-    assert set(CREDIT_CLASSES) == set(CREDITS)
+    assert set(CREDITS) >= set(CREDIT_METHODS) >= {"none", "sayo", "vgpo", "atrl", "ease"}
     for fam in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         assert f"tiny_{fam}" in MODELS
 
@@ -49,9 +51,10 @@ def test_experiment_composes_with_every_objective_and_credit(capsys, objective, 
     model = cfg["model"]
     assert model["class_path"] == "visgrpo.lightning.RLVRModule"
     assert model["init_args"]["objective"] == objective
-    assert [c["class_path"] for c in model["init_args"]["credit"]] == CREDIT_CLASSES[credit]
+    assert [c["class_path"] for c in model["init_args"]["credit"]] == credit_classes(credit)
     # The experiment's own settings survive the later files; base.yaml's trainer/logger are there.
-    assert model["init_args"]["objective_overrides"] == {"max_sampling_tries": 2}
+    overrides = {k: v for k, v in model["init_args"]["objective_overrides"].items() if v is not None}
+    assert overrides == {"max_sampling_tries": 2}
     assert cfg["trainer"]["max_steps"] == 2
     assert cfg["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.MLFlowLogger"
     assert cfg["data"]["train_path"] == "artifacts/shapes/train"
@@ -93,6 +96,24 @@ def test_bad_value_fails_at_parse_naming_the_key(capsys):
                    "--model.init_args.micro_batch_size", "many"], run=False)
     assert e.value.code != 0
     assert "micro_batch_size" in capsys.readouterr().err
+
+
+def test_help_lists_the_objective_overrides(capsys):
+    with pytest.raises(SystemExit):
+        build_cli(["fit", "--model.help", "visgrpo.lightning.RLVRModule"])
+    out = capsys.readouterr().out
+    for field in dataclasses.fields(ObjectiveConfig):
+        assert f"--model.objective_overrides.{field.name} " in out, field.name
+
+
+def test_unknown_objective_override_is_refused_naming_the_key(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  init_args:\n    objective_overrides: {kl_coeff: 0.1}\n")
+    with pytest.raises(SystemExit) as e:
+        build_cli(["fit", "--config", str(CONFIGS / "experiment/tiny_smoke.yaml"), "--config", str(bad),
+                   "--print_config"])
+    assert e.value.code != 0
+    assert "does not accept option 'kl_coeff'" in capsys.readouterr().err
 
 
 def test_unknown_objective_lists_valid_presets(in_workspace):

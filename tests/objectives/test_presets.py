@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 from visgrpo.objectives import (
     PRESETS,
     ObjectiveConfig,
+    ObjectiveOverrides,
     aggregate,
     get_preset,
     global_normaliser,
@@ -50,6 +53,22 @@ def test_overrides_and_unknowns():
         get_preset("grpo", epsilon_high=0.3)
     with pytest.raises(ValueError, match="ObjectiveConfig.aggregation='mean'.*token_mean"):
         get_preset("grpo", aggregation="mean")
+
+
+def test_objective_overrides_mirror_the_config_and_keep_unset_fields():
+    config_types = typing.get_type_hints(ObjectiveConfig)
+    override_types = typing.get_type_hints(ObjectiveOverrides)
+    assert list(override_types) == [f.name for f in dataclasses.fields(ObjectiveConfig)]
+    for name, hint in config_types.items():
+        assert override_types[name] == (hint | None), name  # same type, None = keep the preset's
+        assert getattr(ObjectiveOverrides(), name) is None
+    over = ObjectiveOverrides(kl_coef=0.001, dynamic_sampling=False)
+    assert over.changes() == {"kl_coef": 0.001, "dynamic_sampling": False}  # False is a change
+    cfg = get_preset("dapo", **over.changes())
+    assert (cfg.kl_coef, cfg.dynamic_sampling, cfg.eps_high, cfg.overlong_shaping) == (0.001, False, 0.28, True)
+    assert get_preset("grpo", **ObjectiveOverrides().changes()) == get_preset("grpo")
+    with pytest.raises(TypeError, match="bogus"):
+        ObjectiveOverrides(bogus=1)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,13 @@
 """Credit assignment that follows the policy's visual attention (docs/methods.md, SAYO to EASE).
 
 One file per method (``sayo``, ``vgpo``, ``atrl``, ``ease``, ``none``), all built on the
-interface of :mod:`visgrpo.credit.base`; importing this package registers them all in
-:data:`CREDIT_METHODS`.
+interface of :mod:`visgrpo.credit.base`; importing this package imports every module in it,
+so each method registers itself in :data:`CREDIT_METHODS` with its decorator. A new method
+is one new file here (plus its config, test and docs section): this file needs no edit.
 """
+
+import importlib
+import pkgutil
 
 from visgrpo.credit.atrl import ATRLCredit
 from visgrpo.credit.base import (
@@ -32,3 +36,7 @@ __all__ = [
     "resolve_layers",
     "top_fraction_mask",
 ]
+
+# Import every module of the package (new method files included) so that they register.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

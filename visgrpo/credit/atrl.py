@@ -257,8 +257,7 @@ class ATRLCredit(CreditMethod):
     def uses_graph(self) -> bool:
         return self.clustering and not self.anchors_only
 
-    def signal_request(self, num_layers: int) -> SignalRequest:
-        self.num_layers = int(num_layers)
+    def request(self) -> SignalRequest:
         layers = frozenset(self.resolve(self.layers))
         return SignalRequest(
             image_attention_layers=layers,

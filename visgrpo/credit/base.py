@@ -11,8 +11,8 @@ forward pass (:class:`Signals`) and may
 * add an auxiliary loss computed on attention WITH autograd (EASE, ``auxiliary_loss``).
 
 Methods compose through :class:`ComposedCredit` (e.g. EASE + AT-RL). Each method declares
-the signals it needs with :meth:`CreditMethod.signal_request` so the forward pass probes
-only those layers.
+the signals it needs with :meth:`CreditMethod.request` (the base class binds the decoder
+depth first, so layer specs resolve there) and the forward pass probes only those layers.
 """
 
 from __future__ import annotations
@@ -110,9 +110,10 @@ class CreditMethod:
     """Base class of the credit methods; every hook defaults to the identity / None.
 
     Subclasses take their hyper-parameters as typed ``__init__`` arguments (LightningCLI
-    ``class_path`` / ``init_args``) and set ``name`` (the registry name, used as the
-    metric prefix). Layer specs are resolved by :meth:`signal_request`, which the training
-    module calls once with the decoder depth before any other hook.
+    ``class_path`` / ``init_args``), set ``name`` (the registry name, used as the metric
+    prefix) and declare their signals in :meth:`request`, resolving their layer specs with
+    :meth:`resolve`. The training module calls :meth:`signal_request` once with the decoder
+    depth before any other hook; it stores ``num_layers`` and asks :meth:`request`.
     """
 
     name = "credit"
@@ -133,8 +134,17 @@ class CreditMethod:
         return resolve_layers(spec, L)
 
     def signal_request(self, num_layers: int) -> SignalRequest:
-        """The signals this method needs from a model with ``num_layers`` decoder layers."""
+        """The signals this method needs from a model with ``num_layers`` decoder layers.
+
+        Binds the depth (so :meth:`resolve` works in every later hook), then returns
+        :meth:`request`. Subclasses override :meth:`request`, not this method.
+        """
         self.num_layers = int(num_layers)
+        return self.request()
+
+    def request(self) -> SignalRequest:
+        """The signals this method needs; layer specs resolved with :meth:`resolve`
+        (``num_layers`` is bound). Default: nothing."""
         return SignalRequest()
 
     def extra_rewards(self, signals: Signals) -> tuple[Tensor | None, Metrics]:
@@ -222,11 +232,10 @@ class ComposedCredit(CreditMethod):
                 prefix, n = f"{m.name}{n}", n + 1
             self.prefixes.append(prefix)
 
-    def signal_request(self, num_layers: int) -> SignalRequest:
-        self.num_layers = int(num_layers)
+    def request(self) -> SignalRequest:
         req = SignalRequest()
         for m in self.methods:
-            req = req.union(m.signal_request(num_layers))
+            req = req.union(m.signal_request(self.num_layers))
         return req
 
     @staticmethod

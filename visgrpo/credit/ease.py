@@ -160,8 +160,7 @@ class EASECredit(CreditMethod):
         self.reward_threshold, self.max_tokens, self.direction = reward_threshold, max_tokens, direction
         self.eps = eps
 
-    def signal_request(self, num_layers: int) -> SignalRequest:
-        self.num_layers = int(num_layers)
+    def request(self) -> SignalRequest:
         return SignalRequest(grad_attention_layers=frozenset(self.resolve(self.layer)))
 
     def auxiliary_normaliser(self, rewards: Tensor, evidence_target: Tensor | None = None) -> Tensor:

@@ -126,8 +126,7 @@ class SAYOCredit(CreditMethod):
         self.region_threshold = region_threshold
         self.eps = eps
 
-    def signal_request(self, num_layers: int) -> SignalRequest:
-        self.num_layers = int(num_layers)
+    def request(self) -> SignalRequest:
         return SignalRequest(image_attention_layers=frozenset(self.resolve(self.layer)), entropies=True)
 
     def extra_rewards(self, signals: Signals) -> tuple[Tensor, Metrics]:

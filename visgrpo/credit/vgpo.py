@@ -258,8 +258,7 @@ class VGPOCredit(CreditMethod):
         self.gamma, self.kappa = gamma, kappa
         self.psi_min, self.psi_max, self.alpha_min, self.alpha_max = psi_min, psi_max, alpha_min, alpha_max
 
-    def signal_request(self, num_layers: int) -> SignalRequest:
-        self.num_layers = int(num_layers)
+    def request(self) -> SignalRequest:
         return SignalRequest(hidden_states=True)
 
     # -- batch scope (interface split; the formulas above are unchanged) ----------------

@@ -20,12 +20,13 @@ from visgrpo.lightning.callbacks import attention_map
 from visgrpo.lightning.steps import signals_of
 from visgrpo.models.loading import PolicyConfig, load_policy
 from visgrpo.models.lora import LoraSettings
+from visgrpo.objectives import ObjectiveOverrides
 from visgrpo.rewards import RewardHead, RewardSpec
 from visgrpo.rollout import SamplingConfig, build_rollout_engine
 
 # Checkpoints hold these plain dataclasses among the hyper-parameters; allow-listing them lets
 # ``torch.load(weights_only=True)`` (and Lightning's resume with ``weights_only=True``) read them.
-torch.serialization.add_safe_globals([PolicyConfig, LoraSettings, SamplingConfig, RewardSpec])
+torch.serialization.add_safe_globals([PolicyConfig, LoraSettings, SamplingConfig, RewardSpec, ObjectiveOverrides])
 
 
 def default_rewards() -> list[RewardSpec]:

@@ -52,6 +52,7 @@ from visgrpo.models.loading import PolicyConfig
 from visgrpo.models.reference import ReferencePolicy
 from visgrpo.objectives import compute_advantages, get_preset, global_normaliser, policy_objective
 from visgrpo.objectives._common import masked_mean
+from visgrpo.objectives.presets import ObjectiveOverrides
 from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig
 
@@ -96,7 +97,7 @@ class RLVRModule(PolicyModule):
     Args:
         policy: how to load the policy (hub id or local dir, dtype, LoRA, QLoRA, ...).
         objective: preset name (``grpo``, ``dapo``, ``dr_grpo``, ``gspo``, ``sapo``).
-        objective_overrides: ``ObjectiveConfig`` fields to change (e.g. ``{kl_coef: 0.001}``).
+        objective_overrides: preset fields to change (e.g. ``{kl_coef: 0.001}``); unset keep the preset's.
         credit: credit methods (``class_path``/``init_args``), composed in order; empty = none.
         rewards: reward components of the reward head (default accuracy 1.0 + format 0.1).
         sampling: rollout sampling parameters (``num_generations`` = G).
@@ -119,7 +120,7 @@ class RLVRModule(PolicyModule):
         self,
         policy: PolicyConfig,
         objective: str = "dapo",
-        objective_overrides: dict | None = None,
+        objective_overrides: ObjectiveOverrides = ObjectiveOverrides(),
         credit: list[CreditMethod] | None = None,
         rewards: list[RewardSpec] | None = None,
         sampling: SamplingConfig | None = None,
@@ -136,7 +137,7 @@ class RLVRModule(PolicyModule):
         diagnostics_layer: int | str = "last",
         seed: int = 0,
     ) -> None:
-        objective_config = get_preset(objective, **(objective_overrides or {}))  # fail before loading
+        objective_config = get_preset(objective, **(objective_overrides or ObjectiveOverrides()).changes())
         super().__init__(
             policy, rewards, sampling, rollout_engine, learning_rate, weight_decay, warmup_steps,
             logprob_chunk_size, attention_chunk_size, diagnostics_layer, seed,

@@ -14,7 +14,13 @@ from visgrpo.objectives.aggregation import AGGREGATIONS, aggregate, global_norma
 from visgrpo.objectives.kl import KL_ESTIMATORS, kl_penalty
 from visgrpo.objectives.logprobs import selective_log_softmax, token_logprobs_and_entropy
 from visgrpo.objectives.policy_loss import POLICY_LOSSES, gspo_loss, ppo_clip_loss, sapo_loss
-from visgrpo.objectives.presets import PRESETS, ObjectiveConfig, get_preset, policy_objective
+from visgrpo.objectives.presets import (
+    PRESETS,
+    ObjectiveConfig,
+    ObjectiveOverrides,
+    get_preset,
+    policy_objective,
+)
 from visgrpo.objectives.sampling import DynamicSamplingAccumulator, dynamic_sampling_filter
 from visgrpo.objectives.shaping import overlong_penalty
 
@@ -26,6 +32,7 @@ __all__ = [
     "PRESETS",
     "DynamicSamplingAccumulator",
     "ObjectiveConfig",
+    "ObjectiveOverrides",
     "aggregate",
     "compute_advantages",
     "dr_grpo_advantages",

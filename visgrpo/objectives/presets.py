@@ -17,7 +17,8 @@ loss. Presets:
 Our defaults where the papers are silent for this setting: no dual clip in any preset
 (``clip_ratio_c=None``; set e.g. 3.0 to enable); ``max_response_length`` 1024 and
 ``overlong_cache_length`` 256 (DAPO used 20480/4096, the same 0.2-0.25 ratio at VLM scale);
-``max_sampling_tries`` 10.
+``max_sampling_tries`` 10. ``ObjectiveOverrides`` changes some fields of a preset (the
+typed ``objective_overrides`` of the training module).
 """
 
 from __future__ import annotations
@@ -142,6 +143,43 @@ class ObjectiveConfig:
         if self.policy_loss == "sapo":
             return {"tau_pos": self.sapo_tau_pos, "tau_neg": self.sapo_tau_neg}
         return {}
+
+
+@dataclass(frozen=True)
+class ObjectiveOverrides:
+    """Changes to an objective preset, typed so that the CLI lists and checks them.
+
+    Every field of :class:`ObjectiveConfig` (same meaning, same validation once applied);
+    None, the default, keeps the preset's value. (``clip_ratio_c`` and ``loss_length_norm``
+    are None in every preset, so None never needs to be written for them.) In a config::
+
+        objective_overrides: {kl_coef: 0.001, max_sampling_tries: 2}
+    """
+
+    advantage: str | None = None
+    adv_eps: float | None = None
+    policy_loss: str | None = None
+    eps_low: float | None = None
+    eps_high: float | None = None
+    clip_ratio_c: float | None = None
+    gspo_eps_low: float | None = None
+    gspo_eps_high: float | None = None
+    sapo_tau_pos: float | None = None
+    sapo_tau_neg: float | None = None
+    aggregation: str | None = None
+    loss_length_norm: float | None = None
+    kl_coef: float | None = None
+    kl_estimator: str | None = None
+    dynamic_sampling: bool | None = None
+    dynamic_sampling_atol: float | None = None
+    max_sampling_tries: int | None = None
+    overlong_shaping: bool | None = None
+    max_response_length: int | None = None
+    overlong_cache_length: int | None = None
+
+    def changes(self) -> dict[str, object]:
+        """The fields that are set (not None), as ``get_preset`` keyword arguments."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 PRESETS: Registry[Callable[[], ObjectiveConfig]] = Registry("objective preset")
