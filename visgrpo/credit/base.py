@@ -93,6 +93,9 @@ class SignalRequest:
             the loss forward (EASE); also stored in ``Signals.image_attention``.
         hidden_states: last-layer hidden states at response rows + image-token mean (VGPO).
         entropies: token entropies of the sampling distribution (SAYO).
+        own_attention_layers: layers whose image attention is also needed with token t's
+            OWN position ``P + t`` as the query (``Signals.own_image_attention``, detached;
+            SAYO's authors' pairing), besides the row ``P + t - 1`` that predicts t.
     """
 
     image_attention_layers: frozenset[int] = frozenset()
@@ -100,9 +103,15 @@ class SignalRequest:
     grad_attention_layers: frozenset[int] = frozenset()
     hidden_states: bool = False
     entropies: bool = False
+    own_attention_layers: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
-        for name in ("image_attention_layers", "response_attention_layers", "grad_attention_layers"):
+        for name in (
+            "image_attention_layers",
+            "response_attention_layers",
+            "grad_attention_layers",
+            "own_attention_layers",
+        ):
             layers = _frozen(getattr(self, name))
             if any(i < 0 for i in layers):
                 raise ValueError(f"SignalRequest.{name}: layers must be resolved (>= 0), got {sorted(layers)}")
@@ -118,6 +127,7 @@ class SignalRequest:
             self.grad_attention_layers | other.grad_attention_layers,
             self.hidden_states or other.hidden_states,
             self.entropies or other.entropies,
+            self.own_attention_layers | other.own_attention_layers,
         )
 
 
@@ -131,11 +141,16 @@ class Signals:
         rewards: [B] float outcome rewards.
         image_mask: [B, N] bool, valid image-token slots.
         entropies: [B, T] token entropies (0 at padding) or None.
-        hidden: [B, T, D] last-layer hidden states at the response rows, or None.
+        hidden: [B, T, D] last-layer hidden states at the rows ``P + t - 1`` that predict
+            the response tokens, or None.
+        own_hidden: [B, T, D] last-layer hidden states at the tokens' own positions
+            ``P + t``, or None.
         image_hidden_mean: [B, D] mean last-layer hidden state of the image tokens, or None.
         image_attention: layer -> [B, T, N] attention of response rows on image tokens
             (head mean; with autograd for grad layers in the loss forward).
         response_attention: layer -> [B, T, T] response x response attention (head mean).
+        own_image_attention: layer -> [B, T, N] attention of the query at token t's own
+            position ``P + t`` on image tokens (head mean, detached; 0 at padding).
         evidence_mask: [B, N] float coverage in [0, 1], or None.
         evidence_target: [B, N] float smoothed target summing to 1 per sample, or None.
         region_labels: [B, N] long, 0 background, k = 1-based box index, or None.
@@ -150,12 +165,15 @@ class Signals:
     image_hidden_mean: Tensor | None = None
     image_attention: dict[int, Tensor] = field(default_factory=dict)
     response_attention: dict[int, Tensor] = field(default_factory=dict)
+    own_hidden: Tensor | None = None
+    own_image_attention: dict[int, Tensor] = field(default_factory=dict)
     evidence_mask: Tensor | None = None
     evidence_target: Tensor | None = None
     region_labels: Tensor | None = None
 
     def layer_maps(self, kind: str, layers: Iterable[int]) -> list[Tensor]:
-        """The maps of ``layers`` in ``image_attention`` or ``response_attention`` (clear error)."""
+        """The maps of ``layers`` in ``image_attention``, ``response_attention`` or
+        ``own_image_attention`` (clear error)."""
         store = getattr(self, kind)
         out = []
         for i in layers:
@@ -169,9 +187,10 @@ class Signals:
             raise ValueError(f"Signals.{kind}: no layers requested")
         return out
 
-    def mean_image_attention(self, layers: Iterable[int]) -> Tensor:
-        """[B, T, N] image attention averaged over ``layers`` (keeps autograd)."""
-        maps = self.layer_maps("image_attention", layers)
+    def mean_image_attention(self, layers: Iterable[int], own: bool = False) -> Tensor:
+        """[B, T, N] image attention averaged over ``layers`` (keeps autograd); ``own``:
+        the queries at the tokens' own positions (``own_image_attention``)."""
+        maps = self.layer_maps("own_image_attention" if own else "image_attention", layers)
         return maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
 
     def mean_response_attention(self, layers: Iterable[int]) -> Tensor:
@@ -186,18 +205,21 @@ class Signals:
             raise ValueError(f"credit method {method!r} needs Signals.{', '.join(missing)} (None given)")
 
 
-def top_fraction_mask(scores: Tensor, mask: Tensor, frac: float) -> tuple[Tensor, Tensor]:
+def top_fraction_mask(scores: Tensor, mask: Tensor, frac: float, rounding: str = "ceil") -> tuple[Tensor, Tensor]:
     """Select the top ``frac`` of the masked entries of each row by ``scores``.
 
-    ``k = ceil(frac * n - 1e-6)`` per row (n = real entries; the tolerance keeps float error
-    in ``frac * n``, e.g. ``0.15 * 20 = 3.0000000000000004``, from adding one), so every row
-    with ``n >= 1`` and ``frac > 0`` gets at least one entry. Ties are broken by position
-    (earlier first; stable sort). Vectorised: one sort per call.
+    ``rounding="ceil"``: ``k = ceil(frac * n - 1e-6)`` per row (n = real entries; the
+    tolerance keeps float error in ``frac * n``, e.g. ``0.15 * 20 = 3.0000000000000004``,
+    from adding one), so every row with ``n >= 1`` and ``frac > 0`` gets at least one entry.
+    ``rounding="floor"``: ``k = max(1, floor(frac * n))`` for ``n >= 1`` (as
+    ``max(1, int(n * frac))`` in the SAYO and VGPO authors' code). Ties are broken by
+    position (earlier first; stable sort). Vectorised: one sort per call.
 
     Args:
         scores: [B, T] float.
         mask: [B, T] bool, entries eligible for selection.
         frac: fraction in [0, 1].
+        rounding: ``"ceil"`` or ``"floor"``.
 
     Returns:
         (selected [B, T] bool, k [B] long).
@@ -206,7 +228,12 @@ def top_fraction_mask(scores: Tensor, mask: Tensor, frac: float) -> tuple[Tensor
         raise ValueError(f"fraction must be in [0, 1], got {frac}")
     mask = mask.bool()
     n = mask.sum(-1)  # [B]
-    k = torch.ceil(n.double() * frac - 1e-6).clamp_min(0).long()  # [B]
+    if rounding == "ceil":
+        k = torch.ceil(n.double() * frac - 1e-6).clamp_min(0).long()  # [B]
+    elif rounding == "floor":
+        k = torch.floor(n.double() * frac).long().clamp_min(1).minimum(n)  # [B]
+    else:
+        raise ValueError(f"unknown rounding {rounding!r}; valid: ceil, floor")
     masked = scores.detach().masked_fill(~mask, -math.inf)  # [B, T]
     order = masked.sort(dim=-1, descending=True, stable=True).indices  # [B, T]
     ar = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)  # [B, T]
