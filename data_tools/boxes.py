@@ -13,7 +13,7 @@ On the command line it is ``--box-format LAYOUT [--box-scale SCALE]`` or one com
 Giving a composite name together with a different ``--box-scale`` is an error.
 
 The schema stores boxes as ``xyxy`` float pixels of the original image
-(../shared/DESIGN.md). :func:`to_xyxy_pixels` converts any format to that (vectorised over
+(docs/architecture.md, "Evidence dataset"). :func:`to_xyxy_pixels` converts any format to that (vectorised over
 the boxes of a record), and :func:`validate_boxes` checks the result: finite, not inverted
 (``x1 < x0`` or ``y1 < y0``), non-zero area, inside the image up to ``tol`` pixels. Boxes
 that overshoot the image by at most ``tol`` are clipped silently (rounding of normalised

@@ -3,7 +3,7 @@
 A Qwen-VL image processor resizes an ``H x W`` image with its module's ``smart_resize`` to
 ``(H', W')`` (multiples of ``patch_size * merge_size``, ``min_pixels <= H'W' <= max_pixels``)
 and reports ``image_grid_thw = [1, H'/patch, W'/patch]``; one merged visual token covers
-``patch*merge`` pixels of the resized image (METHODS.md section 7). This module never
+``patch*merge`` pixels of the resized image (docs/methods.md, Evidence-to-token mapping). This module never
 re-derives that arithmetic: it imports ``smart_resize`` from the module that defines the
 processor class in use and calls it with the processor's own ``size`` settings.
 

@@ -1,7 +1,7 @@
 """``visgrpo-data masks``: evidence boxes -> per-visual-token evidence for one processor.
 
 For each image (``H x W``) the processor's ``smart_resize`` gives ``(H', W')`` and a grid of
-``th x tw`` merged tokens of ``patch*merge`` px (data_tools/grid.py; METHODS.md section 7).
+``th x tw`` merged tokens of ``patch*merge`` px (data_tools/grid.py; docs/methods.md, Evidence-to-token mapping).
 A box is scaled by ``W'/W, H'/H``; in token units a coordinate is ``x * tw / W``.
 
 * ``evidence_mask[k]``: exact fraction of token cell k covered by the UNION of the boxes
@@ -11,7 +11,7 @@ A box is scaled by ``W'/W, H'/H``; in token units a coordinate is ``x * tw / W``
   weights, so no resampling).
 * ``region_labels[k]``: 1-based index (in the sample's ``boxes``) of the box (or its mask)
   covering most of cell k; ties go to the lower index; 0 where nothing covers it.
-* ``evidence_target``: EASE's target (arXiv 2605.30912, METHODS.md section 5)
+* ``evidence_target``: EASE's target (arXiv 2605.30912, docs/methods.md, EASE)
   ``q = (1 - alpha) * normalise(sum_boxes g_b) + alpha * uniform`` over all tokens of the
   sample's images, with ``g_b`` a peak-1 Gaussian centred on box b, sigma =
   ``sigma_scale`` x box side per axis in token units. ``g_b`` is averaged over each cell

@@ -1,10 +1,10 @@
-"""The evidence dataset schema (../shared/DESIGN.md, "Evidence dataset schema").
+"""The evidence dataset schema (docs/architecture.md, "Evidence dataset").
 
 Base columns are written by ``synth`` and ``convert``; derived columns are added by
 ``masks`` for one processor configuration, whose fingerprint is stored in the dataset's
 ``visgrpo_meta.json`` under ``"processor"``.
 
-Multi-image samples (our extension of DESIGN.md): such a dataset has an ``images``
+Multi-image samples (our extension of the base schema): such a dataset has an ``images``
 column (a list of images) instead of ``image``, list-valued ``width``/``height``, and a
 ``box_image`` column giving, for each box, the index of the image it lies in.
 ``grid_thw`` is always a list of ``[t, h, w]``, one per image (single-image: one entry),

@@ -6,7 +6,7 @@
 * ``refcoco`` -- referring expressions; the answer and the evidence are the box
   (:mod:`.refcoco`).
 
-All write the DESIGN.md schema (plus an optional ``segmentation`` column, one JSON text per
+All write the evidence schema (docs/architecture.md) (plus an optional ``segmentation`` column, one JSON text per
 box: :mod:`data_tools.segmentation`) atomically, with ``--format arrow|parquet`` and ``--on-error raise|skip``.
 """
 

@@ -262,7 +262,7 @@ def prepare_assets(workdir: Path, n_rows: int = 32, seed: int = 0) -> tuple[Path
         corpus = [PROMPT_TEMPLATE.format(question=r["question"]) for r in rows]
         build_tiny(FAMILY, model_dir, corpus=corpus, seed=seed)
     if not (data_dir / "visgrpo_meta.json").exists():
-        # evidence columns exactly as `visgrpo-data masks` builds them (METHODS.md s5, s7)
+        # evidence columns exactly as `visgrpo-data masks` builds them (docs/methods.md, EASE and Evidence-to-token mapping)
         geom = processor_geometry(load_processor(str(model_dir)))
         ds = datasets.Dataset.from_list(rows, features=datasets.Features(BASE_FEATURES))
         ds, _ = build_masks(ds, geom, progress=False)

@@ -59,7 +59,7 @@ def test_bench_evidence_is_built_by_data_tools_masks_by_hand():
     # The box covers the top half of token (0, 0): coverage 14*28 / 28^2 = 0.5, label 1.
     assert ev["evidence_mask"] == [0.5, 0.0, 0.0, 0.0]
     assert ev["region_labels"] == [1, 0, 0, 0]
-    # EASE target (METHODS.md s5): box in tokens x [0, 1], y [0, 0.5]: centre (0.5, 0.25),
+    # EASE target (docs/methods.md, EASE): box in tokens x [0, 1], y [0, 0.5]: centre (0.5, 0.25),
     # sigma (0.25, 0.125). Cell means of the bump ~ P(cell) per axis: x: Phi(2) - Phi(-2),
     # Phi(6) - Phi(2); y: Phi(6) - Phi(-2), Phi(14) - Phi(6). q = 0.9 * normalised + 0.1 / 4.
     px = [_phi(2) - _phi(-2), _phi(6) - _phi(2)]

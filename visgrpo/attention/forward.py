@@ -1,16 +1,16 @@
 """One teacher-forced policy forward giving log-probs, entropies, hidden states and attention.
 
-DESIGN.md "Data flow of one RL step", step 4: a single forward of the policy over
+docs/architecture.md, "One RL step", step 4: a single forward of the policy over
 prompt + response serves the token log-probs, the entropies of the sampling distribution,
 the last-layer hidden states (VGPO) and the attention probe's response-to-image attention
 (SAYO, AT-RL, EASE), with autograd where the caller's context has it.
 
 Layout: ``input_ids`` [B, L] is the prompt left-padded to P followed by the response
 right-padded to T (L = P + T). Response token t sits at position ``P + t`` and is predicted
-by row ``P + t - 1`` ("row of token t"); every per-token signal uses that row, except the
-own-position signals some authors' code reads (hidden states and, on request, image
-attention at ``P + t`` itself: VGPO's and SAYO's conventions, docs/methods.md). The lm_head is applied to those T rows only, never to all L (no [B, L, V]
-logits). Hidden states are the decoder's final output (after its last norm), i.e. what
+by row ``P + t - 1`` ("row of token t", docs/methods.md, Notation); every per-token signal
+uses that row, except the own-position signals some authors' code reads (hidden states
+and, on request, image attention at ``P + t`` itself: VGPO's and SAYO's conventions). The
+lm_head is applied to those T rows only, never to all L (no [B, L, V] logits). Hidden states are the decoder's final output (after its last norm), i.e. what
 ``output_hidden_states`` reports as the last layer.
 """
 

@@ -1,6 +1,6 @@
 """Hidden-state signals: rows at given positions, mean over image tokens, visual focus.
 
-VGPO (arXiv 2604.09349, METHODS.md section 3) scores each response token by the cosine
+VGPO (arXiv 2604.09349, docs/methods.md, VGPO) scores each response token by the cosine
 between its last-layer hidden state and the mean last-layer hidden state of the image
 tokens: ``w[i,t] = cos(h[i,t], mean_{v in I} h[i,v])``. This module extracts both from
 one forward's last hidden states [B, L, D]; the normalisation/gating lives in the credit

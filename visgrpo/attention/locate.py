@@ -2,7 +2,7 @@
 
 Qwen-VL processors expand each image into ``t * (h/m) * (w/m)`` copies of
 ``<|image_pad|>`` (``image_grid_thw = (t, h, w)`` in patches, ``m`` the spatial merge
-size), in row-major order over the merged grid (METHODS.md section 7). ``image_grid_thw``
+size), in row-major order over the merged grid (docs/methods.md, Evidence-to-token mapping). ``image_grid_thw``
 lists the images of the whole batch in batch order: the first sample's images in prompt
 order, then the second sample's, and so on (the processor and the models' rope index
 consume it the same way). Per sample, all its images' tokens are concatenated in prompt

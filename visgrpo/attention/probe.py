@@ -19,7 +19,7 @@ key/value head (no ``repeat_kv`` copy). Arithmetic is float32.
 
 On ``grad_layers`` the result carries autograd to the query/key (hence to q_proj/k_proj and
 everything below), through a custom backward that recomputes each chunk's softmax (EASE,
-METHODS.md section 5, "attention must carry gradient ... recomputed from the layer's
+docs/methods.md, EASE, "attention must carry gradient ... recomputed from the layer's
 query/key"). With p_c the selected probabilities and g_c their incoming gradient, the
 score gradient is ``ds_j = [j selected] g_j p_j - p_j * sum_c g_c p_c`` (softmax Jacobian),
 then ``dq = s * ds @ k`` and ``dk = s * ds^T @ q``.

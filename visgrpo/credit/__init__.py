@@ -1,4 +1,4 @@
-"""Credit assignment that follows the policy's visual attention (METHODS.md sections 2-5).
+"""Credit assignment that follows the policy's visual attention (docs/methods.md, SAYO to EASE).
 
 One file per method (``sayo``, ``vgpo``, ``atrl``, ``ease``, ``none``), all built on the
 interface of :mod:`visgrpo.credit.base`; importing this package registers them all in

@@ -1,11 +1,11 @@
-"""AT-RL: anchor-token credit assignment (arXiv 2602.11455; METHODS.md section 4).
+"""AT-RL: anchor-token credit assignment (arXiv 2602.11455; docs/methods.md, AT-RL).
 
 No code has been released. What is certain: about 15% of response tokens are "perceptual
 anchors" with high cross-modal attention connectivity; tokens are grouped by METIS graph
 partitioning of the attention topology; a per-cluster "perceptual load" weight multiplies
 the advantage, ``A[i,t] = W(C_k) * A_i`` for ``t in C_k``.
 
-Everything else is OUR SPECIFICATION (METHODS.md section 4):
+Everything else is OUR SPECIFICATION (docs/methods.md, AT-RL):
 
 * connectivity ``c[i,t]`` = attention mass of row t on the image tokens (head mean),
   averaged over the configured layers (default: the middle third of the decoder);

@@ -1,7 +1,7 @@
 """Credit-method interface: what the forward pass must produce, what it produced, and the
 three hooks through which a method changes training.
 
-A credit method (METHODS.md sections 2-5) sees the detached signals of one teacher-forced
+A credit method (docs/methods.md, SAYO to EASE) sees the detached signals of one teacher-forced
 forward pass (:class:`Signals`) and may
 
 * add a per-response reward before the group advantage (SAYO, ``extra_rewards``),

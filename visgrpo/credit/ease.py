@@ -1,4 +1,4 @@
-"""EASE: evidence-anchored spatial attention supervision (arXiv 2605.30912; METHODS.md sec. 5).
+"""EASE: evidence-anchored spatial attention supervision (arXiv 2605.30912; docs/methods.md, EASE).
 
 Evidence boxes become a smoothed target ``q`` over the visual tokens; the policy's
 response-to-image attention ``p`` (one decoder layer, ``floor(2L/3)``, head mean, WITH
@@ -14,7 +14,7 @@ tokens) and divided by ``normaliser`` = the number of gated trajectories in the 
 (:meth:`EASECredit.auxiliary_normaliser`; default: those of the given batch), so splitting
 a batch into micro-batches and summing their losses gives the full-batch loss.
 
-Values are from a second-hand account of the released code (METHODS.md): treat them as
+Values are from a second-hand account of the released code (docs/methods.md, EASE): treat them as
 defaults. The Gaussian uses ``sigma = sigma_scale x box side`` per axis in token units
 (floored at 1e-6). How the bump is discretised on the token grid is not on the public
 record; ours (a choice) AVERAGES each peak-1 bump over each token cell (difference of normal

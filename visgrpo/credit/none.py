@@ -1,4 +1,4 @@
-"""The identity credit method: the plain objective (GRPO / DAPO / ... of METHODS.md section 1)."""
+"""The identity credit method: the plain objective (GRPO / DAPO / ... of docs/methods.md, Base objectives)."""
 
 from __future__ import annotations
 

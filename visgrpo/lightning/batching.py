@@ -2,7 +2,7 @@
 
 Groups never straddle micro-batches (nor ranks), so group statistics (advantages, VGPO's
 trajectory weights) are exact inside every micro-batch, and the loss normalisers are
-computed once for the whole batch (METHODS.md section 1, "Aggregation").
+computed once for the whole batch (docs/methods.md, Base objectives, "Aggregation").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``PromptBatch``: what the DataModule yields (prompts with their images, no tensors).
 ``RolloutBatch``: G sampled responses per prompt laid out for ONE teacher-forced forward:
 ``input_ids = [left-padded prompt (P) | right-padded response (T)]``, so the logits "of
-response token t" are at row ``P + t - 1`` for every response (CONTRACT.md).
+response token t" are at row ``P + t - 1`` for every response (docs/methods.md, Notation).
 Call the policy with ``model(**batch.model_inputs())``: transformers >= 5 needs
 ``mm_token_type_ids`` to compute the multimodal RoPE positions of the image tokens.
 """

@@ -1,6 +1,6 @@
 """``RLVRModule``: GRPO-family RL of a VLM with visually grounded credit assignment.
 
-One training step (DESIGN.md, "Data flow of one RL step"):
+One training step (docs/architecture.md, "One RL step"):
 
 1. the rollout engine samples ``G`` responses per prompt (no grad);
 2. the reward head scores them; DAPO dynamic sampling drops groups of equal rewards and

@@ -8,7 +8,7 @@ transformers class defaults differ (e.g. max_pixels 1003520 for Qwen2VLImageProc
 which is why a family name resolves to these explicit values.
 
 A merged visual token covers ``patch_size * merge_size`` pixels of the resized image:
-28 px for Qwen2/2.5-VL, 32 px for Qwen3-VL (METHODS.md section 7).
+28 px for Qwen2/2.5-VL, 32 px for Qwen3-VL (docs/methods.md, Evidence-to-token mapping).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reference policy for the KL term (METHODS.md section 1, "KL to the reference").
+"""The reference policy for the KL term (docs/methods.md, Base objectives, "KL to the reference").
 
 With LoRA the reference is the same model with its adapters disabled (no second copy of
 the weights); without LoRA it is a frozen deep copy taken at construction time.

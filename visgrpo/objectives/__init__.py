@@ -1,7 +1,7 @@
 """Policy-gradient core shared by every method: advantages, surrogate losses, aggregation,
 KL estimators, presets, DAPO dynamic sampling and overlong shaping, chunked log-probs.
 
-All functions are pure over tensors and return ``(value, metrics)`` (METHODS.md section 1).
+All functions are pure over tensors and return ``(value, metrics)`` (docs/methods.md, Base objectives).
 """
 
 from visgrpo.objectives.advantages import (

@@ -4,7 +4,7 @@ GRPO (DeepSeekMath, arXiv 2402.03300, section 4.1.2, outcome supervision):
 ``A_i = (R_i - mean_g R) / (std_g R + eps)``. Dr.GRPO (arXiv 2503.20783, section 3.1,
 "GRPO Done Right") drops the std division: ``A_i = R_i - mean_g R``.
 
-Choices (see METHODS.md section 1):
+Choices (see docs/methods.md, Base objectives):
 - ``std_g`` is the UNBIASED (Bessel-corrected, divisor ``n_g - 1``) standard deviation of
   the group, as in TRL's ``GRPOTrainer`` (``torch.std``) and verl's ``compute_grpo_outcome_advantage``.
 - A group whose rewards are all exactly equal (this includes singleton groups) gets

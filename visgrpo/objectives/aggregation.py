@@ -1,6 +1,6 @@
 """Aggregation of a per-token loss matrix [B, T] into a scalar, with global normalisers.
 
-Modes (METHODS.md section 1; verl ``agg_loss``):
+Modes (docs/methods.md, Base objectives; verl ``agg_loss``):
 - ``token_mean`` (DAPO, arXiv 2503.14476 eq. 12): ``sum_{i,t} m*L / N_tok``.
 - ``seq_mean_token_mean`` (GRPO arXiv 2402.03300 eq. 3; GSPO):
   ``sum_i [ sum_t m*L / |y_i| ] / N_seq``.

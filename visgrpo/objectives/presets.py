@@ -1,7 +1,7 @@
 """Objective presets over the three axes (advantage, policy loss, aggregation) + KL.
 
 ``ObjectiveConfig`` holds every knob; ``PRESETS`` names the published settings
-(METHODS.md section 1); ``policy_objective`` turns log-probs and advantages into the scalar
+(docs/methods.md, Base objectives); ``policy_objective`` turns log-probs and advantages into the scalar
 loss. Presets:
 
 - ``grpo`` (arXiv 2402.03300): grpo advantage, ppo_clip 0.2/0.2, seq_mean_token_mean,

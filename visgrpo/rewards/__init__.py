@@ -1,5 +1,5 @@
 """Verifiable rewards: accuracy (choice / math-verify / exact), format, grounding IoU, length,
-and the ``RewardHead`` combining them (DESIGN.md, "rewards/").
+and the ``RewardHead`` combining them (docs/architecture.md, "Layers").
 
 ``RewardHead`` / ``RewardOutput`` (which need torch) are imported lazily so that the
 math-verification worker processes, which import this package, stay light.

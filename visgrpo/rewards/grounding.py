@@ -1,6 +1,6 @@
 """Grounding reward: IoU between the box in the answer and the gold box.
 
-Coordinate systems of the models' answers (METHODS.md section 7):
+Coordinate systems of the models' answers (docs/methods.md, Evidence-to-token mapping):
 
 * ``qwen2_5_vl``: absolute pixels of the RESIZED image (the processor's ``smart_resize``
   output ``(h', w')``, given per image in ``sample["resized_hw"]``): ``x * W / w'``.

@@ -1,7 +1,7 @@
 """Length rewards: DAPO overlong shaping (arXiv 2503.14476, eq. 13) and a linear length penalty.
 
 DAPO soft overlong punishment with maximum length ``L_max`` and cache ``L_c``
-(METHODS.md section 1)::
+(docs/methods.md, Base objectives)::
 
     R_length(y) = 0                              if |y| <= L_max - L_c
                 = ((L_max - L_c) - |y|) / L_c    if L_max - L_c < |y| <= L_max

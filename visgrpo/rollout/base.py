@@ -4,7 +4,7 @@ An engine turns a :class:`~visgrpo.lightning.data.PromptBatch` into a
 :class:`~visgrpo.lightning.data.RolloutBatch` holding ``num_generations`` (G) responses per
 prompt (group ``i`` = responses ``i*G .. i*G+G-1``), sampled without gradients. Engines only
 sample; log-probs, entropies and attention are computed afterwards in the teacher-forced
-forward pass (DESIGN.md, "Data flow of one RL step").
+forward pass (docs/architecture.md, "One RL step").
 """
 
 from __future__ import annotations

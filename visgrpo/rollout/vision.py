@@ -4,7 +4,7 @@ Qwen-VL image processors resize an image of ``h x w`` pixels with ``smart_resize
 ``(h', w')``, multiples of ``patch_size * merge_size`` with ``min_pixels <= h' w' <= max_pixels``;
 the vision tower sees ``t x (h'/patch) x (w'/patch)`` patches (``grid_thw``, t = 1 for an
 image) and the language model one ``<|image_pad|>`` token per ``merge_size**2`` patches
-(METHODS.md section 7). Everything here is computed from the image size alone (no pixels
+(docs/methods.md, Evidence-to-token mapping). Everything here is computed from the image size alone (no pixels
 decoded), which is what lets the DataModule filter over-long prompts cheaply, and it agrees
 with the processor's own output (checked again at collation).
 
@@ -41,7 +41,7 @@ VISION_TOKENS = (
 
 def smart_resize_of(image_processor) -> Callable:
     """The ``smart_resize`` function of the module defining ``image_processor``'s class
-    (never re-derived by hand, METHODS.md section 7)."""
+    (never re-derived by hand, docs/methods.md, Evidence-to-token mapping)."""
     for cls in type(image_processor).__mro__:
         fn = getattr(inspect.getmodule(cls), "smart_resize", None)
         if callable(fn):
