@@ -3,13 +3,14 @@
 Written independently of ``visgrpo.credit.sayo``: Python floats and lists, one row at a
 time, following Cratileo/Sayo line by line:
 
-* ``train/trainer/grpo_trainer.py`` ``_get_entropies_mask``: entropies of the rows that
-  predict the completion tokens (``logits[:, :-1][:, -T:] / temperature``), the last one
+* ``_get_entropies_mask`` in
+  https://github.com/Cratileo/Sayo/blob/HEAD/train/trainer/grpo_trainer.py: entropies of
+  the rows that predict the completion tokens (``logits[:, :-1][:, -T:] / temperature``), the last one
   dropped (``entropies[:, :-1]``), then ``get_top_entropy_indices_list``:
   ``k = max(1, int(seq_len * 0.3))`` over the (padded) ``seq_len = T - 1`` and
   ``torch.topk``;
-* ``train/reward/attn_rewards.py`` ``attn_reward``: the attention captured during
-  generation without its prefill step (``attns[1:]``), so entry j is the decode step whose
+* ``attn_reward`` in https://github.com/Cratileo/Sayo/blob/HEAD/train/reward/attn_rewards.py:
+  the attention captured during generation without its prefill step (``attns[1:]``), so entry j is the decode step whose
   query is completion token j (position ``P + j``); the selected entries' head x key
   slices over the image tokens and over the focus area are concatenated and averaged;
   ``r = tanh(log((aim + 1e-8) / (img + 1e-8)))``.

@@ -7,10 +7,11 @@ time.
   visgrpo's conventions (degenerate min-max -> 0, ``u = k / (n - 1)`` over real tokens,
   padding keeps the incoming advantage) and either gate rounding.
 * :func:`authors_vgpo`: a line-by-line transcription of the authors' code
-  (wzb-bupt/VGPO, ``verl/workers/actor/dp_actor.py`` ``_compute_visual_attention_weights``,
-  ``_compute_visual_compensation_factor``, the gated compensation and intra/inter
-  reweighting of ``update_policy``; ``verl/trainer/core_algos.py``
-  ``compute_trajectory_visual_weighting``), from the full last hidden states [B][L][D]
+  (``_compute_visual_attention_weights``, ``_compute_visual_compensation_factor``, the
+  gated compensation and intra/inter reweighting of ``update_policy`` in
+  https://github.com/wzb-bupt/VGPO/blob/HEAD/verl/workers/actor/dp_actor.py;
+  ``compute_trajectory_visual_weighting`` in
+  https://github.com/wzb-bupt/VGPO/blob/HEAD/verl/trainer/core_algos.py), from the full last hidden states [B][L][D]
   and the prompt length, with switches for the two bugs visgrpo fixes.
 
 Used by tests/credit/test_vgpo.py, tests/credit/test_fidelity.py and

@@ -9,9 +9,10 @@ with ``a_img`` the mean attention over selected rows x all valid image tokens an
 the mean over selected rows x region tokens (union of the evidence boxes). Rows are the
 top ``rho`` (30%) of response tokens by entropy of the sampling distribution.
 
-Defaults follow the authors' code (Cratileo/Sayo, ``train/trainer/grpo_trainer.py`` and
-``train/reward/attn_rewards.py``); docs/methods.md lists every departure with its measured
-size. Options restoring our earlier choices:
+Defaults follow the authors' code
+(https://github.com/Cratileo/Sayo/blob/HEAD/train/trainer/grpo_trainer.py and
+https://github.com/Cratileo/Sayo/blob/HEAD/train/reward/attn_rewards.py); docs/methods.md
+lists every departure with its measured size. Options restoring our earlier choices:
 
 * ``entropy_attention_pairing``: ``"authors"`` pairs the entropy of the distribution that
   generates token t (row ``P + t - 1``) with the attention whose query IS token t

@@ -13,7 +13,8 @@ Per-token advantages follow the hidden-state "visual focus" of each token:
    ``phi_i = sum_t w_hat[i,t]`` min-max normalised within the prompt group;
 5. ``A[i,t] = A_i * alpha_i * psi[i,t]``.
 
-Defaults follow the authors' code (wzb-bupt/VGPO, ``verl/workers/actor/dp_actor.py``);
+Defaults follow the authors' code
+(https://github.com/wzb-bupt/VGPO/blob/HEAD/verl/workers/actor/dp_actor.py);
 docs/methods.md lists every departure with its measured size. Options restoring our
 earlier choices:
 
