@@ -87,6 +87,7 @@ def _signals(num_layers=6):
     return Signals(mask, torch.tensor([0, 0]), torch.tensor([1.0, 1.0]), torch.ones(B, N, dtype=torch.bool),
                    entropies=torch.rand(B, T), image_attention=maps,
                    response_attention={i: ra for i in range(num_layers)}, evidence_target=target,
+                   own_image_attention={i: m.detach().roll(-1, 1) for i, m in maps.items()},
                    evidence_mask=(target > 0.2).float())
 
 

@@ -15,7 +15,7 @@ REDUCE = {"min": torch.minimum, "max": torch.maximum, "sum": torch.add}
 def signals(rows: slice, hidden, image, mask, groups) -> Signals:
     return Signals(response_mask=mask[rows], group_ids=groups[rows], rewards=torch.zeros(mask[rows].shape[0]),
                    image_mask=torch.ones(mask[rows].shape[0], 1, dtype=torch.bool),
-                   hidden=hidden[rows], image_hidden_mean=image[rows])
+                   own_hidden=hidden[rows], image_hidden_mean=image[rows])
 
 
 def test_vgpo_parts_with_combined_statistics_equal_the_whole_batch():

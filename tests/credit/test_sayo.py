@@ -51,9 +51,22 @@ def test_entropy_selection_picks_the_top_30_percent_of_real_tokens_only():
     attn[0, [2, 5, 7]] = torch.tensor([0.4, 0.2, 0.2, 0.2])
     attn[0, 10:] = torch.tensor([1.0, 0.0, 0.0, 0.0])
     region = torch.tensor([[True, False, False, False]])
-    r, m = sayo_attention_reward(attn, torch.ones(1, 4, dtype=torch.bool), region, ent, mask, rho=0.3)
+    img = torch.ones(1, 4, dtype=torch.bool)
+    r, m = sayo_attention_reward(attn, img, region, ent, mask, rho=0.3, pairing="same_position", rounding="ceil")
     assert float(r[0]) == pytest.approx(_tanh_log(1.6), abs=1e-6)
     assert float(m["selected_tokens"]) == 3.0  # ceil(0.3 * 10) = 3 (not 4: float tolerance)
+    # Authors' defaults: the last real token (9) has no pair, m = 9 candidates and
+    # max(1, floor(0.3 * 9)) = 2 tokens (2 and 5) are selected: same ratio here.
+    r, m = sayo_attention_reward(attn, img, region, ent, mask, rho=0.3)
+    assert float(r[0]) == pytest.approx(_tanh_log(1.6), abs=1e-6)
+    assert float(m["selected_tokens"]) == 2.0
+    # Token 9 with the highest real entropy is never selected under the authors' pairing.
+    ent[0, 9] = 5.0
+    attn[0, 9] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    r, _ = sayo_attention_reward(attn, img, region, ent, mask, rho=0.3)
+    assert float(r[0]) == pytest.approx(_tanh_log(1.6), abs=1e-6)
+    r, _ = sayo_attention_reward(attn, img, region, ent, mask, rho=0.3, pairing="same_position")
+    assert float(r[0]) != pytest.approx(_tanh_log(1.6), abs=1e-3)
 
 
 def test_no_region_gives_zero_and_is_counted():
@@ -66,9 +79,10 @@ def test_no_region_gives_zero_and_is_counted():
 
 
 def test_credit_class_uses_last_layer_evidence_threshold_and_weight():
-    method = SAYOCredit(reward_weight=0.5, region_threshold=0.3)
+    method = SAYOCredit(reward_weight=0.5, region_threshold=0.3, entropy_attention_pairing="same_position")
     req = method.signal_request(num_layers=4)
     assert req.image_attention_layers == frozenset({3}) and req.entropies
+    assert SAYOCredit().signal_request(4).own_attention_layers == frozenset({3})
     attn = torch.tensor([[[0.4, 0.2, 0.2, 0.2]]])
     # Coverage 0.2 on token 1 is below the threshold: the region is token 0 only.
     sig = Signals(
@@ -98,6 +112,13 @@ def test_missing_layer_is_a_clear_error():
     method.signal_request(num_layers=4)
     sig = Signals(torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, dtype=torch.long), torch.zeros(1),
                   torch.ones(1, 2, dtype=torch.bool), entropies=torch.ones(1, 1),
-                  image_attention={1: torch.zeros(1, 1, 2)}, region_labels=torch.tensor([[1, 0]]))
-    with pytest.raises(KeyError, match="no layer 3"):
+                  image_attention={3: torch.zeros(1, 1, 2)}, region_labels=torch.tensor([[1, 0]]))
+    with pytest.raises(KeyError, match="own_image_attention has no layer 3"):
         method.extra_rewards(sig)
+
+
+def test_unknown_options_are_clear_errors():
+    with pytest.raises(ValueError, match="entropy_attention_pairing"):
+        SAYOCredit(entropy_attention_pairing="next")
+    with pytest.raises(ValueError, match="selection_rounding"):
+        SAYOCredit(selection_rounding="round")

@@ -113,12 +113,13 @@ def _random_case(gen, B, T, D, n_groups):
     return adv, h, v, mask, gids
 
 
+@pytest.mark.parametrize("rounding", ["floor", "ceil"])
 @pytest.mark.parametrize("schedule", ["linear", "exponential", "step"])
 @pytest.mark.parametrize("seed", range(4))
-def test_vectorised_equals_loop_reference(schedule, seed):
+def test_vectorised_equals_loop_reference(schedule, seed, rounding):
     gen = torch.Generator().manual_seed(seed)
     adv, h, v, mask, gids = _random_case(gen, B=6, T=23, D=5, n_groups=3)
-    kw = {"schedule": schedule, "beta": 0.3 + 0.1 * seed, "gamma": 0.4, "kappa": 0.3}
+    kw = {"schedule": schedule, "beta": 0.3 + 0.1 * seed, "gamma": 0.4, "kappa": 0.3, "gate_rounding": rounding}
     out, _ = vgpo_token_advantages(adv, h, v, mask, gids, **kw)
     ref = vgpo_reference.reference_vgpo(adv, h, v, mask, gids, **kw)
     torch.testing.assert_close(out, torch.tensor(ref, dtype=torch.float64), atol=1e-10, rtol=1e-10)
@@ -138,10 +139,22 @@ def test_credit_class_reads_signals_and_requests_hidden_states():
     assert req.hidden_states and not req.image_attention_layers
     gen = torch.Generator().manual_seed(3)
     adv, h, v, mask, gids = _random_case(gen, B=4, T=9, D=3, n_groups=2)
-    sig = Signals(mask, gids, torch.zeros(4), torch.ones(4, 2, dtype=torch.bool), hidden=h, image_hidden_mean=v)
+    # The default reads the hidden states at the tokens' own positions; "predicting" the
+    # rows before them (here a different random tensor, so the two cannot be confused).
+    h_pred = torch.randn(h.shape, generator=gen, dtype=torch.float64)
+    sig = Signals(mask, gids, torch.zeros(4), torch.ones(4, 2, dtype=torch.bool), hidden=h_pred,
+                  own_hidden=h, image_hidden_mean=v)
     out, metrics = method.token_advantages(adv, sig)
     ref = vgpo_reference.reference_vgpo(adv, h, v, mask, gids, schedule="step")
     torch.testing.assert_close(out, torch.tensor(ref, dtype=torch.float64))
     assert math.isfinite(float(metrics["psi_mean"]))
+    old = VGPOCredit(schedule="step", gate_rounding="ceil", hidden_position="predicting")
+    out, _ = old.token_advantages(adv, sig)
+    ref = vgpo_reference.reference_vgpo(adv, h_pred, v, mask, gids, schedule="step", gate_rounding="ceil")
+    torch.testing.assert_close(out, torch.tensor(ref, dtype=torch.float64))
+    with pytest.raises(ValueError, match="gate_rounding"):
+        VGPOCredit(gate_rounding="round")
+    with pytest.raises(ValueError, match="hidden_position"):
+        VGPOCredit(hidden_position="next")
     with pytest.raises(ValueError, match="hidden"):
         method.token_advantages(adv, Signals(mask, gids, torch.zeros(4), torch.ones(4, 2, dtype=torch.bool)))

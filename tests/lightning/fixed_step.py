@@ -41,7 +41,7 @@ def credit_methods(name: str) -> list:
     build = {
         "sayo": lambda: _explicit(
             SAYOCredit, rho=0.3, layer="last", reward_weight=50.0, region_threshold=0.0, eps=1e-8,
-            entropy_attention_pairing="same_position",
+            entropy_attention_pairing="same_position", selection_rounding="ceil",
         ),
         "vgpo": lambda: _explicit(
             VGPOCredit, schedule="linear", beta=0.3, power=2.0, step_start=0.5, gamma=0.5, kappa=0.2,

@@ -7,9 +7,10 @@ the last-layer hidden states (VGPO) and the attention probe's response-to-image 
 
 Layout: ``input_ids`` [B, L] is the prompt left-padded to P followed by the response
 right-padded to T (L = P + T). Response token t sits at position ``P + t`` and is predicted
-by row ``P + t - 1`` ("row of token t", docs/methods.md, Notation); every per-token signal uses
-that row. The lm_head is applied to those T rows only, never to all L (no [B, L, V]
-logits). Hidden states are the decoder's final output (after its last norm), i.e. what
+by row ``P + t - 1`` ("row of token t", docs/methods.md, Notation); every per-token signal
+uses that row, except the own-position signals some authors' code reads (hidden states
+and, on request, image attention at ``P + t`` itself: VGPO's and SAYO's conventions). The
+lm_head is applied to those T rows only, never to all L (no [B, L, V] logits). Hidden states are the decoder's final output (after its last norm), i.e. what
 ``output_hidden_states`` reports as the last layer.
 """
 
@@ -54,10 +55,13 @@ class ForwardResult:
             carries grad.
         response_mask: [B, T] bool.
         image_tokens: layout of the image tokens (:class:`ImageTokens`).
-        hidden: [B, T, D] last-layer hidden states at the response rows, or None.
+        hidden: [B, T, D] last-layer hidden states at the rows ``P + t - 1``, or None.
+        own_hidden: [B, T, D] last-layer hidden states at the positions ``P + t``, or None.
         image_hidden_mean: [B, D] float32 mean last-layer hidden state of the image tokens.
         image_attention: layer -> [B, T, N] (keys as requested, e.g. -1).
         response_attention: layer -> [B, T, T].
+        own_image_attention: layer -> [B, T, N] detached attention of the query at
+            ``P + t`` (layers of ``request.own_attention_layers``).
     """
 
     logp: Tensor
@@ -65,9 +69,11 @@ class ForwardResult:
     response_mask: Tensor
     image_tokens: ImageTokens
     hidden: Tensor | None = None
+    own_hidden: Tensor | None = None
     image_hidden_mean: Tensor | None = None
     image_attention: dict[int, Tensor] = field(default_factory=dict)
     response_attention: dict[int, Tensor] = field(default_factory=dict)
+    own_image_attention: dict[int, Tensor] = field(default_factory=dict)
 
     def to_signals(self, **extra: Any) -> Signals:
         """Build a :class:`~visgrpo.data.signals.Signals` from this result plus ``extra`` fields.
@@ -81,11 +87,13 @@ class ForwardResult:
             "image_mask": self.image_tokens.mask,
             "entropies": self.entropy.detach(),
             "hidden": None if self.hidden is None else self.hidden.detach(),
+            "own_hidden": None if self.own_hidden is None else self.own_hidden.detach(),
             "image_hidden_mean": (
                 None if self.image_hidden_mean is None else self.image_hidden_mean.detach()
             ),
             "image_attention": self.image_attention,
             "response_attention": self.response_attention,
+            "own_image_attention": self.own_image_attention,
         }
         values.update(extra)
         names = {f.name for f in dataclasses.fields(Signals)}
@@ -146,7 +154,7 @@ def policy_forward(
             from ``input_ids`` when absent, since Qwen's 3D rope needs it).
         request: a ``SignalRequest`` (fields ``image_attention_layers``,
             ``response_attention_layers``, ``grad_attention_layers``, ``hidden_states``,
-            ``entropies``) or None (log-probs and entropies only).
+            ``entropies``, ``own_attention_layers``) or None (log-probs and entropies only).
         temperature: sampling temperature for log-probs and entropies.
         logprob_chunk: rows per chunk of the log-softmax.
         probe_chunk: query rows per chunk of the attention probe.
@@ -194,8 +202,16 @@ def policy_forward(
     img_layers = _layers(request, "image_attention_layers")
     resp_layers = _layers(request, "response_attention_layers")
     grad_layers = _layers(request, "grad_attention_layers")
-    probed = sorted(set(img_layers) | set(resp_layers) | set(grad_layers))
-    rows = (P - 1 + torch.arange(T, device=dev)).expand(B, T)  # [B, T] row of token t
+    own_layers = _layers(request, "own_attention_layers")
+    probed = sorted(set(img_layers) | set(resp_layers) | set(grad_layers) | set(own_layers))
+    # Own-position attention: probe T + 1 rows P-1 .. P+T-1 once; rows [:T] predict the
+    # tokens, rows [1:] are the tokens' own positions (one extra query row per sample).
+    R = T + 1 if own_layers else T
+    rows = (P - 1 + torch.arange(R, device=dev)).expand(B, R)  # [B, R] row of token t
+    query_mask = response_mask
+    if own_layers:
+        pad = response_mask.new_zeros(B, 1)
+        query_mask = torch.cat([response_mask, pad], 1) | torch.cat([pad, response_mask], 1)  # [B, R]
 
     probe = None
     if probed:
@@ -204,7 +220,7 @@ def policy_forward(
             probed,
             rows,
             tokens.positions,
-            query_mask=response_mask,
+            query_mask=query_mask,
             image_mask=tokens.mask,
             response_columns=resp_layers,
             grad_layers=grad_layers,
@@ -219,7 +235,7 @@ def policy_forward(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
         )
     last = out.last_hidden_state  # [B, L, D]
-    resp_hidden = last[:, P - 1 : P - 1 + T]  # [B, T, D]
+    resp_hidden = last[:, P - 1 : P - 1 + T]  # [B, T, D] rows predicting the tokens
     logits = base.lm_head(resp_hidden)  # [B, T, V]
     labels = input_ids[:, P:].masked_fill(~response_mask, -100)  # [B, T]
     logp, entropy = token_logprobs_and_entropy(logits, labels, temperature, logprob_chunk)
@@ -230,13 +246,19 @@ def policy_forward(
     )
     if request is not None and getattr(request, "hidden_states", False):
         result.hidden = resp_hidden
+        result.own_hidden = last[:, P : P + T]  # [B, T, D] the tokens' own positions (a view)
         result.image_hidden_mean = masked_mean_rows(last, tokens.positions, tokens.mask)
     if probe is not None:
         n = len(probe.decoder.layers)
+        keep = response_mask[:, :, None]  # [B, T, 1]
         for i in set(img_layers) | set(grad_layers):
-            result.image_attention[i] = probe.image_attention[i % n]
+            attn = probe.image_attention[i % n]  # [B, R, N]
+            result.image_attention[i] = attn if R == T else attn[:, :T] * keep
         for i in resp_layers:
-            result.response_attention[i] = probe.response_attention[i % n]
+            attn = probe.response_attention[i % n]  # [B, R, R]
+            result.response_attention[i] = attn if R == T else attn[:, :T, :T] * keep
+        for i in own_layers:
+            result.own_image_attention[i] = probe.image_attention[i % n][:, 1:].detach() * keep
     return result
 
 

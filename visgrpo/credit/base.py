@@ -78,18 +78,21 @@ def resolve_layers(spec: int | str | Sequence[int | str], num_layers: int) -> tu
     raise ValueError(f"unknown layer spec {spec!r}; valid: an int or one of {', '.join(_NAMED_LAYERS)}")
 
 
-def top_fraction_mask(scores: Tensor, mask: Tensor, frac: float) -> tuple[Tensor, Tensor]:
+def top_fraction_mask(scores: Tensor, mask: Tensor, frac: float, rounding: str = "ceil") -> tuple[Tensor, Tensor]:
     """Select the top ``frac`` of the masked entries of each row by ``scores``.
 
-    ``k = ceil(frac * n - 1e-6)`` per row (n = real entries; the tolerance keeps float error
-    in ``frac * n``, e.g. ``0.15 * 20 = 3.0000000000000004``, from adding one), so every row
-    with ``n >= 1`` and ``frac > 0`` gets at least one entry. Ties are broken by position
-    (earlier first; stable sort). Vectorised: one sort per call.
+    ``rounding="ceil"``: ``k = ceil(frac * n - 1e-6)`` per row (n = real entries; the
+    tolerance keeps float error in ``frac * n``, e.g. ``0.15 * 20 = 3.0000000000000004``,
+    from adding one), so every row with ``n >= 1`` and ``frac > 0`` gets at least one entry.
+    ``rounding="floor"``: ``k = max(1, floor(frac * n))`` for ``n >= 1`` (as
+    ``max(1, int(n * frac))`` in the SAYO and VGPO authors' code). Ties are broken by
+    position (earlier first; stable sort). Vectorised: one sort per call.
 
     Args:
         scores: [B, T] float.
         mask: [B, T] bool, entries eligible for selection.
         frac: fraction in [0, 1].
+        rounding: ``"ceil"`` or ``"floor"``.
 
     Returns:
         (selected [B, T] bool, k [B] long).
@@ -98,7 +101,12 @@ def top_fraction_mask(scores: Tensor, mask: Tensor, frac: float) -> tuple[Tensor
         raise ValueError(f"fraction must be in [0, 1], got {frac}")
     mask = mask.bool()
     n = mask.sum(-1)  # [B]
-    k = torch.ceil(n.double() * frac - 1e-6).clamp_min(0).long()  # [B]
+    if rounding == "ceil":
+        k = torch.ceil(n.double() * frac - 1e-6).clamp_min(0).long()  # [B]
+    elif rounding == "floor":
+        k = torch.floor(n.double() * frac).long().clamp_min(1).minimum(n)  # [B]
+    else:
+        raise ValueError(f"unknown rounding {rounding!r}; valid: ceil, floor")
     masked = scores.detach().masked_fill(~mask, -math.inf)  # [B, T]
     order = masked.sort(dim=-1, descending=True, stable=True).indices  # [B, T]
     ar = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)  # [B, T]

@@ -9,12 +9,26 @@ with ``a_img`` the mean attention over selected rows x all valid image tokens an
 the mean over selected rows x region tokens (union of the evidence boxes). Rows are the
 top ``rho`` (30%) of response tokens by entropy of the sampling distribution.
 
-Departures from the authors' code (stated in docs/methods.md, SAYO): only REAL tokens are ranked
-(their code ranks padded positions too); the selection size is ``ceil(rho * n)`` with a
-1e-6 tolerance (at least one token, see :func:`~visgrpo.credit.base.top_fraction_mask`);
-region tokens come from the processor's real merged grid (dataset ``evidence_mask``),
-not a fixed 28-px grid. Head averaging happens in the probe: the mean over heads of the
-per-head means equals the mean of the head-mean map, so the value is the same.
+Defaults follow the authors' code
+(https://github.com/Cratileo/Sayo/blob/HEAD/train/trainer/grpo_trainer.py and
+https://github.com/Cratileo/Sayo/blob/HEAD/train/reward/attn_rewards.py); docs/methods.md
+lists every departure with its measured size. Options restoring our earlier choices:
+
+* ``entropy_attention_pairing``: ``"authors"`` pairs the entropy of the distribution that
+  generates token t (row ``P + t - 1``) with the attention whose query IS token t
+  (position ``P + t``, their decode step that generates t + 1), for t = 0 .. n - 2 (their
+  generation never computes the last token's row; a one-token response keeps t = 0);
+  ``"same_position"`` takes both at row ``P + t - 1`` for every real token;
+* ``selection_rounding``: ``"floor"`` (authors: ``max(1, floor(rho * m))`` of the m
+  candidates) or ``"ceil"`` (``ceil(rho * m)``).
+
+Fixed departures (evident bugs in their code, documented): only REAL tokens are ranked
+(their top-k runs over the padded completion) and the selection size comes from the real
+length (theirs from the batch's padded length, so it depends on the other responses);
+region and image tokens come from the processor's real merged grid (dataset
+``evidence_mask``), not a fixed 28-px grid and unpadded prompt indices. Head averaging
+happens in the probe: the mean over heads of the per-head means equals the mean of the
+head-mean map, so the value is the same.
 """
 
 from __future__ import annotations
@@ -25,6 +39,25 @@ from torch import Tensor
 from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, top_fraction_mask
 from visgrpo.data.signals import SignalRequest, Signals
 
+PAIRINGS = ("authors", "same_position")
+ROUNDINGS = ("floor", "ceil")
+
+
+def sayo_candidates(response_mask: Tensor, pairing: str = "authors") -> Tensor:
+    """[B, T] bool tokens whose (entropy, attention) pair can be selected.
+
+    ``"authors"``: real tokens except the last one of each response (one-token responses
+    keep their token); ``"same_position"``: every real token.
+    """
+    mask = response_mask.bool()
+    if pairing == "same_position":
+        return mask
+    if pairing != "authors":
+        raise ValueError(f"unknown SAYO pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
+    n = mask.sum(-1, keepdim=True)  # [B, 1]
+    ordinal = mask.long().cumsum(-1) - 1  # [B, T]
+    return mask & ((ordinal < n - 1) | (n == 1))
+
 
 def sayo_attention_reward(
     attn: Tensor,
@@ -34,17 +67,23 @@ def sayo_attention_reward(
     response_mask: Tensor,
     rho: float = 0.3,
     eps: float = 1e-8,
+    pairing: str = "authors",
+    rounding: str = "floor",
 ) -> tuple[Tensor, Metrics]:
     """SAYO's region attention reward per response.
 
     Args:
-        attn: [B, T, N] attention of response rows on image tokens (head mean, one layer).
+        attn: [B, T, N] attention on image tokens (head mean, one layer) of the query at
+            token t's own position ``P + t`` (``pairing="authors"``) or at the row
+            ``P + t - 1`` (``"same_position"``).
         image_mask: [B, N] bool, valid image tokens.
         region_mask: [B, N] bool, evidence-region tokens (union of boxes).
         entropies: [B, T] token entropies of the sampling distribution.
         response_mask: [B, T] bool, real response tokens.
-        rho: fraction of real tokens selected by entropy (paper: 0.3; 0.2-0.4 best).
+        rho: fraction of the candidates selected by entropy (paper: 0.3; 0.2-0.4 best).
         eps: the paper's 1e-8 inside the log ratio.
+        pairing: candidate tokens, :func:`sayo_candidates`.
+        rounding: selection size, ``"floor"`` or ``"ceil"`` (:func:`top_fraction_mask`).
 
     Returns:
         ``(r_attn [B], metrics)``. Responses with no region token, no image token or no real
@@ -54,7 +93,8 @@ def sayo_attention_reward(
     region = region_mask.bool() & image_mask  # [B, N]
     resp = response_mask.bool()  # [B, T]
     attn = attn.detach().float()  # [B, T, N]
-    selected, k = top_fraction_mask(entropies.float(), resp, rho)  # [B, T], [B]
+    cand = sayo_candidates(resp, pairing)  # [B, T]
+    selected, k = top_fraction_mask(entropies.float(), cand, rho, rounding)  # [B, T], [B]
     row_sum_img = (attn * image_mask[:, None, :]).sum(-1)  # [B, T]
     row_sum_reg = (attn * region[:, None, :]).sum(-1)  # [B, T]
     sel = selected.float()  # [B, T]
@@ -105,6 +145,11 @@ class SAYOCredit(CreditMethod):
         region_threshold: a token is a region token when its evidence coverage exceeds
             this (0.0 = any overlap with a box, like the authors' box-to-grid rounding).
         eps: constant inside the log ratio (paper 1e-8).
+        entropy_attention_pairing: ``"authors"`` (their code: entropy of the distribution
+            generating token t with the attention whose query is token t, position
+            ``P + t``) or ``"same_position"`` (both at row ``P + t - 1``).
+        selection_rounding: ``"floor"`` (their code: ``max(1, floor(rho * m))`` tokens) or
+            ``"ceil"`` (``ceil(rho * m)``).
     """
 
     name = "sayo"
@@ -116,10 +161,23 @@ class SAYOCredit(CreditMethod):
         reward_weight: float = 1.0,
         region_threshold: float = 0.0,
         eps: float = 1e-8,
+        entropy_attention_pairing: str = "authors",
+        selection_rounding: str = "floor",
     ) -> None:
         super().__init__()
         if not 0.0 < rho <= 1.0:
             raise ValueError(f"SAYOCredit: rho must be in (0, 1], got {rho}")
+        if entropy_attention_pairing not in PAIRINGS:
+            raise ValueError(
+                f"SAYOCredit: unknown entropy_attention_pairing {entropy_attention_pairing!r}; "
+                f"valid: {', '.join(PAIRINGS)}"
+            )
+        if selection_rounding not in ROUNDINGS:
+            raise ValueError(
+                f"SAYOCredit: unknown selection_rounding {selection_rounding!r}; valid: {', '.join(ROUNDINGS)}"
+            )
+        self.entropy_attention_pairing = entropy_attention_pairing
+        self.selection_rounding = selection_rounding
         self.rho = rho
         self.layer = layer
         self.reward_weight = reward_weight
@@ -127,11 +185,15 @@ class SAYOCredit(CreditMethod):
         self.eps = eps
 
     def request(self) -> SignalRequest:
-        return SignalRequest(image_attention_layers=frozenset(self.resolve(self.layer)), entropies=True)
+        layers = frozenset(self.resolve(self.layer))
+        if self.entropy_attention_pairing == "authors":
+            return SignalRequest(own_attention_layers=layers, entropies=True)
+        return SignalRequest(image_attention_layers=layers, entropies=True)
 
     def extra_rewards(self, signals: Signals) -> tuple[Tensor, Metrics]:
         signals.require("entropies", method=self.name)
-        attn = signals.mean_image_attention(self.resolve(self.layer))  # [B, T, N]
+        own = self.entropy_attention_pairing == "authors"
+        attn = signals.mean_image_attention(self.resolve(self.layer), own=own)  # [B, T, N]
         r, metrics = sayo_attention_reward(
             attn,
             signals.image_mask,
@@ -140,8 +202,10 @@ class SAYOCredit(CreditMethod):
             signals.response_mask,
             rho=self.rho,
             eps=self.eps,
+            pairing=self.entropy_attention_pairing,
+            rounding=self.selection_rounding,
         )
         return self.reward_weight * r, metrics
 
 
-__all__ = ["SAYOCredit", "region_mask_from", "sayo_attention_reward"]
+__all__ = ["SAYOCredit", "region_mask_from", "sayo_attention_reward", "sayo_candidates"]

@@ -6,28 +6,39 @@ Per-token advantages follow the hidden-state "visual focus" of each token:
    normalised over the valid tokens of the batch;
 2. compensation over the normalised position ``u`` (linear ``beta*u``, exponential
    ``beta*u^p``, step ``beta*[u >= s]``) for the gated tokens: ``G = 1`` for the top
-   ``kappa`` of the candidates ``u >= gamma`` by ``w``; ``w' = w * (1 + G*C)``;
+   ``kappa`` of the late candidates by ``w``; ``w' = w * (1 + G*C)``;
 3. token weight ``psi = clamp(1 + w_hat - mean_t w_hat, 0.1, 2.0)`` with ``w_hat`` the
    per-sequence min-max of ``w'``;
 4. trajectory weight ``alpha = clamp(1 + phi_norm - mean_g phi_norm, 0.9, 2.0)`` with
    ``phi_i = sum_t w_hat[i,t]`` min-max normalised within the prompt group;
 5. ``A[i,t] = A_i * alpha_i * psi[i,t]``.
 
-Our choices where the record is silent (docs/methods.md, VGPO: groups are the true prompt
-groups, not the authors' consecutive rows of a shuffled micro-batch):
+Defaults follow the authors' code
+(https://github.com/wzb-bupt/VGPO/blob/HEAD/verl/workers/actor/dp_actor.py);
+docs/methods.md lists every departure with its measured size. Options restoring our
+earlier choices:
 
-* degenerate min-max (``max == min``, e.g. a one-token response or a group whose
-  responses tie) gives 0 for every entry, so ``psi = 1`` / ``alpha = 1`` (neutral);
-* ``u = t / (n - 1)`` over the REAL tokens of a response; a one-token response has u = 0;
-* the gate keeps ``ceil(kappa * n_candidates)`` tokens (1e-6 tolerance; ties by position);
-* padding positions keep the incoming advantage (the objective masks them anyway);
-* exponential power ``p = 2`` and step start ``s = 0.5`` are our defaults (beta = 0.3 for
-  all three schedules as in the paper).
+* ``hidden_position``: ``"own"`` (authors: ``h[i,t]`` at token t's own position
+  ``P + t``) or ``"predicting"`` (the row ``P + t - 1`` that predicts t);
+* ``gate_rounding``: ``"floor"`` (authors: candidates are the real tokens from ordinal
+  ``floor(gamma * n)`` on, ``max(1, floor(kappa * n_candidates))`` of them gated, every
+  candidate tied with the last one included) or ``"ceil"`` (candidates ``u >= gamma``,
+  ``ceil(kappa * n_candidates)`` gated, ties by position).
+
+Fixed departures (evident bugs in their code, documented): the batch min-max counts only
+real tokens (theirs counts padded positions as cosine 0); groups are the true prompt
+groups (theirs: consecutive rows of a shuffled micro-batch, or the whole micro-batch when
+it holds fewer rows than a group). Conventions: a degenerate min-max (``max == min``)
+gives 0 (theirs divides by ``range + 1e-8``: the same 0, and 1e-8 relative otherwise);
+``u = t / (n - 1)`` over the real tokens (0 for a one-token response); padding keeps the
+incoming advantage; exponential power ``p = 2`` and step start ``s = 0.5`` as theirs.
 
 Everything is vectorised: no Python loop over tokens, responses or groups.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -36,6 +47,8 @@ from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, top_fract
 from visgrpo.data.signals import SignalRequest, Signals
 
 SCHEDULES = ("linear", "exponential", "step")
+GATE_ROUNDINGS = ("floor", "ceil")
+HIDDEN_POSITIONS = ("own", "predicting")
 
 
 def masked_minmax(
@@ -107,12 +120,31 @@ def compensation(
     raise ValueError(f"unknown VGPO schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
 
 
-def focus_gate(w: Tensor, u: Tensor, response_mask: Tensor, gamma: float = 0.5, kappa: float = 0.2) -> Tensor:
-    """``G`` [B, T] bool: among the candidates ``u >= gamma`` of each response, the top
-    ``kappa`` by ``w``."""
-    candidates = response_mask.bool() & (u >= gamma)  # [B, T]
-    gate, _ = top_fraction_mask(w, candidates, kappa)
-    return gate
+def focus_gate(
+    w: Tensor, u: Tensor, response_mask: Tensor, gamma: float = 0.5, kappa: float = 0.2, rounding: str = "floor"
+) -> Tensor:
+    """``G`` [B, T] bool: the top ``kappa`` of each response's late candidates by ``w``.
+
+    ``rounding="floor"`` (authors): candidates are the real tokens with ordinal
+    ``>= floor(gamma * n)``; the gate keeps the candidates whose ``w`` is at least the
+    ``max(1, floor(kappa * n_candidates))``-th largest (ties all kept).
+    ``rounding="ceil"``: candidates ``u >= gamma``; ``ceil(kappa * n_candidates)`` of them
+    (ties by position).
+    """
+    mask = response_mask.bool()
+    if rounding == "ceil":
+        gate, _ = top_fraction_mask(w, mask & (u >= gamma), kappa)
+        return gate
+    if rounding != "floor":
+        raise ValueError(f"unknown VGPO gate_rounding {rounding!r}; valid: {', '.join(GATE_ROUNDINGS)}")
+    ordinal = mask.long().cumsum(-1) - 1  # [B, T]
+    start = torch.floor(mask.sum(-1, keepdim=True).double() * gamma).long()  # [B, 1]
+    candidates = mask & (ordinal >= start)  # [B, T]
+    n_c = candidates.sum(-1, keepdim=True)  # [B, 1]
+    k = torch.floor(n_c.double() * kappa).long().clamp_min(1)  # [B, 1]
+    ranked = w.masked_fill(~candidates, -math.inf).sort(-1, descending=True).values  # [B, T]
+    threshold = ranked.gather(-1, (k - 1).clamp_max(w.shape[-1] - 1))  # [B, 1]
+    return candidates & (w >= threshold) & (n_c > 0)
 
 
 def group_minmax(x: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -142,6 +174,7 @@ def vgpo_weights(
     kappa: float = 0.2,
     psi_range: tuple[float, float] = (0.1, 2.0),
     alpha_range: tuple[float, float] = (0.9, 2.0),
+    gate_rounding: str = "floor",
 ) -> tuple[Tensor, Tensor, Metrics]:
     """Token weights ``psi`` [B, T] and trajectory weights ``alpha`` [B] from focus ``w``.
 
@@ -150,17 +183,19 @@ def vgpo_weights(
         response_mask: [B, T] bool.
         group_ids: [B] prompt group of each response.
         schedule, beta, power, step_start: compensation (:func:`compensation`).
-        gamma: candidates for the gate have normalised position ``u >= gamma``.
+        gamma: gate candidates are the late tokens (ordinal ``>= floor(gamma * n)``, or
+            ``u >= gamma`` with ``gate_rounding="ceil"``).
         kappa: fraction of the candidates gated (top by ``w``).
         psi_range: clamp of ``psi`` (paper 0.1, 2.0).
         alpha_range: clamp of ``alpha`` (paper 0.9, 2.0).
+        gate_rounding: ``"floor"`` (authors) or ``"ceil"`` (:func:`focus_gate`).
 
     Returns:
         ``(psi [B, T] (1 at padding), alpha [B], metrics)``.
     """
     mask = response_mask.bool()
     u = normalised_position(mask).to(w.dtype)  # [B, T]
-    gate = focus_gate(w, u, mask, gamma, kappa)  # [B, T]
+    gate = focus_gate(w, u, mask, gamma, kappa, gate_rounding)  # [B, T]
     comp = compensation(u, schedule, beta, power, step_start)  # [B, T]
     w_comp = w * (1.0 + gate.to(w.dtype) * comp)  # [B, T]
     w_hat = masked_minmax(w_comp, mask, dim=-1)  # [B, T]
@@ -197,7 +232,8 @@ def vgpo_token_advantages(
 
     Args:
         advantages: [B] or [B, T] incoming advantages.
-        hidden: [B, T, D] last-layer hidden states at response rows.
+        hidden: [B, T, D] last-layer hidden states of the response tokens (at their own
+            positions ``P + t`` for the authors' convention).
         image_hidden_mean: [B, D] mean last-layer hidden state of the image tokens.
         response_mask: [B, T] bool.
         group_ids: [B].
@@ -234,6 +270,10 @@ class VGPOCredit(CreditMethod):
         psi_max: upper clamp of the token weight (paper 2.0).
         alpha_min: lower clamp of the trajectory weight (paper 0.9).
         alpha_max: upper clamp of the trajectory weight (paper 2.0).
+        gate_rounding: ``"floor"`` (authors' code: ``max(1, floor(kappa * n))`` gated from
+            ordinal ``floor(gamma * n)`` on) or ``"ceil"`` (see :func:`focus_gate`).
+        hidden_position: ``"own"`` (authors' code: the hidden state at token t's own
+            position ``P + t``) or ``"predicting"`` (the row ``P + t - 1``).
     """
 
     name = "vgpo"
@@ -250,10 +290,21 @@ class VGPOCredit(CreditMethod):
         psi_max: float = 2.0,
         alpha_min: float = 0.9,
         alpha_max: float = 2.0,
+        gate_rounding: str = "floor",
+        hidden_position: str = "own",
     ) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"VGPOCredit: unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if gate_rounding not in GATE_ROUNDINGS:
+            raise ValueError(
+                f"VGPOCredit: unknown gate_rounding {gate_rounding!r}; valid: {', '.join(GATE_ROUNDINGS)}"
+            )
+        if hidden_position not in HIDDEN_POSITIONS:
+            raise ValueError(
+                f"VGPOCredit: unknown hidden_position {hidden_position!r}; valid: {', '.join(HIDDEN_POSITIONS)}"
+            )
+        self.gate_rounding, self.hidden_position = gate_rounding, hidden_position
         self.schedule, self.beta, self.power, self.step_start = schedule, beta, power, step_start
         self.gamma, self.kappa = gamma, kappa
         self.psi_min, self.psi_max, self.alpha_min, self.alpha_max = psi_min, psi_max, alpha_min, alpha_max
@@ -270,10 +321,15 @@ class VGPOCredit(CreditMethod):
     def batch_reductions(self) -> dict[str, str]:
         return {"focus_min": "min", "focus_max": "max"}
 
+    @property
+    def _hidden_field(self) -> str:
+        return "own_hidden" if self.hidden_position == "own" else "hidden"
+
     def batch_statistics(self, signals: Signals) -> dict[str, Tensor]:
-        signals.require("hidden", "image_hidden_mean", method=self.name)
-        dtype = torch.float64 if signals.hidden.dtype == torch.float64 else torch.float32
-        w = focus_cosine(signals.hidden.to(dtype), signals.image_hidden_mean)  # [B, T]
+        signals.require(self._hidden_field, "image_hidden_mean", method=self.name)
+        hidden = getattr(signals, self._hidden_field)
+        dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        w = focus_cosine(hidden.to(dtype), signals.image_hidden_mean)  # [B, T]
         mask = signals.response_mask.bool()
         big = torch.finfo(w.dtype).max
         return {"focus_min": w.masked_fill(~mask, big).amin(), "focus_max": w.masked_fill(~mask, -big).amax()}
@@ -281,11 +337,12 @@ class VGPOCredit(CreditMethod):
     def token_advantages(
         self, advantages: Tensor, signals: Signals, batch_stats: dict[str, Tensor] | None = None
     ) -> tuple[Tensor, Metrics]:
-        signals.require("hidden", "image_hidden_mean", method=self.name)
+        field = self._hidden_field
+        signals.require(field, "image_hidden_mean", method=self.name)
         focus_range = None if batch_stats is None else (batch_stats["focus_min"], batch_stats["focus_max"])
         return vgpo_token_advantages(
             advantages,
-            signals.hidden,
+            getattr(signals, field),
             signals.image_hidden_mean,
             signals.response_mask,
             signals.group_ids,
@@ -298,6 +355,7 @@ class VGPOCredit(CreditMethod):
             kappa=self.kappa,
             psi_range=(self.psi_min, self.psi_max),
             alpha_range=(self.alpha_min, self.alpha_max),
+            gate_rounding=self.gate_rounding,
         )
 
 

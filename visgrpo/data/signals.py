@@ -32,6 +32,9 @@ class SignalRequest:
             the loss forward (EASE); also stored in ``Signals.image_attention``.
         hidden_states: last-layer hidden states at response rows + image-token mean (VGPO).
         entropies: token entropies of the sampling distribution (SAYO).
+        own_attention_layers: layers whose image attention is also needed with token t's
+            OWN position ``P + t`` as the query (``Signals.own_image_attention``, detached;
+            SAYO's authors' pairing), besides the row ``P + t - 1`` that predicts t.
     """
 
     image_attention_layers: frozenset[int] = frozenset()
@@ -39,9 +42,15 @@ class SignalRequest:
     grad_attention_layers: frozenset[int] = frozenset()
     hidden_states: bool = False
     entropies: bool = False
+    own_attention_layers: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
-        for name in ("image_attention_layers", "response_attention_layers", "grad_attention_layers"):
+        for name in (
+            "image_attention_layers",
+            "response_attention_layers",
+            "grad_attention_layers",
+            "own_attention_layers",
+        ):
             layers = _frozen(getattr(self, name))
             if any(i < 0 for i in layers):
                 raise ValueError(f"SignalRequest.{name}: layers must be resolved (>= 0), got {sorted(layers)}")
@@ -57,6 +66,7 @@ class SignalRequest:
             self.grad_attention_layers | other.grad_attention_layers,
             self.hidden_states or other.hidden_states,
             self.entropies or other.entropies,
+            self.own_attention_layers | other.own_attention_layers,
         )
 
 
@@ -70,11 +80,16 @@ class Signals:
         rewards: [B] float outcome rewards.
         image_mask: [B, N] bool, valid image-token slots.
         entropies: [B, T] token entropies (0 at padding) or None.
-        hidden: [B, T, D] last-layer hidden states at the response rows, or None.
+        hidden: [B, T, D] last-layer hidden states at the rows ``P + t - 1`` that predict
+            the response tokens, or None.
+        own_hidden: [B, T, D] last-layer hidden states at the tokens' own positions
+            ``P + t``, or None.
         image_hidden_mean: [B, D] mean last-layer hidden state of the image tokens, or None.
         image_attention: layer -> [B, T, N] attention of response rows on image tokens
             (head mean; with autograd for grad layers in the loss forward).
         response_attention: layer -> [B, T, T] response x response attention (head mean).
+        own_image_attention: layer -> [B, T, N] attention of the query at token t's own
+            position ``P + t`` on image tokens (head mean, detached; 0 at padding).
         evidence_mask: [B, N] float coverage in [0, 1], or None.
         evidence_target: [B, N] float smoothed target summing to 1 per sample, or None.
         region_labels: [B, N] long, 0 background, k = 1-based box index, or None.
@@ -89,12 +104,15 @@ class Signals:
     image_hidden_mean: Tensor | None = None
     image_attention: dict[int, Tensor] = field(default_factory=dict)
     response_attention: dict[int, Tensor] = field(default_factory=dict)
+    own_hidden: Tensor | None = None
+    own_image_attention: dict[int, Tensor] = field(default_factory=dict)
     evidence_mask: Tensor | None = None
     evidence_target: Tensor | None = None
     region_labels: Tensor | None = None
 
     def layer_maps(self, kind: str, layers: Iterable[int]) -> list[Tensor]:
-        """The maps of ``layers`` in ``image_attention`` or ``response_attention`` (clear error)."""
+        """The maps of ``layers`` in ``image_attention``, ``response_attention`` or
+        ``own_image_attention`` (clear error)."""
         store = getattr(self, kind)
         out = []
         for i in layers:
@@ -108,9 +126,10 @@ class Signals:
             raise ValueError(f"Signals.{kind}: no layers requested")
         return out
 
-    def mean_image_attention(self, layers: Iterable[int]) -> Tensor:
-        """[B, T, N] image attention averaged over ``layers`` (keeps autograd)."""
-        maps = self.layer_maps("image_attention", layers)
+    def mean_image_attention(self, layers: Iterable[int], own: bool = False) -> Tensor:
+        """[B, T, N] image attention averaged over ``layers`` (keeps autograd); ``own``:
+        the queries at the tokens' own positions (``own_image_attention``)."""
+        maps = self.layer_maps("own_image_attention" if own else "image_attention", layers)
         return maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
 
     def mean_response_attention(self, layers: Iterable[int]) -> Tensor:
@@ -123,3 +142,4 @@ class Signals:
         missing = [n for n in names if getattr(self, n) is None]
         if missing:
             raise ValueError(f"credit method {method!r} needs Signals.{', '.join(missing)} (None given)")
+
