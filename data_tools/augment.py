@@ -44,6 +44,7 @@ from data_tools.errors import ErrorReport, RecordError
 from data_tools.io import load_dataset_dir, save_dataset
 from data_tools.schema import BASE_FEATURES, DERIVED_FEATURES
 from data_tools.segmentation import decode_record, encode_mask
+from visgrpo.data.images import decode_value
 
 
 def _photometric(w: int, h: int) -> list:
@@ -138,7 +139,7 @@ def augment_record(
     rec: dict, transform, seed: int, counts: Counter, keep_partial: bool, has_seg: bool
 ):
     """One augmented copy of ``rec`` (or ``None`` if discarded); updates ``counts``."""
-    img = np.asarray(rec["image"].convert("RGB"))  # [H, W, 3]
+    img = np.asarray(decode_value(rec["image"]))  # [H, W, 3] upright RGB8, as training sees it
     h, w = img.shape[:2]
     where = f"id={rec['id']}"
     boxes = validate_boxes(rec["boxes"], w, h, where)  # [K, 4]

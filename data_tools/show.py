@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.io import load_dataset_dir
+from visgrpo.data.images import decode_value
 
 
 def render(row: dict, out: str | Path, grid=None, merge_size: int = 2) -> Path:
@@ -25,7 +26,10 @@ def render(row: dict, out: str | Path, grid=None, merge_size: int = 2) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    images = list(row["images"]) if row.get("images") is not None else [row["image"]]
+    images = [  # upright 8-bit RGB, as the training decode sees them
+        decode_value(im)
+        for im in (list(row["images"]) if row.get("images") is not None else [row["image"]])
+    ]
     boxes = row.get("boxes") or []
     labels = row.get("box_labels") or [f"box {k + 1}" for k in range(len(boxes))]
     box_img = row.get("box_image") or [0] * len(boxes)
@@ -40,7 +44,7 @@ def render(row: dict, out: str | Path, grid=None, merge_size: int = 2) -> Path:
     start = 0
     for j, (ax, im) in enumerate(zip(axes[0], images, strict=True)):
         w, h = im.width, im.height
-        ax.imshow(im.convert("RGB"), extent=(0, w, h, 0))
+        ax.imshow(im, extent=(0, w, h, 0))
         if tok_hw is not None:
             th, tw = (int(v) for v in tok_hw[j])
             if target is not None:

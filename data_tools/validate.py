@@ -15,7 +15,6 @@ A directory of splits (``train/``, ``validation/``) is validated split by split.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from data_tools.errors import ErrorReport, RecordError
 from data_tools.io import load_dataset_dir, split_dirs
 from data_tools.schema import ANSWER_TYPES, DERIVED_FEATURES, FINGERPRINT_KEYS
 from data_tools.segmentation import decode_segmentation
+from visgrpo.data.images import decode_value
 
 REQUIRED = ("id", "question", "answer", "answer_type", "boxes", "width", "height")
 SUM_TOL = 1e-4
@@ -45,18 +45,10 @@ def _grid_from_fingerprint(fp: dict):
 
 
 def _image_size(img) -> tuple[int, int]:
-    """Decode one image (``{"bytes", "path"}`` or PIL); return ``(height, width)``."""
-    from PIL import Image
-
-    if isinstance(img, dict):
-        src = io.BytesIO(img["bytes"]) if img.get("bytes") else img.get("path")
-        if not src:
-            raise ValueError("image has neither bytes nor path")
-        with Image.open(src) as im:
-            im.load()
-            return im.height, im.width
-    img.load()
-    return img.height, img.width
+    """Decode one image (``{"bytes", "path"}`` or PIL) the way training does (upright, RGB8,
+    pixel limit); return ``(height, width)``."""
+    im = decode_value(img)
+    return im.height, im.width
 
 
 def check_record(row: dict, where: str, grid=None, check_images: bool = True) -> None:

@@ -1,0 +1,1 @@
+"""Dataset-side building blocks shared by the data tools and training (images)."""
