@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.io import load_dataset_dir
-from visgrpo.data.images import decode_value
+from visgrpo.data.images import DEFAULT_MAX_PIXELS, decode_value
 
 
-def render(row: dict, out: str | Path, grid=None, merge_size: int = 2) -> Path:
+def render(
+    row: dict, out: str | Path, grid=None, merge_size: int = 2,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Path:
     """Draw ``row`` (a decoded dataset record) to ``out``."""
     import matplotlib
 
@@ -27,7 +30,7 @@ def render(row: dict, out: str | Path, grid=None, merge_size: int = 2) -> Path:
     from matplotlib.patches import Rectangle
 
     images = [  # upright 8-bit RGB, as the training decode sees them
-        decode_value(im)
+        decode_value(im, max_pixels)
         for im in (list(row["images"]) if row.get("images") is not None else [row["image"]])
     ]
     boxes = row.get("boxes") or []
@@ -79,6 +82,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index", type=int, default=0, help="record index")
     parser.add_argument("--out", required=True, help="PNG path")
     parser.add_argument("--processor", default=None, help="family or model dir (grid without masks)")
+    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS})")
 
 
 def run(args) -> int:
@@ -92,6 +97,6 @@ def run(args) -> int:
 
         grid = load_processor_grid(args.processor)
     merge = int((meta.get("processor") or {}).get("merge_size", 2))
-    out = render(ds[args.index % len(ds)], args.out, grid, merge)
+    out = render(ds[args.index % len(ds)], args.out, grid, merge, args.max_image_pixels)
     print(f"show: {out}")
     return 0

@@ -224,3 +224,15 @@ def test_next_masks_run_removes_work_folders_of_killed_runs(tmp_path, synth_dir)
     assert main(argv) == 0
     assert not stale.exists() and live.exists() and other.exists() and out.is_dir()
     assert clean_stale(tmp_path / "other") == [other]
+
+
+def test_validate_applies_the_pixel_limit(tmp_path):
+    Image.new("RGB", (20, 10)).save(tmp_path / "a.png")
+    src = _jsonl(tmp_path / "d.jsonl", [{**ROW, "image": "a.png"}])
+    assert _convert([src], tmp_path / "out") == 0
+    report = tmp_path / "v.json"
+    argv = ["validate", str(tmp_path / "out"), "--report", str(report), "--max-image-pixels"]
+    assert main([*argv, "200"]) == 0
+    assert main([*argv, "199"]) == 1
+    (reason,) = json.loads(report.read_text())["splits"][0]["reasons"]
+    assert reason["reason"].startswith("image: cannot decode image: image is 20x10 = 200 pixels")
