@@ -42,6 +42,7 @@ from data_tools.boxes import validate_boxes
 from data_tools.convert.common import ShardedWriter, check_out, skip_or_raise
 from data_tools.errors import ErrorReport, RecordError
 from data_tools.segmentation import decode_record, encode_mask
+from visgrpo.data.images import DEFAULT_MAX_PIXELS, decode_value
 from visgrpo.data.io import load_dataset_dir, save_dataset
 from visgrpo.data.schema import BASE_FEATURES, DERIVED_FEATURES
 
@@ -108,6 +109,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS})")
 
 
 def build_transform(names: list[str], w: int, h: int, allow_flips: bool, min_visibility: float):
@@ -135,10 +138,11 @@ def _compose(A, transforms: list, min_visibility: float):
 
 
 def augment_record(
-    rec: dict, transform, seed: int, counts: Counter, keep_partial: bool, has_seg: bool
+    rec: dict, transform, seed: int, counts: Counter, keep_partial: bool, has_seg: bool,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ):
     """One augmented copy of ``rec`` (or ``None`` if discarded); updates ``counts``."""
-    img = np.asarray(rec["image"].convert("RGB"))  # [H, W, 3]
+    img = np.asarray(decode_value(rec["image"], max_pixels))  # [H, W, 3] upright RGB8, as training sees it
     h, w = img.shape[:2]
     where = f"id={rec['id']}"
     boxes = validate_boxes(rec["boxes"], w, h, where)  # [K, 4]
@@ -252,6 +256,7 @@ def run(args) -> int:
                         counts,
                         args.keep_partial,
                         has_seg,
+                        args.max_image_pixels,
                     )
                     if new is not None:
                         writer.add({**rec, **new, "id": f"{rec['id']}-aug{k}"})

@@ -29,9 +29,16 @@ class RecordError(ValueError):
 
 @dataclass
 class ErrorReport:
-    """Counts of skipped records by reason, plus the first few examples of each."""
+    """Counts of skipped records by reason, with the records of each reason.
 
-    max_examples: int = 5
+    Every skipped record is kept (``examples``, in the written report) unless
+    ``max_examples`` caps them, in which case ``omitted`` says how many were left out; the
+    printed :meth:`summary` shows the first ``shown`` per reason and says how many more
+    there are, so the counts and the lists always agree.
+    """
+
+    max_examples: int | None = None
+    shown: int = 5
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     processed: int = 0
@@ -40,7 +47,7 @@ class ErrorReport:
         key = f"{err.field}: {err.reason}"
         self.counts[key] += 1
         self.examples.setdefault(key, [])
-        if len(self.examples[key]) < self.max_examples:
+        if self.max_examples is None or len(self.examples[key]) < self.max_examples:
             self.examples[key].append(err.where)
 
     @property
@@ -52,14 +59,22 @@ class ErrorReport:
             "processed": self.processed,
             "skipped": self.skipped,
             "reasons": [
-                {"reason": k, "count": n, "examples": self.examples[k]}
+                {
+                    "reason": k,
+                    "count": n,
+                    "examples": self.examples[k],
+                    "omitted": n - len(self.examples[k]),
+                }
                 for k, n in self.counts.most_common()
             ],
         }
 
     def summary(self) -> str:
         lines = [f"{self.skipped} of {self.processed} records skipped"]
-        lines += [f"  {n:6d}  {k}  (e.g. {', '.join(self.examples[k])})" for k, n in self.counts.most_common()]
+        for k, n in self.counts.most_common():
+            ex = self.examples[k][: self.shown]
+            more = f", and {n - len(ex)} more in the error report" if n > len(ex) else ""
+            lines.append(f"  {n:6d}  {k}  ({', '.join(ex)}{more})")
         return "\n".join(lines)
 
     def write(self, path: str | Path) -> None:

@@ -26,13 +26,16 @@ from data_tools.errors import RecordError
 FEATURE = datasets.Sequence(datasets.Value("string"))
 
 
-def segmentation_column(segs, n_boxes: int, where: str, field: str = "segmentation") -> list[str]:
+def segmentation_column(
+    segs, n_boxes: int, where: str, field: str = "segmentation", hw: tuple[int, int] | None = None
+) -> list[str]:
     """Check per-box COCO segmentation objects and serialise them (one JSON text per box).
 
     Args:
         segs: ``None`` (no box has one) or a list of ``n_boxes`` objects (``None`` per gap).
         n_boxes: number of boxes of the record.
         where, field: record and field named in errors (``field[i]`` for box ``i``).
+        hw: the image's ``(height, width)``: an RLE must have this size.
 
     Returns:
         ``n_boxes`` strings, ``""`` for a box without segmentation.
@@ -46,13 +49,17 @@ def segmentation_column(segs, n_boxes: int, where: str, field: str = "segmentati
         raise RecordError(where, field, f"expected a list with one segmentation per box ({n_boxes})")
     out = []
     for i, s in enumerate(segs):
-        obj = _checked(s, where, f"{field}[{i}]")
+        obj = _checked(s, where, f"{field}[{i}]", hw)
         out.append("" if obj is None else json.dumps(obj, separators=(",", ":")))
     return out
 
 
-def _checked(s, where: str, field: str):
-    """One segmentation object, normalised (RLE counts as str), or ``None``."""
+def _checked(s, where: str, field: str, hw: tuple[int, int] | None = None):
+    """One segmentation object, normalised (RLE counts as str), or ``None``.
+
+    An empty polygon list and an RLE whose counts do not decode to exactly ``h * w``
+    non-negative runs are errors (they would fail later, in ``masks``).
+    """
     if s is None or s == "":
         return None
     if isinstance(s, dict):
@@ -62,10 +69,29 @@ def _checked(s, where: str, field: str):
         if isinstance(counts, bytes):
             counts = counts.decode("utf-8")
         size = s["size"]
-        if not (isinstance(size, (list, tuple)) and len(size) == 2):
-            raise RecordError(where, field, f"RLE size must be [h, w], got {size!r}")
+        if not (
+            isinstance(size, (list, tuple))
+            and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+        ):
+            raise RecordError(where, field, f"RLE size must be [h, w] positive ints, got {size!r}")
+        if hw is not None and list(size) != list(hw):
+            raise RecordError(where, field, f"RLE size {list(size)} != image {hw[0]}x{hw[1]}")
+        try:
+            runs = _rle_runs(counts)
+        except ValueError as e:
+            raise RecordError(where, field, f"bad RLE counts: {e}") from None
+        if min(runs, default=0) < 0 or sum(runs) != size[0] * size[1]:
+            raise RecordError(
+                where,
+                field,
+                f"bad RLE counts: {len(runs)} runs covering {sum(runs)} pixels, expected "
+                f"{size[0] * size[1]} ({size[0]}x{size[1]})",
+            )
         return {"size": [int(size[0]), int(size[1])], "counts": counts}
     if isinstance(s, (list, tuple)):
+        if not s:
+            raise RecordError(where, field, "empty polygon list (use null for a box without one)")
         polys = []
         for j, poly in enumerate(s):
             arr = np.asarray(poly, dtype=np.float64) if isinstance(poly, (list, tuple)) else None
@@ -74,6 +100,37 @@ def _checked(s, where: str, field: str):
             polys.append([float(v) for v in arr])
         return polys
     raise RecordError(where, field, f"expected polygons (list) or RLE (dict), got {type(s).__name__}")
+
+
+def _rle_runs(counts) -> list[int]:
+    """Run lengths of an RLE's ``counts``: a list of ints, or COCO's compressed string
+    (pycocotools ``rleFrString``: 5-bit groups offset by 48, continuation bit 0x20, sign bit
+    0x10, runs after the second stored as the difference to the run two before)."""
+    if isinstance(counts, (list, tuple)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+            raise ValueError("uncompressed counts must be a list of ints")
+        return list(counts)
+    if not isinstance(counts, str):
+        raise ValueError(f"expected a string or a list of ints, got {type(counts).__name__}")
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(counts):
+                raise ValueError("truncated compressed counts")
+            c = ord(counts[p]) - 48
+            if not 0 <= c <= 63:
+                raise ValueError(f"invalid character {counts[p]!r} at position {p}")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
 
 
 def decode_segmentation(seg, height: int, width: int, where: str, field: str) -> np.ndarray:
@@ -89,6 +146,9 @@ def decode_segmentation(seg, height: int, width: int, where: str, field: str) ->
         if isinstance(obj, dict):
             if list(obj.get("size", [])) != [height, width]:
                 raise ValueError(f"RLE size {obj.get('size')} != image {height}x{width}")
+            runs = _rle_runs(obj.get("counts"))
+            if min(runs, default=0) < 0 or sum(runs) != height * width:
+                raise ValueError(f"RLE counts cover {sum(runs)} pixels, not {height * width}")
             rle = obj if isinstance(obj["counts"], str) else mask_utils.frPyObjects(obj, height, width)
             if isinstance(rle.get("counts"), str):
                 rle = {"size": rle["size"], "counts": rle["counts"].encode()}

@@ -14,10 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from visgrpo.data.images import DEFAULT_MAX_PIXELS, decode_value
 from visgrpo.data.io import load_dataset_dir
 
 
-def render(row: dict, out: str | Path, grid=None, merge_size: int = 2) -> Path:
+def render(
+    row: dict, out: str | Path, grid=None, merge_size: int = 2,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Path:
     """Draw ``row`` (a decoded dataset record) to ``out``."""
     import matplotlib
 
@@ -25,7 +29,10 @@ def render(row: dict, out: str | Path, grid=None, merge_size: int = 2) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    images = list(row["images"]) if row.get("images") is not None else [row["image"]]
+    images = [  # upright 8-bit RGB, as the training decode sees them
+        decode_value(im, max_pixels)
+        for im in (list(row["images"]) if row.get("images") is not None else [row["image"]])
+    ]
     boxes = row.get("boxes") or []
     labels = row.get("box_labels") or [f"box {k + 1}" for k in range(len(boxes))]
     box_img = row.get("box_image") or [0] * len(boxes)
@@ -40,7 +47,7 @@ def render(row: dict, out: str | Path, grid=None, merge_size: int = 2) -> Path:
     start = 0
     for j, (ax, im) in enumerate(zip(axes[0], images, strict=True)):
         w, h = im.width, im.height
-        ax.imshow(im.convert("RGB"), extent=(0, w, h, 0))
+        ax.imshow(im, extent=(0, w, h, 0))
         if tok_hw is not None:
             th, tw = (int(v) for v in tok_hw[j])
             if target is not None:
@@ -75,6 +82,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index", type=int, default=0, help="record index")
     parser.add_argument("--out", required=True, help="PNG path")
     parser.add_argument("--processor", default=None, help="family or model dir (grid without masks)")
+    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS})")
 
 
 def run(args) -> int:
@@ -88,6 +97,6 @@ def run(args) -> int:
 
         grid = load_processor_grid(args.processor)
     merge = int((meta.get("processor") or {}).get("merge_size", 2))
-    out = render(ds[args.index % len(ds)], args.out, grid, merge)
+    out = render(ds[args.index % len(ds)], args.out, grid, merge, args.max_image_pixels)
     print(f"show: {out}")
     return 0

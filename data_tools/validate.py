@@ -15,7 +15,6 @@ A directory of splits (``train/``, ``validation/``) is validated split by split.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from data_tools.errors import ErrorReport, RecordError
 from data_tools.segmentation import decode_segmentation
 from visgrpo.data.fields import EVIDENCE_FIELDS
+from visgrpo.data.images import DEFAULT_MAX_PIXELS, decode_value
 from visgrpo.data.io import load_dataset_dir, split_dirs
 from visgrpo.data.schema import ANSWER_TYPES, DERIVED_FEATURES, FINGERPRINT_KEYS
 from visgrpo.models.families import FAMILIES
@@ -46,22 +46,17 @@ def _grid_from_fingerprint(fp: dict):
     return grid
 
 
-def _image_size(img) -> tuple[int, int]:
-    """Decode one image (``{"bytes", "path"}`` or PIL); return ``(height, width)``."""
-    from PIL import Image
-
-    if isinstance(img, dict):
-        src = io.BytesIO(img["bytes"]) if img.get("bytes") else img.get("path")
-        if not src:
-            raise ValueError("image has neither bytes nor path")
-        with Image.open(src) as im:
-            im.load()
-            return im.height, im.width
-    img.load()
-    return img.height, img.width
+def _image_size(img, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Decode one image (``{"bytes", "path"}`` or PIL) the way training does (upright, RGB8,
+    pixel limit); return ``(height, width)``."""
+    im = decode_value(img, max_pixels)
+    return im.height, im.width
 
 
-def check_record(row: dict, where: str, grid=None, check_images: bool = True) -> None:
+def check_record(
+    row: dict, where: str, grid=None, check_images: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> None:
     """Raise :class:`RecordError` for the first problem of ``row``."""
     from data_tools.boxes import validate_boxes
 
@@ -88,7 +83,7 @@ def check_record(row: dict, where: str, grid=None, check_images: bool = True) ->
         f = f"images[{j}]" if multi else "image"
         if check_images:
             try:
-                size = _image_size(im)
+                size = _image_size(im, max_pixels)
             except Exception as e:  # noqa: BLE001 -- any decoder failure is a bad record
                 raise RecordError(where, f, f"cannot decode image: {e}") from None
             if size != (h, w):
@@ -129,7 +124,9 @@ def _check_derived(row, where, grid, hs, ws, n_boxes) -> None:
         raise RecordError(where, "region_labels", f"labels outside [0, {n_boxes}]")
 
 
-def validate_dir(path: Path, check_images: bool = True) -> dict:
+def validate_dir(
+    path: Path, check_images: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> dict:
     """Validate one dataset directory; returns the report dict."""
     report = ErrorReport(max_examples=10)
     ds, meta = load_dataset_dir(path)
@@ -163,7 +160,7 @@ def validate_dir(path: Path, check_images: bool = True) -> dict:
                 if row["id"] in seen:
                     raise RecordError(where, "id", "duplicate id")
                 seen.add(row["id"])
-                check_record(row, where, grid, check_images)
+                check_record(row, where, grid, check_images, max_pixels)
             except RecordError as e:
                 report.add(e)
     out = {"dataset": str(path), "rows": len(ds), "dataset_errors": header, **report.to_dict()}
@@ -175,12 +172,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="dataset directory (or a directory of splits)")
     parser.add_argument("--report", default=None, help="JSON report path (default: DIR.validate.json)")
     parser.add_argument("--no-images", action="store_true", help="skip decoding images")
+    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS})")
 
 
 def run(args) -> int:
     path = Path(args.dataset)
     splits = split_dirs(path)
-    reports = [validate_dir(path / s if s else path, not args.no_images) for s in (splits or [""])]
+    reports = [validate_dir(path / s if s else path, not args.no_images, args.max_image_pixels) for s in (splits or [""])]
     doc = {"ok": all(r["ok"] for r in reports), "splits": reports}
     dest = Path(args.report) if args.report else path.with_name(path.name + ".validate.json")
     dest.write_text(json.dumps(doc, indent=2))

@@ -53,13 +53,51 @@ def add_arguments(parser) -> None:
 
 
 def load_coco(path: str | Path):
-    """``pycocotools.coco.COCO`` with its progress prints silenced."""
+    """``pycocotools.coco.COCO`` of an instances file, checked first so a bad file is one line.
+
+    Raises:
+        FileNotFoundError: no such file.
+        RecordError: malformed JSON (``FILE:LINE``), not a JSON object, or an image,
+            annotation or category without its ``id`` (or an annotation without
+            ``image_id``), named by file, list index and id.
+    """
     from pycocotools.coco import COCO
 
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: no such instances file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RecordError(
+            f"{path}:{e.lineno}", "<file>", f"malformed JSON: {e.msg} at column {e.colno}"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise RecordError(str(path), "<file>", f"not UTF-8 text: {e.reason}") from None
+    if not isinstance(doc, dict):
+        raise RecordError(
+            str(path),
+            "<file>",
+            f"expected a COCO instances object with 'images' and 'annotations', "
+            f"got a JSON {type(doc).__name__}",
+        )
+    required = {"images": ("id",), "annotations": ("id", "image_id"), "categories": ("id",)}
+    for key, fields in required.items():
+        items = doc.get(key, [])
+        if not isinstance(items, list):
+            raise RecordError(str(path), key, f"expected a list, got {type(items).__name__}")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise RecordError(f"{path}: {key}[{i}]", "<item>", "expected a JSON object")
+            for f in fields:
+                if item.get(f) is None:
+                    ident = f" (id={item['id']})" if item.get("id") is not None else ""
+                    raise RecordError(f"{path}: {key}[{i}]{ident}", f, "missing")
+    coco = COCO()
+    coco.dataset = doc
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
+        coco.createIndex()
+    return coco
 
 
 def iter_questions(path: str | Path):
@@ -94,19 +132,40 @@ def iter_questions(path: str | Path):
 class ImageCache:
     """A few recently read images (questions about one image are usually adjacent)."""
 
-    def __init__(self, root: Path, check: str, size: int = 32) -> None:
-        self.root, self.check, self.size = root, check, size
+    def __init__(self, root: Path, args, size: int = 32) -> None:
+        self.root, self.args, self.size = root, args, size
         self._cache: OrderedDict = OrderedDict()
 
     def get(self, file_name: str, where: str) -> tuple[bytes, int, int]:
         if file_name in self._cache:
             self._cache.move_to_end(file_name)
             return self._cache[file_name]
-        value = common.read_image(self.root / file_name, where, self.check)
+        a = self.args
+        path = common.image_path(self.root, file_name, where, "file_name", a.allow_outside_root)
+        value = common.read_image(path, where, a.check_images, "image", a.max_image_pixels, a.exif)
         self._cache[file_name] = value
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
         return value
+
+
+def image_of(img: dict, width: int, height: int, where: str, args, images: ImageCache) -> bytes:
+    """The stored bytes of ``img``, whose (oriented) size must match the instances file."""
+    data, w, h = images.get(img["file_name"], where)
+    if (w, h) != (width, height):
+        hint = (
+            "; the image has an EXIF rotation and the annotations seem to refer to the other "
+            f"frame: pass --exif {'ignore' if args.exif == 'apply' else 'apply'}"
+            if (h, w) == (width, height)
+            else ""
+        )
+        raise RecordError(
+            where,
+            "image",
+            f"size differs from the instances file: {img['file_name']} is {w}x{h}, "
+            f"expected {width}x{height}{hint}",
+        )
+    return data
 
 
 def annotation_boxes(coco, obj: dict, where: str, args) -> tuple[dict, list[dict]]:
@@ -137,13 +196,7 @@ def annotation_boxes(coco, obj: dict, where: str, args) -> tuple[dict, list[dict
 def convert_question(coco, obj: dict, where: str, rec_id: str, args, images: ImageCache) -> dict:
     img, anns = annotation_boxes(coco, obj, where, args)
     width, height = int(img["width"]), int(img["height"])
-    data, w, h = images.get(img["file_name"], where)
-    if (w, h) != (width, height):
-        raise RecordError(
-            where,
-            "image",
-            f"size differs from the instances file: {img['file_name']} is {w}x{h}, expected {width}x{height}",
-        )
+    data = image_of(img, width, height, where, args, images)
     for i, ann in enumerate(anns):
         if not isinstance(ann.get("bbox"), list):
             raise RecordError(where, f"boxes[{i}]", f"annotation {ann.get('id')} has no bbox")
@@ -162,7 +215,9 @@ def convert_question(coco, obj: dict, where: str, rec_id: str, args, images: Ima
     ]
     segmentation = None
     if not args.no_segmentation:
-        segmentation = segmentation_column([ann.get("segmentation") for ann in anns], len(anns), where)
+        segmentation = segmentation_column(
+            [ann.get("segmentation") for ann in anns], len(anns), where, hw=(height, width)
+        )
     return common.make_record(
         id=rec_id,
         image={"bytes": data, "path": Path(img["file_name"]).name},
@@ -182,7 +237,7 @@ def run(args) -> int:
     common.check_out(args)
     common.answer_type_value(args.answer_type, "arguments", "--answer-type")
     coco = load_coco(args.instances)
-    images = ImageCache(Path(args.image_root), args.check_images)
+    images = ImageCache(Path(args.image_root), args)
     report = ErrorReport()
     seen: set[str] = set()
     with common.ShardedWriter(args.out, with_segmentation=not args.no_segmentation) as writer:

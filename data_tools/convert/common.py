@@ -5,6 +5,15 @@
   (``width``, ``height``) is read from the image header (PIL opens lazily, without decoding
   pixels); ``--check-images verify`` (default) additionally runs PIL's ``verify()`` (chunk
   CRCs, structure) and ``decode`` fully decodes each image.
+* Orientation (one rule, :mod:`visgrpo.data.images`): an image with an EXIF orientation
+  other than 1 is stored as upright 8-bit RGB PNG without EXIF (``--exif apply``, default:
+  boxes refer to the displayed image, as annotation tools show it) or as its raw pixel
+  array without the tag (``--exif ignore``: boxes refer to the stored pixels); ``width``/
+  ``height`` are those of the stored pixels, so every later decoder sees the same frame.
+* Images above ``--max-image-pixels`` are refused from their header (bounded memory).
+* Image paths must stay inside ``--image-root`` (no ``..``, no absolute path elsewhere),
+  unless ``--allow-outside-root``; the check is lexical, so symlinks the user placed under
+  the root are followed.
 * Records are streamed into Arrow shards in a temporary directory beside ``--out`` (so
   memory stays bounded by one shard), then saved atomically with
   :func:`visgrpo.data.io.save_dataset`: a failed run leaves nothing at ``--out``.
@@ -20,7 +29,7 @@
 
 from __future__ import annotations
 
-import io
+import os
 import re
 import shutil
 import sys
@@ -32,7 +41,15 @@ import numpy as np
 
 from data_tools.errors import ErrorReport, RecordError, handle
 from data_tools.segmentation import FEATURE as SEGMENTATION_FEATURE
-from visgrpo.data.io import save_dataset
+from visgrpo.data.images import (
+    DEFAULT_MAX_PIXELS,
+    EXIF_MODES,
+    ImageError,
+    ImageTooLarge,
+    normalise_orientation,
+    open_image,
+)
+from visgrpo.data.io import clean_stale, save_dataset, work_prefix
 from visgrpo.data.schema import ANSWER_TYPES, BASE_FEATURES
 
 SHARD_SIZE = 2000  # records per temporary Arrow shard
@@ -68,22 +85,63 @@ def add_output_arguments(parser, source_default: str) -> None:
         default="verify",
         help="header: read the size only; verify: also PIL verify() (default); decode: full decode",
     )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--exif",
+        choices=EXIF_MODES,
+        default="apply",
+        help="apply: store EXIF-rotated images upright, boxes in the displayed frame (default); "
+        "ignore: boxes refer to the raw pixels; either way the orientation tag is dropped",
+    )
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept image paths outside --image-root ('..' or absolute paths elsewhere)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def image_path(root: Path, name: str, where: str, field: str, allow_outside: bool) -> Path:
+    """``name`` resolved under ``root``; a path leaving ``root`` is a :class:`RecordError`.
+
+    The check is lexical (``..`` and absolute paths), so a dataset file cannot reach other
+    files, while symlinks the user placed under ``root`` are still followed.
+    """
+    path = Path(name) if Path(name).is_absolute() else root / name
+    if not allow_outside:
+        base = Path(os.path.abspath(root))
+        if not Path(os.path.abspath(path)).is_relative_to(base):
+            raise RecordError(
+                where,
+                field,
+                f"image path {name!r} is outside --image-root {str(root)!r} "
+                "(pass --allow-outside-root to accept it)",
+            )
+    return path
+
+
 def read_image(
-    path: str | Path, where: str, check: str = "verify", field: str = "image"
+    path: str | Path,
+    where: str,
+    check: str = "verify",
+    field: str = "image",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif: str = "apply",
 ) -> tuple[bytes, int, int]:
-    """Read an image file's bytes and its size from the header.
+    """Read an image file's bytes and its size, with its EXIF orientation resolved.
 
     Returns:
-        ``(bytes, width, height)``.
+        ``(bytes, width, height)``: the file's bytes when its orientation is 1, else the
+        re-encoded pixels (:func:`visgrpo.data.images.normalise_orientation`).
 
     Raises:
-        RecordError: missing, unreadable or corrupt file (field ``image``).
+        RecordError: missing, unreadable, corrupt or too large file (field ``image``).
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -92,21 +150,26 @@ def read_image(
     except OSError as e:
         raise RecordError(where, field, f"cannot read image file: {path}: {e}") from None
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(data, max_pixels) as im:
             width, height = im.size
             if check == "verify":
                 im.verify()
             elif check == "decode":
                 im.load()
+    except ImageTooLarge as e:
+        raise RecordError(where, field, f"image too large: {path}: {e}") from None
+    except ImageError as e:
+        raise RecordError(where, field, f"corrupt or unsupported image: {path}: {e}") from None
     except Exception as e:  # PIL raises many types for bad files
-        detail = (
-            "not a recognised image format"
-            if isinstance(e, UnidentifiedImageError)
-            else f"{type(e).__name__}: {e}"
-        )
-        raise RecordError(where, field, f"corrupt or unsupported image: {path}: {detail}") from None
+        raise RecordError(
+            where, field, f"corrupt or unsupported image: {path}: {type(e).__name__}: {e}"
+        ) from None
     if width <= 0 or height <= 0:
         raise RecordError(where, field, f"image {path} has empty size {width}x{height}")
+    try:
+        data, width, height, _ = normalise_orientation(data, exif)
+    except Exception as e:  # noqa: BLE001 -- decoding for the rotation can still fail
+        raise RecordError(where, field, f"corrupt image: {path}: {type(e).__name__}: {e}") from None
     return data, int(width), int(height)
 
 
@@ -158,7 +221,8 @@ class ShardedWriter:
         self.features = datasets.Features(feats)
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.shards-", dir=out.parent))
+        clean_stale(out)
+        self.tmp = Path(tempfile.mkdtemp(prefix=work_prefix(out, "shards"), dir=out.parent))
         self.paths: list[Path] = []
         self._writer = None
         self._in_shard = 0

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from data_tools.boxes import (
@@ -50,7 +51,10 @@ def add_arguments(parser) -> None:
         "--boxes-field", default="boxes", help="evidence boxes field (default boxes)"
     )
     parser.add_argument(
-        "--labels-field", default=None, help="box labels field (default: none, empty labels)"
+        "--labels-field",
+        default=None,
+        help="box labels field, required in every record (default: box_labels when a record "
+        "has it, checked like any labels; else empty labels)",
     )
     parser.add_argument("--id-field", default=None, help="record id field (default: FILESTEM-LINE)")
     parser.add_argument(
@@ -112,11 +116,11 @@ def iter_lines(path: Path):
 def convert_record(obj: dict, where: str, rec_id: str, args, image_root: Path) -> dict:
     """One JSON object to a schema record (raises :class:`RecordError`)."""
     img_rel = common.text_value(get_field(obj, args.image_field, where), where, args.image_field)
-    img_path = Path(img_rel)
-    if not img_path.is_absolute():
-        img_path = image_root / img_path
+    img_path = common.image_path(
+        image_root, img_rel, where, args.image_field, args.allow_outside_root
+    )
     data, width, height = common.read_image(
-        img_path, where, args.check_images, field=args.image_field
+        img_path, where, args.check_images, args.image_field, args.max_image_pixels, args.exif
     )
 
     fmt = args.parsed_box_format
@@ -162,11 +166,17 @@ def convert_record(obj: dict, where: str, rec_id: str, args, image_root: Path) -
     labels = None
     if args.labels_field:
         labels = get_field(obj, args.labels_field, where)
+    elif isinstance(obj, dict) and "box_labels" in obj:  # the schema's own name: never dropped
+        labels = obj["box_labels"]
     segmentation = None
     if args.segmentation_field:  # a record without the field gets "" for each box
         seg = get_field(obj, args.segmentation_field, where, required=False)
         segmentation = segmentation_column(
-            None if seg is _MISSING else seg, len(boxes), where, args.segmentation_field
+            None if seg is _MISSING else seg,
+            len(boxes),
+            where,
+            args.segmentation_field,
+            hw=(height, width),
         )
     return common.make_record(
         id=rec_id,
@@ -187,6 +197,21 @@ def convert_record(obj: dict, where: str, rec_id: str, args, image_root: Path) -
     )
 
 
+def id_prefixes(inputs: list[Path]) -> list[str]:
+    """Default id prefix of each input: its stem, or, when two inputs share a stem (e.g.
+    ``a/train.jsonl`` and ``b/train.jsonl``), its path without suffix below the inputs'
+    common directory, with ``/`` as ``_`` (``a_train``)."""
+    stems = [p.stem for p in inputs]
+    if len(set(stems)) == len(stems):
+        return stems
+    full = [Path(os.path.abspath(p)).with_suffix("") for p in inputs]
+    base = Path(os.path.commonpath([str(f.parent) for f in full]))
+    return [
+        "_".join(f.relative_to(base).parts) if stems.count(p.stem) > 1 else p.stem
+        for f, p in zip(full, inputs, strict=True)
+    ]
+
+
 def run(args) -> int:
     common.check_out(args)
     args.parsed_box_format = parse_box_format(
@@ -198,8 +223,9 @@ def run(args) -> int:
             raise FileNotFoundError(f"{p}: no such JSONL file")
     report = ErrorReport()
     seen: set[str] = set()
+    prefixes = id_prefixes(inputs)
     with common.ShardedWriter(args.out, with_segmentation=bool(args.segmentation_field)) as writer:
-        for path in inputs:
+        for path, prefix in zip(inputs, prefixes, strict=True):
             image_root = Path(args.image_root) if args.image_root else path.parent
             for lineno, obj in common.progress(iter_lines(path), args, desc=f"convert {path.name}"):
                 report.processed += 1
@@ -213,7 +239,7 @@ def run(args) -> int:
                         )
                         where = f"{where} (id={rec_id})"
                     else:
-                        rec_id = f"{path.stem}-{lineno}"
+                        rec_id = f"{prefix}-{lineno}"
                     if rec_id in seen:
                         raise RecordError(where, args.id_field or "id", f"duplicate id {rec_id!r}")
                     record = convert_record(obj, where, rec_id, args, image_root)

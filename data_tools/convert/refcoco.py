@@ -29,7 +29,7 @@ from pathlib import Path
 
 from data_tools.boxes import add_clip_arguments, convert_and_validate, format_box_text
 from data_tools.convert import common
-from data_tools.convert.coco import ImageCache, load_coco
+from data_tools.convert.coco import ImageCache, image_of, load_coco
 from data_tools.errors import ErrorReport, RecordError
 from data_tools.segmentation import segmentation_column
 
@@ -94,7 +94,14 @@ def load_refs(path: str | Path, allow_pickle: bool = False):
                 f"{path}: pickle files can run code when loaded; export the refs to JSON "
                 "or pass --allow-pickle (plain-data restricted unpickler)"
             )
-        refs = _PlainUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such refs file")
+        try:
+            refs = _PlainUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        except Exception as e:  # noqa: BLE001 -- any unpickling failure is a bad file
+            raise ValueError(
+                f"{path}: cannot read the refs pickle: {type(e).__name__}: {e}"
+            ) from None
         if not isinstance(refs, list):
             raise ValueError(f"{path}: expected a list of refs")
         for i, ref in enumerate(refs):
@@ -135,13 +142,7 @@ def convert_ref(coco, ref: dict, where: str, args, images: ImageCache) -> list[d
     if img is None:
         raise RecordError(where, "image_id", f"image id not in the instances file: {image_id!r}")
     width, height = int(img["width"]), int(img["height"])
-    data, w, h = images.get(img["file_name"], where)
-    if (w, h) != (width, height):
-        raise RecordError(
-            where,
-            "image",
-            f"size differs from the instances file: {img['file_name']} is {w}x{h}, expected {width}x{height}",
-        )
+    data = image_of(img, width, height, where, args, images)
     box = convert_and_validate(
         [ann.get("bbox")],
         "xywh-pixel",
@@ -152,7 +153,7 @@ def convert_ref(coco, ref: dict, where: str, args, images: ImageCache) -> list[d
         tol=args.box_tolerance,
     )  # [1, 4]
     label = coco.cats.get(ann.get("category_id"), {}).get("name", "")
-    seg = None if args.no_segmentation else segmentation_column([ann.get("segmentation")], 1, where)
+    seg = None if args.no_segmentation else segmentation_column([ann.get("segmentation")], 1, where, hw=(height, width))
     sents = sentences_of(ref, where)
     if args.per == "ref":
         sents = sents[:1]
@@ -183,7 +184,7 @@ def run(args) -> int:
     if "{expression}" not in args.template:
         raise ValueError(f"--template must contain {{expression}}, got {args.template!r}")
     coco = load_coco(args.instances)
-    images = ImageCache(Path(args.image_root), args.check_images)
+    images = ImageCache(Path(args.image_root), args)
     report = ErrorReport()
     seen: set[str] = set()
     kept_refs = 0

@@ -196,6 +196,56 @@ def test_evidence_reaches_the_rollout_batch(data_dir, model_dir):
         assert rb.region_labels[b, 0] == 1 and rb.evidence_mask[b, k:].sum() == 0
 
 
+def _odd_images_dataset(path):
+    """Two 56x56 rows the training decode must convert: a 16-bit gradient PNG (mode I;16)
+    and an RGBA PNG whose left half is transparent."""
+    import io
+
+    import numpy as np
+
+    grad = np.tile(np.linspace(0, 65535, 56).round().astype(np.uint16), (56, 1))  # [56, 56]
+    rgba = np.zeros((56, 56, 4), np.uint8)
+    rgba[:, 28:] = (200, 10, 10, 255)  # right half opaque red, left half transparent black
+    rows = {k: [] for k in BASE_FEATURES}
+    for i, im in enumerate([Image.fromarray(grad), Image.fromarray(rgba, "RGBA")]):
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        for k, v in dict(id=f"odd{i}", image={"bytes": buf.getvalue(), "path": f"{i}.png"},
+                         question=QUESTION, answer="red", answer_type="text",
+                         boxes=[[0.0, 0.0, 28.0, 28.0]], box_labels=["x"], source="test",
+                         width=56, height=56).items():  # fmt: skip
+            rows[k].append(v)
+    ds = datasets.Dataset.from_dict(rows, features=datasets.Features(dict(BASE_FEATURES)))
+    return save_dataset(ds, path), grad
+
+
+def test_training_decode_scales_16bit_and_composites_alpha(tmp_path, model_dir):
+    import numpy as np
+
+    path, grad = _odd_images_dataset(tmp_path / "odd")
+    dm = _dm(path, model_dir, batch_size=2)
+    dm.setup("fit")
+    batch = dm.collate([dm.datasets["train"][0], dm.datasets["train"][1]])
+    g = np.asarray(batch.images[0][0]).astype(float)  # [56, 56, 3]
+    assert batch.images[0][0].mode == "RGB"
+    assert np.abs(g[..., 0] - grad * 255.0 / 65535.0).max() <= 0.5  # scaled, not saturated
+    assert (g == 255).mean() < 0.05 and abs(g.mean() - 127.5) < 1
+    a = np.asarray(batch.images[1][0])
+    assert (a[:, :28] == 255).all() and (a[:, 28:] == (200, 10, 10)).all()  # alpha on white
+
+
+def test_max_image_pixels_refuses_naming_the_record(data_dir, model_dir):
+    with pytest.raises(ValueError, match="max_image_pixels"):
+        _dm(data_dir, model_dir, max_image_pixels=0)
+    dm = _dm(data_dir, model_dir, max_image_pixels=56 * 56)  # the 224x224 rows are too large
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    assert len(dm.collate([ds[0]]).images[0][0].getdata()) == 56 * 56
+    with pytest.raises(ValueError, match=r"record 's1': field 'image': image is 224x224 = 50,176 "
+                       r"pixels, above the limit of 3,136"):  # fmt: skip
+        dm.collate([ds[1]])
+
+
 class _Recorder:
     """A LightningModule that records the prompt ids of each training step."""
 

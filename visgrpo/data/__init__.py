@@ -9,6 +9,7 @@ them (docs/architecture.md, "Layers"):
 * :mod:`~visgrpo.data.geometry`: the image processor's resize and visual-token grid;
 * :mod:`~visgrpo.data.evidence`: the EASE evidence target over the token grid;
 * :mod:`~visgrpo.data.batch`: the prompt and rollout batch types;
+* :mod:`~visgrpo.data.images`: one image decode (EXIF orientation, any PIL mode to RGB8, pixel limit);
 * :mod:`~visgrpo.data.signals`: what the teacher-forced forward pass is asked for and returns.
 
 The data layer may import :mod:`visgrpo.models.families` (static facts about the model

@@ -1,7 +1,9 @@
 """Atomic dataset output: a failed run leaves nothing at the destination.
 
 Everything is written into a temporary sibling directory that is renamed onto ``out``
-only when the writer finishes without an exception.
+only when the writer finishes without an exception. A run killed with SIGKILL cannot clean
+up; its hidden work folders (named with the owner's pid and host) are removed by the next
+run writing the same output (:func:`clean_stale`).
 """
 
 from __future__ import annotations
@@ -9,10 +11,53 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+WORK_KINDS = ("tmp", "old", "shards")  # hidden work folders beside an output directory
+
+
+def work_prefix(out: Path, kind: str) -> str:
+    """Prefix of a hidden work folder of ``out`` owned by this process:
+    ``.<name>.<kind>-<pid>@<host>-`` (the owner tells :func:`clean_stale` when it is dead)."""
+    return f".{out.name}.{kind}-{os.getpid()}@{socket.gethostname()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale(out: str | Path) -> list[Path]:
+    """Remove the work folders of ``out`` left by killed runs; return what was removed.
+
+    Only folders named by :func:`work_prefix` for this output, created on this host by a
+    process that no longer exists, are removed: a concurrent run's folders (live pid) and
+    other hosts' folders (a shared filesystem) are left alone.
+    """
+    out = Path(out)
+    pattern = re.compile(
+        rf"^\.{re.escape(out.name)}\.(?:{'|'.join(WORK_KINDS)})-(\d+)@(.+)-[^-]+$"
+    )
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    host = socket.gethostname()
+    for p in out.parent.iterdir():
+        m = pattern.match(p.name)
+        if m and p.is_dir() and m.group(2) == host and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 @contextlib.contextmanager
@@ -30,14 +75,16 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    clean_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=work_prefix(out, "tmp"), dir=out.parent))
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+        trash = Path(tempfile.mkdtemp(prefix=work_prefix(out, "old"), dir=out.parent))
+        os.rmdir(trash)
         os.replace(out, trash)
         os.replace(tmp, out)
         shutil.rmtree(trash, ignore_errors=True)

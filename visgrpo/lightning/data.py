@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from visgrpo.data.batch import PromptBatch
 from visgrpo.data.geometry import Geometry
+from visgrpo.data.images import DEFAULT_MAX_PIXELS
 from visgrpo.rollout.prompts import IMAGE_COLUMNS, build_messages, prompt_text, row_images
 
 
@@ -20,11 +21,19 @@ class PromptCollator:
         geometry: its :class:`~visgrpo.data.geometry.Geometry`.
         prompt_template: ``str.format`` template with ``{question}``.
         system_prompt: system turn; ``None`` keeps the chat template's default.
+        max_image_pixels: refuse images with more pixels (read from the header, before
+            decoding); ``None``: no limit.
     """
 
     def __init__(
-        self, processor, geometry: Geometry, prompt_template: str, system_prompt: str | None
+        self,
+        processor,
+        geometry: Geometry,
+        prompt_template: str,
+        system_prompt: str | None,
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
+        self.max_image_pixels = max_image_pixels
         self.processor = processor
         self.geometry = geometry
         self.prompt_template = prompt_template
@@ -49,7 +58,7 @@ class PromptCollator:
     def __call__(self, rows: list[dict]) -> PromptBatch:
         samples, images, prompts, messages = [], [], [], []
         for row in rows:
-            imgs = row_images(row)
+            imgs = row_images(row, self.max_image_pixels)
             msgs = build_messages(row, len(imgs), self.prompt_template, self.system_prompt)
             samples.append(self.sample_of(row, imgs))
             images.append(imgs)

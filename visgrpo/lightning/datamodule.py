@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from visgrpo.data.batch import PromptBatch
 from visgrpo.data.geometry import processor_geometry
+from visgrpo.data.images import DEFAULT_MAX_PIXELS
 from visgrpo.data.io import load_dataset_dir
 from visgrpo.data.schema import DERIVED_FEATURES, check_fingerprint
 from visgrpo.lightning.data import PromptCollator
@@ -124,6 +125,21 @@ class ResumableLoader:
         self.order.load_state_dict(state)
 
 
+def undecoded_images(ds):
+    """``ds`` with its image columns read as ``{"bytes", "path"}``: the collator decodes them
+    (:func:`visgrpo.rollout.prompts.row_images`: pixel limit first, then one orientation and
+    colour rule) instead of ``datasets``' decoder."""
+    import datasets
+
+    for col in IMAGE_COLUMNS:
+        feat = ds.features.get(col)
+        if isinstance(feat, datasets.Image):
+            ds = ds.cast_column(col, datasets.Image(decode=False))
+        elif isinstance(feat, (datasets.Sequence, list)):
+            ds = ds.cast_column(col, datasets.Sequence(datasets.Image(decode=False)))
+    return ds
+
+
 class EvidenceDataModule(pl.LightningDataModule):
     """Prompts (images, question, answer, evidence) for RLVR training, validation and test.
 
@@ -145,6 +161,9 @@ class EvidenceDataModule(pl.LightningDataModule):
         seed: seed of the prompt order and of the ``sample_prompts`` stream.
         limit_train: use only the first rows of the (filtered) train split.
         limit_val: likewise for validation and test.
+        max_image_pixels: refuse (one line naming the record) images with more pixels than
+            this, checked from the header before decoding, so memory stays bounded;
+            ``None``: no limit.
     """
 
     def __init__(
@@ -163,6 +182,7 @@ class EvidenceDataModule(pl.LightningDataModule):
         seed: int = 0,
         limit_train: int | None = None,
         limit_val: int | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__()
         if "{question}" not in prompt_template:
@@ -179,6 +199,9 @@ class EvidenceDataModule(pl.LightningDataModule):
         self.prompt_template, self.max_prompt_tokens = prompt_template, max_prompt_tokens
         self.require_evidence, self.seed = require_evidence, seed
         self.limit_train, self.limit_val = limit_train, limit_val
+        if max_image_pixels is not None and max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be >= 1 or None, got {max_image_pixels}")
+        self.max_image_pixels = max_image_pixels
         self._processor = None
         self.datasets: dict[str, Any] = {}
         self.filter_stats: dict[str, dict[str, int]] = {}
@@ -210,7 +233,13 @@ class EvidenceDataModule(pl.LightningDataModule):
     @property
     def collate(self) -> PromptCollator:
         p = self.processor
-        return PromptCollator(p, processor_geometry(p), self.prompt_template, self.system_prompt)
+        return PromptCollator(
+            p,
+            processor_geometry(p),
+            self.prompt_template,
+            self.system_prompt,
+            self.max_image_pixels,
+        )
 
     # ----------------------------------------------------------------- data
     def _rank_world(self) -> tuple[int, int]:
@@ -220,6 +249,7 @@ class EvidenceDataModule(pl.LightningDataModule):
 
     def _load(self, path: str, limit: int | None):
         ds, meta = load_dataset_dir(path)
+        ds = undecoded_images(ds)
         geom = processor_geometry(self.processor)
         derived = [c for c in DERIVED_FEATURES if c in ds.column_names and c != "grid_thw"]
         if self.require_evidence:
