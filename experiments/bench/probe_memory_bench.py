@@ -2,7 +2,8 @@
 
 Model: a random-weight Qwen2.5-VL built from a config (no checkpoint, no tokenizer):
 text decoder with ``--layers`` layers (default 8), hidden 512, 8 query / 2 key-value heads
-(head_dim 64), vocabulary 1,000; a one-block vision tower (window attention only, so its
+(head_dim 64), vocabulary 1,000 (``--model tiny``: the test models' text sizes, hidden 64,
+4 query / 2 key-value heads of 16, 4 layers); a one-block vision tower (window attention only, so its
 transient memory stays far below the text model's). The input is REAL image tokens: one
 image with ``image_grid_thw = (1, 2g, 2g)`` patches gives g*g merged tokens
 (``--image-tokens`` = g*g, default 1,024), ``pixel_values`` random, then ``--response``
@@ -18,18 +19,20 @@ All run the decoder forward (``model.model``) under ``torch.no_grad``.
 
 Peak memory: the process's peak resident set (VmHWM, reset through /proc/self/clear_refs
 just before the forward) minus its resident set before the forward, after one unmeasured
-warm-up forward, with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``)
+warm-up forward and with the previous forward's outputs freed, with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``)
 so that freed tensors leave the resident set. "Extra" of a
 configuration = its peak minus the sdpa baseline's peak. Time: wall clock of the forward
 (best of ``--repeats``), on whatever cores ``--threads`` allows.
 
-Run: ``python experiments/bench/probe_memory_bench.py [--quick]``; writes
-``experiments/bench/results_probe.json`` (``results_probe_quick.json`` with --quick).
+Run: ``python experiments/bench/probe_memory_bench.py [--model tiny] [--quick]``; writes
+``experiments/bench/results_probe.json`` (``results_probe_tiny.json`` with ``--model tiny``,
+``_quick`` added with --quick).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -50,23 +53,32 @@ def _rss_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _build(layers: int, impl: str):
+# Text-model sizes: "bench" (hidden 512, 8 query / 2 key-value heads of 64) and "tiny"
+# (the test models of visgrpo.models.tiny: hidden 64, 4 query / 2 key-value heads of 16).
+MODELS = {
+    "bench": dict(hidden=512, intermediate=1024, heads=8, kv_heads=2, mrope=[8, 12, 12]),
+    "tiny": dict(hidden=64, intermediate=128, heads=4, kv_heads=2, mrope=[2, 3, 3]),
+}
+
+
+def _build(model: str, layers: int, impl: str):
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(0)
+    dims = MODELS[model]
     text = dict(
         vocab_size=1000,
-        hidden_size=512,
-        intermediate_size=1024,
+        hidden_size=dims["hidden"],
+        intermediate_size=dims["intermediate"],
         num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=2,
+        num_attention_heads=dims["heads"],
+        num_key_value_heads=dims["kv_heads"],
         max_position_embeddings=8192,
         rope_parameters={
             "rope_type": "default",
             "rope_theta": 10000.0,
-            "mrope_section": [8, 12, 12],
+            "mrope_section": dims["mrope"],
         },
     )
     vision = dict(
@@ -74,7 +86,7 @@ def _build(layers: int, impl: str):
         hidden_size=64,
         intermediate_size=128,
         num_heads=2,
-        out_hidden_size=512,
+        out_hidden_size=dims["hidden"],
         patch_size=14,
         spatial_merge_size=2,
         temporal_patch_size=2,
@@ -133,7 +145,7 @@ def run_one(name: str, args) -> dict:
     torch.set_num_threads(args.threads)
     from visgrpo.attention.probe import AttentionProbe
 
-    model = _build(args.layers, "eager" if name.startswith("eager") else "sdpa")
+    model = _build(args.model, args.layers, "eager" if name.startswith("eager") else "sdpa")
     inputs, P = _inputs(args.image_tokens, args.response)
     T = args.response
     rows = (P - 1 + torch.arange(T))[None]  # [1, T]
@@ -141,6 +153,10 @@ def run_one(name: str, args) -> dict:
     layers = list(range(args.layers)) if name == "probe_all" else [args.layers - 1]
     times, extra_kb, kept = [], 0, 0
     for i in range(args.repeats + 1):  # iteration 0 is an unmeasured warm-up
+        # The previous iteration's outputs (the probe's results, eager's attention maps)
+        # are freed before the baseline is read, so they are not counted in it.
+        out = probe = None
+        gc.collect()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
         base = _rss_kb("VmRSS")
@@ -157,7 +173,7 @@ def run_one(name: str, args) -> dict:
         if i > 0:
             times.append(time.perf_counter() - t0)
             extra_kb = max(extra_kb, _rss_kb("VmHWM") - base)
-        del out
+    del out, probe
     return dict(
         config=name,
         L=int(inputs["input_ids"].shape[1]),
@@ -172,7 +188,9 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help="4 layers, 256 image / 256 response tokens"
     )
-    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--model", choices=sorted(MODELS), default="bench",
+                    help="text-model size: bench (hidden 512, 8/2 heads) or tiny (hidden 64, 4/2 heads)")
+    ap.add_argument("--layers", type=int, default=None, help="decoder layers (default: bench 8, tiny 4)")
     ap.add_argument("--image-tokens", type=int, default=1024)
     ap.add_argument("--response", type=int, default=1024)
     ap.add_argument("--chunk", type=int, default=256, help="probe query rows per chunk")
@@ -181,6 +199,8 @@ def main() -> None:
     ap.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.layers is None:
+        args.layers = 8 if args.model == "bench" else 4
     if args.quick:
         args.layers, args.image_tokens, args.response = 4, 256, 256
     if args.one:
@@ -194,6 +214,8 @@ def main() -> None:
             __file__,
             "--one",
             name,
+            "--model",
+            args.model,
             "--layers",
             str(args.layers),
             "--image-tokens",
@@ -215,6 +237,7 @@ def main() -> None:
             raise SystemExit(f"{name} failed:\n{res.stderr[-3000:]}")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(f"  done {name}: {rows[-1]}", flush=True)
+    dims = MODELS[args.model]
     base = {r["config"]: r for r in rows}
     for r in rows:
         r["extra_vs_sdpa_mb"] = r["peak_delta_mb"] - base["sdpa"]["peak_delta_mb"]
@@ -225,7 +248,8 @@ def main() -> None:
     )
     print(
         f"\nL = {rows[0]['L']} ({args.image_tokens} image + {args.response} response tokens), "
-        f"{args.layers} layers, hidden 512, 8/2 heads, {args.threads} threads"
+        f"{args.layers} layers, hidden {dims['hidden']}, {dims['heads']}/{dims['kv_heads']} heads, "
+        f"{args.threads} threads"
     )
     print(
         f"{'config':<12}{'peak delta MB':>15}{'extra vs sdpa MB':>18}{'attn kept MB':>14}{'s':>8}"
@@ -243,14 +267,15 @@ def main() -> None:
         Path(args.out)
         if args.out
         else Path(__file__).with_name(
-            "results_probe_quick.json" if args.quick else "results_probe.json"
+            f"results_probe{'_tiny' if args.model == 'tiny' else ''}{'_quick' if args.quick else ''}.json"
         )
     )
     meta = dict(
+        model=args.model,
         layers=args.layers,
-        hidden=512,
-        heads=8,
-        kv_heads=2,
+        hidden=dims["hidden"],
+        heads=dims["heads"],
+        kv_heads=dims["kv_heads"],
         image_tokens=args.image_tokens,
         response_tokens=args.response,
         chunk=args.chunk,

@@ -252,3 +252,30 @@ def test_from_json_rederives_summaries_and_ratios(monkeypatch, tmp_path):
     assert res["summary"]["visgrpo_dapo"]["median_cpu_step_s"] == pytest.approx(0.095)
     assert res["comparisons"]["ease"]["step_time_ratio"] == pytest.approx(0.12 / 0.095)
     assert "| DAPO+ease / DAPO step time | 1.26x |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_probe_memory_bench_counts_the_probe_results():
+    """The probe's extra memory over plain SDPA includes its own results (alive at the peak):
+    a baseline read while the previous forward's results were still held undercounted it
+    (15 MB extra for 32 MB of results at the benchmark size)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "experiments/bench/probe_memory_bench.py"
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    rows = {}
+    for name in ("sdpa", "probe_all"):
+        out = subprocess.run(
+            [sys.executable, str(script), "--one", name, "--model", "tiny", "--layers", "4",
+             "--image-tokens", "1024", "--response", "512", "--repeats", "1", "--threads", "1"],
+            capture_output=True, text=True, env=env, check=True,
+        )
+        rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    kept = rows["probe_all"]["attention_kept_mb"]
+    assert kept == pytest.approx(4 * 512 * 1024 * 4 / 2**20)  # 4 layers x [1, 512, 1024] float32
+    extra = rows["probe_all"]["peak_delta_mb"] - rows["sdpa"]["peak_delta_mb"]
+    assert extra >= kept
