@@ -192,12 +192,12 @@ def train_steps(model_dir, rows, size, dtype: str, device: str, credit: str, dea
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
+    from visgrpo.data.geometry import processor_geometry
     from visgrpo.lightning import RLVRModule
     from visgrpo.lightning.data import PromptCollator
     from visgrpo.models.lora import LoraSettings
     from visgrpo.rewards import RewardSpec
     from visgrpo.rollout import SamplingConfig
-    from visgrpo.rollout.vision import processor_geometry
 
     steps = steps or size.steps
     extra = {"device_map": {"": 0}} if device == "cuda" and quantization is None else {}

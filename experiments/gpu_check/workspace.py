@@ -120,7 +120,7 @@ def build_rows(size: Size, num: int, seed: int = 0) -> list[dict]:
     """
     from PIL import Image, ImageDraw
 
-    from visgrpo.credit import smoothed_evidence_target
+    from visgrpo.data.evidence import smoothed_evidence_target
 
     gen = torch.Generator().manual_seed(seed)
     side, g = image_side(size), image_side(size) // TOKEN_PIXELS

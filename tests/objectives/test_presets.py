@@ -159,3 +159,11 @@ def test_per_token_advantages_accepted():
         a, _ = policy_objective(cfg, logp, old, adv, mask, ref_logp=ref)
         b, _ = policy_objective(cfg, logp, old, adv_tok, mask, ref_logp=ref)
         torch.testing.assert_close(a, b)
+
+
+def test_overrides_from_a_plain_mapping():
+    from visgrpo.objectives.presets import ObjectiveOverrides
+
+    assert ObjectiveOverrides.from_mapping({"kl_coef": 0.1}).changes() == {"kl_coef": 0.1}
+    with pytest.raises(ValueError, match="unknown key.*kl_coeff"):
+        ObjectiveOverrides.from_mapping({"kl_coeff": 0.1})

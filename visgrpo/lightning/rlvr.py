@@ -137,6 +137,8 @@ class RLVRModule(PolicyModule):
         diagnostics_layer: int | str = "last",
         seed: int = 0,
     ) -> None:
+        if isinstance(objective_overrides, dict):  # Python callers may pass a plain mapping
+            objective_overrides = ObjectiveOverrides.from_mapping(objective_overrides)
         objective_config = get_preset(objective, **(objective_overrides or ObjectiveOverrides()).changes())
         super().__init__(
             policy, rewards, sampling, rollout_engine, learning_rate, weight_decay, warmup_steps,

@@ -177,6 +177,15 @@ class ObjectiveOverrides:
     max_response_length: int | None = None
     overlong_cache_length: int | None = None
 
+    @classmethod
+    def from_mapping(cls, mapping: dict) -> ObjectiveOverrides:
+        """Build from a plain mapping; an unknown key is refused naming it and the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(mapping) - set(names))
+        if unknown:
+            raise ValueError(f"objective_overrides: unknown key(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+        return cls(**mapping)
+
     def changes(self) -> dict[str, object]:
         """The fields that are set (not None), as ``get_preset`` keyword arguments."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
