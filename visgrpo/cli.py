@@ -1,4 +1,5 @@
-"""``visgrpo``: the Lightning CLI entry point (``visgrpo fit|validate|test|predict``)."""
+"""``visgrpo``: the Lightning CLI entry point (``visgrpo fit|validate|test|predict``), and
+``visgrpo eval`` (benchmarks, visgrpo/evaluation/cli.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the Lightning CLI."""
+    """Run the Lightning CLI (or ``eval``)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["eval"]:
+        from visgrpo.evaluation.cli import main as eval_main
+
+        return eval_main(args[1:])
     from visgrpo.lightning.cli import run_cli
 
     if argv is None:
