@@ -191,3 +191,9 @@ def build_all(root: Path) -> Path:
     for name, build in BUILDERS.items():
         build(root / name)
     return root
+
+
+if __name__ == "__main__":  # python -m tests.evaluation.fixtures OUT (the README's dry run)
+    import sys
+
+    print(build_all(Path(sys.argv[1])))
