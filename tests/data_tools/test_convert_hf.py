@@ -62,6 +62,8 @@ def test_virl39k_multi_image_without_boxes(tmp_path, capsys):
                         "--processor", "qwen2_5_vl", "--no-progress"]) == 0
     masked, _ = load_dataset_dir(tmp_path / "m")
     assert len(masked[1]["grid_thw"]) == 2
+    err = capsys.readouterr().err
+    assert "masks: 2 records of" in err and "(first: record 'q-1')" in err and "EASE target is uniform" in err
 
 
 def test_geometry3k_save_to_disk(tmp_path):

@@ -30,7 +30,7 @@ def test_mathvista_keeps_options_and_precision(tmp_path):
     BUILDERS["mathvista_testmini"](tmp_path)
     a, b, c = load_benchmark("mathvista_testmini", tmp_path)  # the test split is ignored
     assert a.meta["options"] == ["blue", "red", "green"] and "(B) red" in a.question
-    assert b.meta["precision"] == 1.0 and c.meta["precision"] is None
+    assert b.meta["precision"] == 1.0 and c.meta["precision"] == 0  # integers: exact
 
 
 def test_hallusionbench_text_only_question_has_no_image(tmp_path):

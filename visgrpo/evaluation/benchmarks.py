@@ -56,7 +56,8 @@ def mathvista(root: Path) -> list[EvalItem]:
     relative to the folder), ``choices``, ``answer``, ``question_type``
     (``multi_choice`` / ``free_form``), ``answer_type`` (``integer`` / ``float`` / ``text``
     / ``list``), ``precision``. Multiple choice: the gold option text becomes its letter;
-    integer / float: numeric at ``precision`` decimals; text / list: normalised exact."""
+    integer: exact; float: numeric at ``precision`` decimals (relative 1e-2 without one);
+    text / list: normalised exact."""
     items = []
     for row in read_rows(root, split="testmini"):
         where = str(row.get("pid"))
@@ -69,8 +70,8 @@ def mathvista(root: Path) -> list[EvalItem]:
             if answer not in choices:
                 raise ValueError(f"record {where!r}: answer {answer!r} is not one of its choices")
             answer, scorer, meta["options"] = LETTERS[choices.index(answer)], "choice", choices
-        elif atype in ("integer", "float"):
-            scorer, meta["precision"] = "number", row.get("precision")
+        elif atype in ("integer", "float"):  # integers must match exactly, as MathVista scores
+            scorer, meta["precision"] = "number", 0 if atype == "integer" else row.get("precision")
         else:
             scorer = "text"
         question = row.get("query") or _get(row, "question", where)
