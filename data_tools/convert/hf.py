@@ -96,7 +96,7 @@ def open_dataset(path: Path, split: str) -> datasets.Dataset:
         p for p in path.rglob("*") if p.suffix in (".parquet", ".json", ".jsonl") and p.is_file())
     parquet = [p for p in files if p.suffix == ".parquet"]
     files = parquet or files
-    named = [p for p in files if p.name.startswith(split) or f"{split}-" in p.name or p.parent.name == split]
+    named = [p for p in files if p.name.startswith((f"{split}-", f"{split}.")) or p.parent.name == split]
     files = named or files
     if not files:
         raise FileNotFoundError(f"{path}: no parquet, JSON or save_to_disk dataset")

@@ -80,6 +80,7 @@ def geometry3k(root: Path) -> None:
             {"images": [img(64, 32)], "problem": "<image>Find y.", "answer": "12"}]
     write_parquet(root / "data" / "test-00000-of-00001.parquet", rows, schema)
     write_parquet(root / "data" / "train-00000-of-00001.parquet", rows[:1], schema)
+    write_parquet(root / "data" / "testmini-00000-of-00001.parquet", rows[:1], schema)  # not read
 
 
 def wemath(root: Path) -> None:
@@ -130,6 +131,7 @@ def hallusionbench(root: Path) -> None:
          "gt_answer_details": "No.", "gt_answer": "0", "filename": None, "image": None},
     ]
     write_parquet(root / "data" / "image-00000-of-00001.parquet", rows, schema)
+    write_parquet(root / "data" / "non_image-00000-of-00001.parquet", rows[1:], schema)  # not read
 
 
 def pope(root: Path) -> None:

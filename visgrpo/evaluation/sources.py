@@ -21,11 +21,13 @@ TABLE_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl")
 
 
 def _split_filter(files: list[Path], split: str | None) -> list[Path]:
-    """Files whose name mentions ``split`` (``testmini-00000-of-00001.parquet``), if any do."""
+    """Files of ``split`` (``testmini-00000-of-00001.parquet``, ``testmini.json``, or in a
+    ``testmini/`` folder), if any are; ``test`` does not pick ``testmini-*`` nor ``image``
+    ``non_image-*``."""
     if split is None:
         return files
-    chosen = [p for p in files if p.name.startswith(split) or f"{split}-" in p.name
-              or f"{split}." in p.name or p.parent.name == split]
+    chosen = [p for p in files if p.name.startswith((f"{split}-", f"{split}."))
+              or p.parent.name == split]
     return chosen or files
 
 
