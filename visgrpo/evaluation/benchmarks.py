@@ -137,7 +137,7 @@ def wemath(root: Path) -> list[EvalItem]:
 
 @register("logicvista")
 def logicvista(root: Path) -> list[EvalItem]:
-    """LogicVista (the authors' ``data/dataset.json``: ``{id: {imagename, question,
+    """LogicVista (the authors' ``dataset.json`` from their ``data`` folder: ``{id: {imagename, question,
     answer, skill, ...}}`` with images in ``data/images/``; or the Hugging Face parquet with
     ``question``, ``answer``, ``image``, ``skill``). The question holds its options;
     ``answer`` is one letter or several (``"A, C"``: the same set is needed). Category:

@@ -57,7 +57,7 @@ def predictions_jsonl(benchmark: str, results: list[ItemResult]) -> str:
 
 def write_outputs(out: Path, rows: list[dict], predictions: dict[str, list[ItemResult]],
                   protocol: str) -> list[Path]:
-    """``results.md``, ``results.csv`` and ``predictions.jsonl`` under ``out``."""
+    """``OUT/results.md``, ``OUT/results.csv`` and ``OUT/predictions.jsonl``."""
     out = Path(out)
     paths = [out / "results.md", out / "results.csv", out / "predictions.jsonl"]
     texts = [markdown_table(rows, protocol), csv_table(rows, protocol),
