@@ -13,7 +13,7 @@ import sys
 # (command, module, one-line help)
 COMMANDS: list[tuple[str, str, str]] = [
     ("synth", "data_tools.synth", "write a deterministic synthetic evidence-VQA dataset"),
-    ("convert", "data_tools.convert", "convert grounding data (jsonl | coco | refcoco) to the schema"),
+    ("convert", "data_tools.convert", "convert grounding / VQA data (jsonl | coco | refcoco | hf) to the schema"),
     ("masks", "data_tools.masks", "add visual-token evidence masks for one processor"),
     ("augment", "data_tools.augment", "albumentations augmentation keeping boxes and masks consistent"),
     ("validate", "data_tools.validate", "check schema, images and boxes; write a report"),

@@ -351,6 +351,11 @@ def _one(src: Path, dst: Path, grid: ProcessorGrid, args, report: ErrorReport) -
         ds, grid, args.sigma_scale, args.background_alpha, not args.no_segmentation,
         args.on_error, report, progress=not args.no_progress,
     )
+    no_box = records_without_boxes(out)
+    if no_box:
+        print(f"masks: {len(no_box)} records of {src} have no evidence boxes (first: record {no_box[0]!r}): "
+              "their EASE target is uniform and SAYO has no region for them; other methods are unaffected",
+              file=sys.stderr)
     fmt = args.format if args.format != "same" else ("parquet" if (src / "data.parquet").exists() else "arrow")
     meta = {**meta, "processor": grid.fingerprint(), "masks": {
         "sigma_scale": args.sigma_scale, "background_alpha": args.background_alpha,
@@ -358,6 +363,15 @@ def _one(src: Path, dst: Path, grid: ProcessorGrid, args, report: ErrorReport) -
         "processor_source": grid.source, "skipped": rep.skipped,
     }}
     save_dataset(out, dst, meta=meta, fmt=fmt, overwrite=True)
+
+
+def records_without_boxes(ds) -> list[str]:
+    """Ids of the records whose ``boxes`` list is empty (read from Arrow, no image decoded)."""
+    tbl = ds.select_columns([c for c in ("id", "boxes") if c in ds.column_names]).with_format("arrow")[:]
+    counts = pc.fill_null(pc.list_value_length(tbl.column("boxes")), 0).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(counts == 0)
+    ids = tbl.column("id") if "id" in tbl.column_names else None
+    return [str(ids[int(i)].as_py()) if ids is not None else f"row {int(i)}" for i in rows]
 
 
 def run(args) -> int:

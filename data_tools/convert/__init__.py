@@ -1,10 +1,12 @@
-"""``visgrpo-data convert {jsonl,coco,refcoco}``: grounding data to the evidence schema.
+"""``visgrpo-data convert {jsonl,coco,refcoco,hf}``: grounding data to the evidence schema.
 
 * ``jsonl``   -- generic JSON lines with field-mapping flags (:mod:`.jsonl`);
 * ``coco``    -- COCO instances file joined with a questions file referring to annotation
   ids (:mod:`.coco`);
 * ``refcoco`` -- referring expressions; the answer and the evidence are the box
-  (:mod:`.refcoco`).
+  (:mod:`.refcoco`);
+* ``hf``      -- a local Hugging Face dataset (VQA/RL formats, multi-image, boxes optional)
+  (:mod:`.hf`).
 
 All write the evidence schema (docs/architecture.md) (plus an optional ``segmentation`` column, one JSON text per
 box: :mod:`data_tools.segmentation`) atomically, with ``--format arrow|parquet`` and ``--on-error raise|skip``.
@@ -26,6 +28,10 @@ SUBCOMMANDS = {
     "refcoco": (
         "data_tools.convert.refcoco",
         "referring expressions (refer-toolkit refs + COCO instances)",
+    ),
+    "hf": (
+        "data_tools.convert.hf",
+        "a local Hugging Face dataset (column mapping; presets virl39k | geometry3k | trl)",
     ),
 }
 

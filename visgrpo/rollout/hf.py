@@ -71,8 +71,17 @@ class HFRolloutEngine:
         self.return_logits = return_logits
         self.generate_kwargs = dict(generate_kwargs or {})
 
-    def generation_config(self, sampling: SamplingConfig, eos: list[int], pad: int, n_return: int):
-        """A fresh ``GenerationConfig`` (nothing inherited from the checkpoint's sampling defaults)."""
+    def generation_config(
+        self, sampling: SamplingConfig, eos: list[int], pad: int, n_return: int,
+        suppress: list[int] | None = None,
+    ):
+        """A fresh ``GenerationConfig`` (nothing inherited from the checkpoint's sampling defaults).
+
+        ``suppress``: token ids that can never be sampled (``suppress_tokens``: their logits
+        are set to -inf before greedy or sampled decoding); :meth:`generate` passes the
+        vision / placeholder tokens, whose sampling would break the image-token count of the
+        training forward (``masked_scatter`` / RoPE index) hours into a run.
+        """
         from transformers import GenerationConfig
 
         kwargs = dict(
@@ -85,6 +94,7 @@ class HFRolloutEngine:
             use_cache=True,
             return_dict_in_generate=True,
             output_logits=self.return_logits,
+            suppress_tokens=list(suppress) if suppress else None,
         )
         if sampling.do_sample:
             kwargs.update(
@@ -124,7 +134,9 @@ class HFRolloutEngine:
         eos = eos_token_ids(tok, getattr(model, "generation_config", None))
         G = sampling.num_generations
         n_return = G if sampling.do_sample else 1
-        config = self.generation_config(sampling, eos, tok.pad_token_id, n_return)
+        config = self.generation_config(
+            sampling, eos, tok.pad_token_id, n_return, suppress=vision_token_ids(tok)
+        )
         inputs = {k: v.to(device) for k, v in enc.items()}
         extra = dict(self.generate_kwargs)
         if sampling.stop_strings:

@@ -8,6 +8,11 @@ by the HF processor and evidence masks stay aligned. The returned token ids are 
 the same code as the HF engine (visgrpo/rollout/assemble.py), and the prompt side of the
 RolloutBatch comes from the HF processor, so the training forward is identical.
 
+Vision and placeholder tokens (``<|image_pad|>``, ``<|video_pad|>``, ``<|vision_start|>``
+...) can never be sampled: ``SamplingParams.bad_words`` lists them (each is one special
+token, so vLLM's bad-words processor sets its logit to -inf at every step), as the HF engine
+does with ``suppress_tokens``; the response cleaning of assemble.py stays as a second guard.
+
 Weights: before each call the policy's current weights (LoRA merged in by peft's
 ``merge_adapter`` when the policy is a ``PeftModel``) are copied into the vLLM model with its
 ``load_weights``; vLLM's Qwen-VL loaders map transformers' parameter names themselves.
@@ -22,7 +27,13 @@ import torch
 from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.rollout.assemble import assemble_rollout, encode_prompts
 from visgrpo.rollout.base import ROLLOUT_ENGINES, SamplingConfig
-from visgrpo.rollout.vision import eos_token_ids, vision_token_ids
+from visgrpo.rollout.vision import VISION_TOKENS, eos_token_ids, vision_token_ids
+
+
+def vision_token_strings(tokenizer) -> list[str]:
+    """The :data:`VISION_TOKENS` in ``tokenizer``'s vocabulary (vLLM bans them by string)."""
+    vocab = tokenizer.get_vocab()
+    return [t for t in VISION_TOKENS if t in vocab]
 
 
 def _import_vllm():
@@ -134,8 +145,11 @@ class VLLMRolloutEngine:
         with contextlib.suppress(AttributeError):
             self.llm.reset_prefix_cache()
 
-    def sampling_params(self, sampling: SamplingConfig, eos: list[int], seed: int | None):
-        """vLLM ``SamplingParams`` equivalent to ``sampling`` (n = G; greedy = temperature 0)."""
+    def sampling_params(
+        self, sampling: SamplingConfig, eos: list[int], seed: int | None, banned: list[str] = ()
+    ):
+        """vLLM ``SamplingParams`` equivalent to ``sampling`` (n = G; greedy = temperature 0);
+        ``banned`` token strings are never sampled (``bad_words``)."""
         kwargs = dict(
             n=sampling.num_generations if sampling.do_sample else 1,
             max_tokens=sampling.max_new_tokens,
@@ -146,6 +160,8 @@ class VLLMRolloutEngine:
             skip_special_tokens=False,
             seed=seed,
         )
+        if banned:
+            kwargs["bad_words"] = list(banned)
         if sampling.do_sample:
             kwargs.update(
                 temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or -1
@@ -176,7 +192,7 @@ class VLLMRolloutEngine:
             else {"prompt": text}
             for text, imgs in zip(prompts.prompts, prompts.images, strict=True)
         ]
-        params = self.sampling_params(sampling, eos, seed)
+        params = self.sampling_params(sampling, eos, seed, banned=vision_token_strings(tok))
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         G = sampling.num_generations
         responses = []

@@ -1,0 +1,91 @@
+"""The model to evaluate: a Hugging Face model directory, a LoRA adapter directory, or a
+visgrpo (Lightning) checkpoint, always returned as a plain model with LoRA merged in.
+
+* model directory (``config.json``): ``visgrpo.models.loading.load_policy``.
+* adapter directory (``adapter_config.json``): its base model (``base_model_name_or_path``,
+  or ``base_model`` to override), the adapter loaded by peft and merged.
+* checkpoint file (``*.ckpt``): read with ``torch.load(weights_only=True)``; the base
+  model comes from the checkpoint's ``policy`` hyper-parameter (or ``base_model``); a
+  LoRA checkpoint (adapter weights only) gets the same adapters and is merged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from visgrpo.models.loading import PolicyConfig, load_policy, load_processor
+from visgrpo.models.lora import LoraSettings
+
+
+def _safe_globals():
+    """Plain dataclasses a visgrpo checkpoint stores among its hyper-parameters."""
+    from visgrpo.rewards import RewardSpec
+    from visgrpo.rollout.base import SamplingConfig
+
+    return [PolicyConfig, LoraSettings, SamplingConfig, RewardSpec]
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """``torch.load(path, weights_only=True)`` (never unpickles arbitrary objects)."""
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a weights-only loadable visgrpo checkpoint: "
+                         f"{str(err).splitlines()[0]}") from None
+
+
+def _policy_config(ckpt: dict, path: Path, base_model: str | None, dtype: str) -> PolicyConfig:
+    policy = (ckpt.get("hyper_parameters") or {}).get("policy")
+    if policy is None and base_model is None:
+        raise ValueError(f"{path}: the checkpoint names no policy; pass --base-model")
+    lora = getattr(policy, "lora", None)
+    name = base_model or policy.name_or_path
+    return PolicyConfig(name, dtype=dtype, lora=lora,
+                        trust_remote_code=bool(getattr(policy, "trust_remote_code", False)))
+
+
+def load_checkpoint(path: Path, base_model: str | None, dtype: str):
+    ckpt = read_checkpoint(path)
+    cfg = _policy_config(ckpt, path, base_model, dtype)
+    model, processor = load_policy(cfg)
+    state = {k.removeprefix("policy."): v for k, v in ckpt.get("state_dict", {}).items()
+             if k.startswith("policy.")}
+    if not state:
+        raise ValueError(f"{path}: the checkpoint holds no policy.* weights")
+    missing, unexpected = model.load_state_dict(state, strict=cfg.lora is None)
+    if unexpected:
+        raise ValueError(f"{path}: weights the model does not have: {unexpected[:3]}")
+    if cfg.lora is not None:
+        model = model.merge_and_unload()
+    return model, processor
+
+
+def load_adapter(path: Path, base_model: str | None, dtype: str):
+    from peft import PeftModel
+
+    config = json.loads((path / "adapter_config.json").read_text())
+    base = base_model or config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{path}: adapter_config.json names no base model; pass --base-model")
+    model, processor = load_policy(PolicyConfig(base, dtype=dtype))
+    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    if (path / "preprocessor_config.json").exists() or (path / "processor_config.json").exists():
+        processor = load_processor(str(path))
+    return model, processor
+
+
+def load_for_eval(path: str | Path, base_model: str | None = None, dtype: str = "float32"):
+    """``(model, processor, kind)`` with ``kind`` in ``hf``, ``adapter``, ``checkpoint``."""
+    p = Path(path)
+    if p.is_file():
+        return (*load_checkpoint(p, base_model, dtype), "checkpoint")
+    if (p / "adapter_config.json").exists():
+        return (*load_adapter(p, base_model, dtype), "adapter")
+    if (p / "config.json").exists():
+        return (*load_policy(PolicyConfig(str(p), dtype=dtype)), "hf")
+    raise FileNotFoundError(f"{p}: neither a model directory (config.json), a LoRA adapter "
+                            "(adapter_config.json) nor a checkpoint file")
