@@ -1,7 +1,8 @@
 """PAPO: perception-aware policy optimisation (arXiv 2507.06448; docs/methods.md, PAPO).
 
-As the authors' code defines it (MikeWangWZHL/PAPO, ``verl/workers/actor/dp_actor.py``,
-``update_policy``, with ``RECOMPUTE_AUG_LOG_PROBS = False``, their default): ``logp_m`` are
+As the authors' code defines it (``update_policy`` in
+https://github.com/MikeWangWZHL/PAPO/blob/HEAD/verl/workers/actor/dp_actor.py, with
+``RECOMPUTE_AUG_LOG_PROBS = False``, their default): ``logp_m`` are
 the rollout policy's log-probs with random 14-px patches of the image blackened (p = 0.6),
 computed once per step WITHOUT grad (``compute_log_probs_aug``); with ``logp`` the current
 policy's log-probs (with grad) and token means over the response tokens::
