@@ -82,8 +82,9 @@ def test_union_refuses_two_different_perturbations():
         a.union(SignalRequest(masked_logp=Perturbation(prob=0.6)))
 
 
-def test_masked_forward_matches_a_forward_on_blackened_pixels(tiny_models):
-    model, _, batch = tiny_models["qwen2_5_vl"]
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_masked_forward_matches_a_forward_on_blackened_pixels(tiny_models, family):
+    model, _, batch = tiny_models[family]
     base = model
     pert = Perturbation(prob=0.5)
     counts = torch.tensor([2, 1])
@@ -101,3 +102,13 @@ def test_masked_forward_matches_a_forward_on_blackened_pixels(tiny_models):
     assert torch.equal(again.masked_logp, out.masked_logp)  # same step seed: same masks
     none = policy_forward(model, batch, SignalRequest(masked_logp=Perturbation(prob=0.0)), share_images=False)
     torch.testing.assert_close(none.masked_logp, out.logp.detach(), atol=1e-6, rtol=0)
+
+
+def test_text_only_batch_gives_the_real_logprobs(tiny_models):
+    model, _, batch = tiny_models["qwen2_5_vl"]
+    batch = {**batch, "image_counts": torch.tensor([2, 1])}
+    out = policy_forward(model, batch, SignalRequest(masked_logp=Perturbation()), share_images=False)
+    fake = {k: v for k, v in batch.items() if k not in ("pixel_values", "image_grid_thw")}
+    fake["input_ids"] = batch["input_ids"].masked_fill(batch["input_ids"] == model.config.image_token_id, 0)
+    text = policy_forward(model, fake, SignalRequest(masked_logp=Perturbation()), share_images=False)
+    assert torch.equal(text.masked_logp, text.logp.detach()) and text.masked_logp.shape == out.logp.shape

@@ -271,7 +271,9 @@ def policy_forward(
         for i in own_layers:
             result.own_image_attention[i] = probe.image_attention[i % n][:, 1:].detach() * keep
     perturbation = getattr(request, "masked_logp", None) if request is not None else None
-    if perturbation is not None:
+    if perturbation is not None and batch.get("pixel_values") is None:
+        result.masked_logp = logp.detach()  # no image to perturb (the authors' codes: same inputs)
+    elif perturbation is not None:
         norm = image_norm or (None, None)
         result.masked_logp = masked_logprobs(
             lambda b: policy_forward(model, b, None, temperature, logprob_chunk, probe_chunk, share_images=False).logp,

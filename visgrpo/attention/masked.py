@@ -83,7 +83,7 @@ def masked_logprobs(
     """
     pixels, grid = batch.get("pixel_values"), batch.get("image_grid_thw")
     if pixels is None or grid is None:
-        raise ValueError("masked-image signal: the batch has no pixel_values / image_grid_thw (text-only rows)")
+        raise ValueError("masked-image signal: the batch has no pixel_values / image_grid_thw")
     B = batch["input_ids"].shape[0]
     gids = torch.arange(B) if group_ids is None else group_ids.cpu()
     counts = [1] * B if image_counts is None else image_counts.tolist()
