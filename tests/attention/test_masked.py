@@ -112,3 +112,22 @@ def test_text_only_batch_gives_the_real_logprobs(tiny_models):
     fake["input_ids"] = batch["input_ids"].masked_fill(batch["input_ids"] == model.config.image_token_id, 0)
     text = policy_forward(model, fake, SignalRequest(masked_logp=Perturbation()), share_images=False)
     assert torch.equal(text.masked_logp, text.logp.detach()) and text.masked_logp.shape == out.logp.shape
+
+
+def test_one_mask_per_prompt_is_shared_by_the_group_and_by_the_encoding(tiny_models):
+    model, _, batch = tiny_models["qwen2_5_vl"]
+    one = {k: (v[1:] if k in ("input_ids", "attention_mask", "mm_token_type_ids", "response_mask") else v)
+           for k, v in batch.items()}  # the second prompt (one image) ...
+    n_pix = int(batch["image_grid_thw"][2].prod())
+    one["pixel_values"], one["image_grid_thw"] = batch["pixel_values"][-n_pix:], batch["image_grid_thw"][2:]
+    rep = {k: (torch.cat([v, v]) if k in ("input_ids", "attention_mask", "mm_token_type_ids", "response_mask",
+                                            "pixel_values", "image_grid_thw") else v) for k, v in one.items()}
+    rep.update(group_ids=torch.tensor([4, 4]), image_counts=torch.tensor([1, 1]),
+               pixel_counts=torch.tensor([n_pix, n_pix]))  # ... twice, as a group of G = 2
+    prompt = Perturbation(prob=0.5, per_response=False)
+    shared = policy_forward(model, rep, SignalRequest(masked_logp=prompt), perturb_seed=3)
+    plain = policy_forward(model, rep, SignalRequest(masked_logp=prompt), perturb_seed=3, share_images=False)
+    torch.testing.assert_close(shared.masked_logp, plain.masked_logp, atol=1e-6, rtol=0)
+    torch.testing.assert_close(shared.masked_logp[0], shared.masked_logp[1], atol=1e-6, rtol=0)
+    own = policy_forward(model, rep, SignalRequest(masked_logp=Perturbation(prob=0.5)), perturb_seed=3)
+    assert float((own.masked_logp[0] - own.masked_logp[1]).abs().max()) > 1e-6  # one mask per response

@@ -276,7 +276,10 @@ def policy_forward(
     elif perturbation is not None:
         norm = image_norm or (None, None)
         result.masked_logp = masked_logprobs(
-            lambda b: policy_forward(model, b, None, temperature, logprob_chunk, probe_chunk, share_images=False).logp,
+            lambda b, share: policy_forward(
+                model, {**b, **counts}, None, temperature, logprob_chunk, probe_chunk,
+                share_images=share and share_images,
+            ).logp,
             batch, counts["group_ids"], counts["image_counts"], perturbation, pixel_layout(base, *norm), perturb_seed,
         )
     return result

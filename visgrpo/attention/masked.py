@@ -8,9 +8,11 @@ log-probs once per step under ``no_grad``, with the rollout policy): the cost is
 forward (no backward) per forward that requests it.
 
 Seeds: response ``b`` of the batch draws its masks from ``mix_seed(seed, group_ids[b],
-ordinal of b in its group)`` and its ``i``-th image from ``mix_seed(that, i)``; groups are
-whole inside micro-batches, so the masks do not depend on how the batch is cut, and the
-training module's per-step ``seed`` makes a resumed run draw the same masks.
+ordinal of b in its group)`` (ordinal 0 for every row with ``per_response=False``: one mask
+per prompt, and the masked forward then shares each group's image encoding) and its
+``i``-th image from ``mix_seed(that, i)``; groups are whole inside micro-batches, so the
+masks do not depend on how the batch is cut, and the training module's per-step ``seed``
+makes a resumed run draw the same masks.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ def pixel_layout(base, image_mean=None, image_std=None) -> PixelLayout:
     )
 
 
-def row_seeds(group_ids: Tensor, seed: int) -> list[int]:
-    """[B] seeds: ``mix_seed(seed, group id, ordinal of the row within its group)``."""
+def row_seeds(group_ids: Tensor, seed: int, per_response: bool = True) -> list[int]:
+    """[B] seeds: ``mix_seed(seed, group id, ordinal of the row within its group)`` (ordinal 0
+    for all rows when not ``per_response``)."""
     g = group_ids.tolist()
     seen: dict[int, int] = {}
     out = []
     for gid in g:
-        k = seen.get(gid, 0)
+        k = seen.get(gid, 0) if per_response else 0
         seen[gid] = k + 1
         out.append(mix_seed(seed, gid, k))
     return out
@@ -62,7 +65,7 @@ def image_seeds(rows: list[int], image_counts: list[int]) -> list[int]:
 
 
 def masked_logprobs(
-    forward: Callable[[dict], Tensor],
+    forward: Callable[[dict, bool], Tensor],
     batch: dict,
     group_ids: Tensor | None,
     image_counts: Tensor | None,
@@ -73,7 +76,8 @@ def masked_logprobs(
     """[B, T] detached log-probs of the response tokens with perturbed images.
 
     Args:
-        forward: runs the teacher-forced forward of a batch dict and returns its ``logp``.
+        forward: runs the teacher-forced forward of a batch dict (the flag: whether the rows
+            of a group may share their image encoding) and returns its ``logp``.
         batch: the batch dict of the real forward (``pixel_values``, ``image_grid_thw``).
         group_ids: [B] prompt group of each row (None: every row its own group).
         image_counts: [B] images of each row (None: one per row).
@@ -90,11 +94,11 @@ def masked_logprobs(
     if sum(counts) != grid.shape[0]:
         raise ValueError(f"masked-image signal: image_counts sum to {sum(counts)}, image_grid_thw has "
                          f"{grid.shape[0]} images (pass image_counts with the batch)")
-    seeds = image_seeds(row_seeds(gids, seed), counts)
+    seeds = image_seeds(row_seeds(gids, seed, perturbation.per_response), counts)
     masked = dict(batch)
     masked["pixel_values"] = perturb_pixels(pixels, grid.cpu(), layout, perturbation, seeds)
     with torch.no_grad():
-        return forward(masked).detach()
+        return forward(masked, not perturbation.per_response and group_ids is not None).detach()
 
 
 __all__ = ["image_seeds", "masked_logprobs", "pixel_layout", "row_seeds"]

@@ -82,7 +82,8 @@ class PAPOCredit(CreditMethod):
         super().__init__()
         self.gamma, self.eta_aug, self.eta_ori = gamma, eta_aug, eta_ori
         self.mask_prob, self.patch_size = mask_prob, patch_size
-        self.perturbation = Perturbation("patch_blackening", mask_prob, patch_size)
+        # One mask per prompt, shared by its G responses (the authors mask before repeating).
+        self.perturbation = Perturbation("patch_blackening", mask_prob, patch_size, per_response=False)
 
     def request(self) -> SignalRequest:
         return SignalRequest(masked_logp=self.perturbation)

@@ -91,7 +91,8 @@ class VPPOCredit(CreditMethod):
         self.top_frac, self.beta_min, self.entropy_coef = top_frac, beta_min, entropy_coef
         self.mask_prob, self.patch_size = mask_prob, patch_size
         self.token_filtering, self.advantage_shaping = token_filtering, advantage_shaping
-        self.perturbation = Perturbation("patch_blackening", mask_prob, patch_size)
+        # One mask per response (the authors mask each row of the repeated batch).
+        self.perturbation = Perturbation("patch_blackening", mask_prob, patch_size, per_response=True)
 
     def request(self) -> SignalRequest:
         return SignalRequest(masked_logp=self.perturbation)

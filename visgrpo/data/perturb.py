@@ -39,11 +39,15 @@ class Perturbation:
         prob: probability that a cell is blackened.
         patch_size: side of a blackened cell in resized-image pixels; a multiple of the
             processor's patch size (None: the processor's patch, 14 px on Qwen2/2.5-VL).
+        per_response: draw a mask for every response (VPPO's code); False: one per prompt,
+            shared by the G responses of its group (PAPO's code), which also lets the masked
+            forward encode each group's images once.
     """
 
     name: str = "patch_blackening"
     prob: float = 0.5
     patch_size: int | None = None
+    per_response: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in PERTURBATIONS:
