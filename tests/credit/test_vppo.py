@@ -102,12 +102,13 @@ def test_composes_with_ease_request():
 
 
 @pytest.mark.slow
-def test_vppo_and_ease_train_a_step_independent_of_micro_batching(in_workspace, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "two_pass"])
+def test_vppo_and_ease_train_a_step_independent_of_micro_batching(in_workspace, monkeypatch, fused):  # noqa: F811
     from tests.lightning.fixed_step import rl_module, run_step
 
     runs = {}
     for size in (16, 4):
-        module = rl_module("dapo", "none", micro_batch_size=size)
+        module = rl_module("dapo", "none", micro_batch_size=size, fused=fused)
         module.set_credit(ComposedCredit([VPPOCredit(), EASECredit()]))
         assert module.signal_request.masked_logp is not None and module.signal_request.grad_attention_layers
         runs[size] = run_step(module, monkeypatch)
