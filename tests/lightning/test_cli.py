@@ -20,9 +20,15 @@ CREDITS = sorted(p.stem for p in (CONFIGS / "credit").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 
 
+#: Configs holding one method's settings for another base objective: config -> method.
+VARIANTS = {"papo_grpo": "papo"}
+
+
 def credit_classes(config: str) -> list[str]:
     """Class paths expected in ``configs/credit/<config>.yaml``: the registered method of
-    that name, or registered methods joined by ``_`` (``ease_atrl``); ``none``: none."""
+    that name (or of the variant, :data:`VARIANTS`), or registered methods joined by ``_``
+    (``ease_atrl``); ``none``: none."""
+    config = VARIANTS.get(config, config)
     names = [config] if config in CREDIT_METHODS else config.split("_")
     classes = [CREDIT_METHODS.get(n) for n in names if n != "none"]
     return [f"{c.__module__}.{c.__qualname__}" for c in classes]

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from visgrpo.attention.hidden import masked_mean_rows
 from visgrpo.attention.locate import ImageTokens, locate_image_tokens
+from visgrpo.attention.masked import masked_logprobs, pixel_layout
 from visgrpo.attention.probe import AttentionProbe
 from visgrpo.attention.shared_images import (
     shared_image_outputs,
@@ -62,6 +63,8 @@ class ForwardResult:
         response_attention: layer -> [B, T, T].
         own_image_attention: layer -> [B, T, N] detached attention of the query at
             ``P + t`` (layers of ``request.own_attention_layers``).
+        masked_logp: [B, T] detached log-probs on the perturbed image
+            (``request.masked_logp``; :mod:`visgrpo.attention.masked`), or None.
     """
 
     logp: Tensor
@@ -74,12 +77,14 @@ class ForwardResult:
     image_attention: dict[int, Tensor] = field(default_factory=dict)
     response_attention: dict[int, Tensor] = field(default_factory=dict)
     own_image_attention: dict[int, Tensor] = field(default_factory=dict)
+    masked_logp: Tensor | None = None
 
     def to_signals(self, **extra: Any) -> Signals:
         """Build a :class:`~visgrpo.data.signals.Signals` from this result plus ``extra`` fields.
 
         Signals get detached entropies and hidden states (credit signals are constants),
-        attention as computed (grad layers keep their graph). ``extra`` supplies
+        attention and ``logp`` as computed (grad layers keep their graph; the caller
+        detaches them for credit). ``extra`` supplies
         ``group_ids``, ``rewards``, ``evidence_*`` etc. and overrides any field here.
         """
         values = {
@@ -94,6 +99,8 @@ class ForwardResult:
             "image_attention": self.image_attention,
             "response_attention": self.response_attention,
             "own_image_attention": self.own_image_attention,
+            "logp": self.logp,
+            "masked_logp": self.masked_logp,
         }
         values.update(extra)
         names = {f.name for f in dataclasses.fields(Signals)}
@@ -141,6 +148,8 @@ def policy_forward(
     logprob_chunk: int = 1024,
     probe_chunk: int = 256,
     share_images: bool = True,
+    perturb_seed: int = 0,
+    image_norm: tuple | None = None,
 ) -> ForwardResult:
     """Run ONE forward of the policy and return every per-token signal requested.
 
@@ -162,6 +171,8 @@ def policy_forward(
             ``group_ids`` share their prompt's images; needs ``group_ids``, ``pixel_counts``
             and ``image_counts`` in ``batch``); same outputs and gradients, G times less
             vision-tower work (see :mod:`visgrpo.attention.shared_images`).
+        perturb_seed: the step's seed of the masked-image signal (``request.masked_logp``).
+        image_norm: ``(image_mean, image_std)`` of the processor (default: the family's).
 
     Returns:
         :class:`ForwardResult`.
@@ -259,6 +270,18 @@ def policy_forward(
             result.response_attention[i] = attn if R == T else attn[:, :T, :T] * keep
         for i in own_layers:
             result.own_image_attention[i] = probe.image_attention[i % n][:, 1:].detach() * keep
+    perturbation = getattr(request, "masked_logp", None) if request is not None else None
+    if perturbation is not None and batch.get("pixel_values") is None:
+        result.masked_logp = logp.detach()  # no image to perturb (the authors' codes: same inputs)
+    elif perturbation is not None:
+        norm = image_norm or (None, None)
+        result.masked_logp = masked_logprobs(
+            lambda b, share: policy_forward(
+                model, {**b, **counts}, None, temperature, logprob_chunk, probe_chunk,
+                share_images=share and share_images,
+            ).logp,
+            batch, counts["group_ids"], counts["image_counts"], perturbation, pixel_layout(base, *norm), perturb_seed,
+        )
     return result
 
 

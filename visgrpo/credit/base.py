@@ -204,10 +204,13 @@ class CreditMethod:
         """
         return None, {}
 
-    def auxiliary_normaliser(self, rewards: Tensor, evidence_target: Tensor | None = None) -> Tensor | None:
+    def auxiliary_normaliser(
+        self, rewards: Tensor, evidence_target: Tensor | None = None, response_mask: Tensor | None = None
+    ) -> Tensor | None:
         """Global normaliser of :meth:`auxiliary_loss` computed on the FULL batch (or None).
 
         Sum it over ranks and pass it to every micro-batch's :meth:`auxiliary_loss`.
+        ``response_mask`` [B, T] serves token-mean losses (VPPO, PAPO).
         """
         return None
 
@@ -302,10 +305,12 @@ class ComposedCredit(CreditMethod):
                 total = loss if total is None else total + loss
         return total, metrics
 
-    def auxiliary_normaliser(self, rewards: Tensor, evidence_target: Tensor | None = None) -> dict | None:
+    def auxiliary_normaliser(
+        self, rewards: Tensor, evidence_target: Tensor | None = None, response_mask: Tensor | None = None
+    ) -> dict | None:
         out = {}
         for prefix, m in zip(self.prefixes, self.methods, strict=True):
-            norm = m.auxiliary_normaliser(rewards, evidence_target)
+            norm = m.auxiliary_normaliser(rewards, evidence_target, response_mask)
             if norm is not None:
                 out[prefix] = norm
         return out or None

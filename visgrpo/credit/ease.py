@@ -163,7 +163,9 @@ class EASECredit(CreditMethod):
     def request(self) -> SignalRequest:
         return SignalRequest(grad_attention_layers=frozenset(self.resolve(self.layer)))
 
-    def auxiliary_normaliser(self, rewards: Tensor, evidence_target: Tensor | None = None) -> Tensor:
+    def auxiliary_normaliser(
+        self, rewards: Tensor, evidence_target: Tensor | None = None, response_mask: Tensor | None = None
+    ) -> Tensor:
         """Number of trajectories of the FULL batch that pass the gate (and have evidence)."""
         gate = rewards >= self.reward_threshold  # [B]
         if evidence_target is not None:

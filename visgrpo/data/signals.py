@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from visgrpo.data.perturb import Perturbation
+
 
 def _frozen(value: Iterable[int] | None) -> frozenset[int]:
     return frozenset(int(v) for v in (value or ()))
@@ -35,6 +37,8 @@ class SignalRequest:
         own_attention_layers: layers whose image attention is also needed with token t's
             OWN position ``P + t`` as the query (``Signals.own_image_attention``, detached;
             SAYO's authors' pairing), besides the row ``P + t - 1`` that predicts t.
+        masked_logp: the image perturbation whose log-probs go to ``Signals.masked_logp``
+            (VPPO, PAPO): one more forward, without grad, on perturbed ``pixel_values``.
     """
 
     image_attention_layers: frozenset[int] = frozenset()
@@ -43,6 +47,7 @@ class SignalRequest:
     hidden_states: bool = False
     entropies: bool = False
     own_attention_layers: frozenset[int] = frozenset()
+    masked_logp: Perturbation | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -67,7 +72,15 @@ class SignalRequest:
             self.hidden_states or other.hidden_states,
             self.entropies or other.entropies,
             self.own_attention_layers | other.own_attention_layers,
+            _one_perturbation(self.masked_logp, other.masked_logp),
         )
+
+
+def _one_perturbation(a: Perturbation | None, b: Perturbation | None) -> Perturbation | None:
+    if a is not None and b is not None and a != b:
+        raise ValueError(f"SignalRequest.masked_logp: two credit methods ask for different perturbations "
+                         f"({a} and {b}); give them the same mask settings")
+    return a if a is not None else b
 
 
 @dataclass
@@ -93,6 +106,10 @@ class Signals:
         evidence_mask: [B, N] float coverage in [0, 1], or None.
         evidence_target: [B, N] float smoothed target summing to 1 per sample, or None.
         region_labels: [B, N] long, 0 background, k = 1-based box index, or None.
+        logp: [B, T] log-probs of the response tokens (0 at padding): detached in the
+            credit signals, WITH autograd in the loss forward's; or None.
+        masked_logp: [B, T] detached log-probs of the response tokens on the perturbed image
+            (``SignalRequest.masked_logp``; 0 at padding), or None.
     """
 
     response_mask: Tensor
@@ -109,6 +126,8 @@ class Signals:
     evidence_mask: Tensor | None = None
     evidence_target: Tensor | None = None
     region_labels: Tensor | None = None
+    logp: Tensor | None = None
+    masked_logp: Tensor | None = None
 
     def layer_maps(self, kind: str, layers: Iterable[int]) -> list[Tensor]:
         """The maps of ``layers`` in ``image_attention``, ``response_attention`` or

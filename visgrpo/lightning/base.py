@@ -62,6 +62,12 @@ class PolicyModule(L.LightningModule):
         self.num_layers = n_layers
         self.diagnostics_layer = resolve_layers(diagnostics_layer, n_layers)[0]
         self.eval_request = SignalRequest(image_attention_layers=frozenset({self.diagnostics_layer}))
+        # Masked-image signal (VPPO, PAPO): the processor's normalisation; the RL step sets
+        # ``perturb_seed`` from the seed and the step, so resumed runs draw the same masks.
+        ip = getattr(self.processor, "image_processor", None)
+        mean, std = getattr(ip, "image_mean", None), getattr(ip, "image_std", None)
+        self.image_norm = None if mean is None or std is None else (tuple(mean), tuple(std))
+        self.perturb_seed = int(seed)
         # With LoRA only the adapters are checkpointed; the frozen base comes from ``policy``.
         self.strict_loading = policy.lora is None
 
@@ -84,6 +90,8 @@ class PolicyModule(L.LightningModule):
             temperature=self.sampling.temperature if self.sampling.temperature > 0 else 1.0,
             logprob_chunk=self.hparams.logprob_chunk_size,
             probe_chunk=self.hparams.attention_chunk_size,
+            perturb_seed=self.perturb_seed,
+            image_norm=self.image_norm,
         )
 
     def greedy(self) -> SamplingConfig:

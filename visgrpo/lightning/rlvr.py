@@ -175,6 +175,7 @@ class RLVRModule(PolicyModule):
     def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
         step = self.global_step  # before this RL step's optimiser step(s)
         torch.manual_seed(self.hparams.seed * 1_000_003 + step)
+        self.perturb_seed = self.hparams.seed * 1_000_003 + step  # masked-image signal (all passes)
         # 1-2. rollout -> rewards (DAPO: dynamic sampling until the batch is full)
         rollout, rewards, metrics = self.collect_rollouts(batch)
         if rollout is None:  # every group had equal rewards in every round: an empty step
@@ -282,7 +283,7 @@ class RLVRModule(PolicyModule):
     def _aux_normaliser(self, rollout, rewards: Tensor):
         """The credit methods' auxiliary-loss normalisers over the FULL batch (all ranks), so
         the loss does not depend on micro-batching or the number of ranks."""
-        norm = self.credit.auxiliary_normaliser(rewards, rollout.evidence_target)
+        norm = self.credit.auxiliary_normaliser(rewards, rollout.evidence_target, rollout.response_mask)
         if norm is None or self.trainer.world_size == 1:
             return norm
         reduce = self.trainer.strategy.reduce

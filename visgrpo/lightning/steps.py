@@ -122,6 +122,8 @@ def signals_of(out, rollout: RolloutBatch, rewards: Tensor, detach: bool = True)
     if detach:
         signals.image_attention = {k: v.detach() for k, v in signals.image_attention.items()}
         signals.response_attention = {k: v.detach() for k, v in signals.response_attention.items()}
+        if getattr(signals, "logp", None) is not None:  # the credit signals are constants
+            signals.logp = signals.logp.detach()
     return signals
 
 
