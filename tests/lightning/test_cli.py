@@ -127,6 +127,6 @@ def test_unknown_objective_lists_valid_presets(in_workspace):
 def test_model_path_and_seed_are_linked_into_the_data_module(in_workspace):
     cli = build_cli(["--config", str(CONFIGS / "experiment/tiny_smoke.yaml"),
                      "--model.init_args.seed", "7"], run=False)
-    assert cli.datamodule.hparams.model_path == "artifacts/tiny_qwen2_5_vl"
+    assert cli.datamodule.hparams.model_path == "tiny:qwen2_5_vl"
     assert cli.datamodule.hparams.seed == 7
     assert cli.model.hparams.seed == 7

@@ -21,11 +21,13 @@ from visgrpo.models.lora import LoraSettings
 
 
 def _safe_globals():
-    """Plain dataclasses a visgrpo checkpoint stores among its hyper-parameters."""
+    """Plain dataclasses a visgrpo checkpoint stores among its hyper-parameters (the list
+    visgrpo.lightning.base allow-lists for training)."""
+    from visgrpo.objectives import ObjectiveOverrides
     from visgrpo.rewards import RewardSpec
     from visgrpo.rollout.base import SamplingConfig
 
-    return [PolicyConfig, LoraSettings, SamplingConfig, RewardSpec]
+    return [PolicyConfig, LoraSettings, SamplingConfig, RewardSpec, ObjectiveOverrides]
 
 
 def read_checkpoint(path: str | Path) -> dict:
