@@ -15,7 +15,7 @@ import visgrpo.cli
 import visgrpo.lightning.base
 from data_tools.cli import main as data_main
 from visgrpo.cli import main
-from visgrpo.lightning.errors import ConfigError, check_hyperparameters
+from visgrpo.lightning.errors import check_hyperparameters
 
 from .conftest import CONFIGS, tracking_args
 
@@ -84,9 +84,15 @@ def test_unreachable_model_path_is_named(in_workspace, capsys, monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("[Errno -2] Name or service not known")
     monkeypatch.setattr(huggingface_hub, "model_info", offline)
-    line = one_error_line(capsys, [*tracking_args(in_workspace), "--model.init_args.policy.name_or_path=nowhere/model"])
+    args = [*tracking_args(in_workspace), "--model.init_args.policy.name_or_path=nowhere/model"]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    line = one_error_line(capsys, args)
     assert line == ("error: nowhere/model: not a local directory and the Hugging Face hub is not reachable "
                     "([Errno -2] Name or service not known) (--debug for the traceback)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = one_error_line(capsys, args)
+    assert line == ("error: nowhere/model: not a local directory and not in the hub cache (HF_HUB_OFFLINE is set) "
+                    "(--debug for the traceback)")
 
 
 @pytest.mark.parametrize(("key", "value", "rule"), [
@@ -116,10 +122,12 @@ def test_sft_hyperparameters_are_checked(in_workspace, capsys, no_model_load):
 
 
 def test_debug_flag_and_env_show_the_traceback(in_workspace, monkeypatch, no_model_load):
-    with pytest.raises(ConfigError, match="model.init_args.learning_rate"):
+    monkeypatch.delenv("VISGRPO_DEBUG", raising=False)  # main() sets it for --debug: restored after
+    # (jsonargparse wraps the ConfigError raised while it instantiates the model)
+    with pytest.raises(ValueError, match="model.init_args.learning_rate: must be > 0"):
         main(["fit", "--config", SMOKE, "--model.init_args.learning_rate=-1e-4", "--debug"])
     monkeypatch.setenv("VISGRPO_DEBUG", "1")
-    with pytest.raises(ConfigError, match="model.init_args.learning_rate"):
+    with pytest.raises(ValueError, match="model.init_args.learning_rate: must be > 0"):
         main(["fit", "--config", SMOKE, "--model.init_args.learning_rate=-1e-4"])
 
 
