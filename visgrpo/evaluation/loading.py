@@ -21,13 +21,11 @@ from visgrpo.models.lora import LoraSettings
 
 
 def _safe_globals():
-    """Plain dataclasses a visgrpo checkpoint stores among its hyper-parameters (the list
-    visgrpo.lightning.base allow-lists for training)."""
-    from visgrpo.objectives import ObjectiveOverrides
+    """Plain dataclasses a visgrpo checkpoint stores among its hyper-parameters."""
     from visgrpo.rewards import RewardSpec
     from visgrpo.rollout.base import SamplingConfig
 
-    return [PolicyConfig, LoraSettings, SamplingConfig, RewardSpec, ObjectiveOverrides]
+    return [PolicyConfig, LoraSettings, SamplingConfig, RewardSpec]
 
 
 def read_checkpoint(path: str | Path) -> dict:
