@@ -262,9 +262,10 @@ class VGPOCredit(CreditMethod):
     Args:
         schedule: compensation schedule, ``linear`` (paper default), ``exponential``, ``step``.
         beta: compensation strength (paper 0.3).
-        power: exponent ``p`` of the exponential schedule (ours: 2.0).
-        step_start: position ``s`` where the step schedule switches on (ours: 0.5).
-        gamma: gate candidates have normalised position ``u >= gamma`` (paper 0.5).
+        power: exponent ``p`` of the exponential schedule (authors' code: 2.0).
+        step_start: position ``s`` where the step schedule switches on (authors' code: 0.5).
+        gamma: gate candidates are the late tokens, ordinal ``>= floor(gamma * n)``
+            (``u >= gamma`` with ``gate_rounding="ceil"``) (paper 0.5).
         kappa: fraction of candidates gated, top by focus (paper 0.2).
         psi_min: lower clamp of the token weight (paper 0.1).
         psi_max: upper clamp of the token weight (paper 2.0).
@@ -313,10 +314,11 @@ class VGPOCredit(CreditMethod):
         return SignalRequest(hidden_states=True)
 
     # -- batch scope (interface split; the formulas above are unchanged) ----------------
-    # The authors (EasyR1's compute_advantage) min-max the focus over the batch given to the
-    # advantage computation: the whole rollout batch, on one controller. Here each micro-batch
-    # (and rank) reports its min and max over valid tokens; the module combines them over
-    # the whole batch (all ranks), so the result does not depend on micro_batch_size.
+    # The authors min-max the focus per micro-batch of their actor forward
+    # (_forward_micro_batch), so their result depends on the micro-batch size. Here each
+    # micro-batch (and rank) reports its min and max over valid tokens; the module combines
+    # them over the whole rollout batch (all ranks), so the result does not depend on
+    # micro_batch_size (docs/methods.md, VGPO departures).
     @property
     def batch_reductions(self) -> dict[str, str]:
         return {"focus_min": "min", "focus_max": "max"}

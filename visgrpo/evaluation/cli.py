@@ -19,7 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from visgrpo.data.geometry import processor_geometry
 from visgrpo.evaluation.benchmarks import BENCHMARKS, load_benchmark
+from visgrpo.evaluation.loading import load_for_eval
+from visgrpo.evaluation.report import log_mlflow, write_outputs
+from visgrpo.evaluation.runner import Protocol, evaluate_items, summarize
+from visgrpo.rollout import build_rollout_engine
 from visgrpo.rollout.prompts import DEFAULT_PROMPT_TEMPLATE
 
 
@@ -83,8 +88,6 @@ def benchmark_paths(args) -> dict[str, Path]:
 def make_engine(args, model, processor, kind: str):
     """The rollout engine; vLLM loads ``--model`` itself (a merged export for adapters and
     checkpoints, so it samples from the same weights)."""
-    from visgrpo.rollout.base import build_rollout_engine
-
     if args.engine == "hf":
         return build_rollout_engine("hf")
     path = args.model
@@ -100,10 +103,6 @@ def make_engine(args, model, processor, kind: str):
 
 def run(args, engine=None) -> list[dict]:
     """Evaluate; return the table rows."""
-    from visgrpo.data.geometry import processor_geometry
-    from visgrpo.evaluation.loading import load_for_eval
-    from visgrpo.evaluation.report import log_mlflow, write_outputs
-    from visgrpo.evaluation.runner import Protocol, evaluate_items, summarize
 
     protocol = Protocol.parse(args.protocol, args.k)
     paths = benchmark_paths(args)

@@ -18,21 +18,24 @@ import torch
 
 from visgrpo.models.loading import PolicyConfig, load_policy, load_processor
 from visgrpo.models.lora import LoraSettings
+from visgrpo.objectives import ObjectiveOverrides
+from visgrpo.rewards import RewardSpec
+from visgrpo.rollout.base import SamplingConfig
 
 
 def _safe_globals():
     """Plain dataclasses a visgrpo checkpoint stores among its hyper-parameters."""
-    from visgrpo.rewards import RewardSpec
-    from visgrpo.rollout.base import SamplingConfig
 
-    return [PolicyConfig, LoraSettings, SamplingConfig, RewardSpec]
+    return [PolicyConfig, LoraSettings, SamplingConfig, RewardSpec, ObjectiveOverrides]
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """``torch.load(path, weights_only=True)`` (never unpickles arbitrary objects)."""
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+        # Registered process-wide (idempotent), like the training side does: the context
+        # manager form would restore the list on exit and drop what training registered.
+        torch.serialization.add_safe_globals(_safe_globals())
+        return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{path}: not a weights-only loadable visgrpo checkpoint: "
                          f"{str(err).splitlines()[0]}") from None

@@ -318,8 +318,8 @@ class RLVRModule(PolicyModule):
         when no method has one, or one micro-batch on one rank is the whole batch).
 
         One no-grad forward per micro-batch, combined with each statistic's reduction. The
-        scope is the global batch: VGPO's authors min-max over the batch given to the
-        advantage computation, the whole rollout batch on one controller.
+        scope is the global batch (VGPO's authors min-max per micro-batch; docs/methods.md
+        lists this departure).
         """
         reductions = self.credit.batch_reductions
         world = self.trainer.world_size
