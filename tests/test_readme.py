@@ -80,7 +80,7 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path):
     subprocess.run(["git", "-C", str(clone), "checkout", "-q", head], check=True)
     assert not (clone / "artifacts").exists()
     commands, skipped = plan(readme_commands((clone / "README.md").read_text()))
-    assert len(commands) >= 10 and len(skipped) == len(SKIP)
+    assert len(commands) >= 10 and len(skipped) >= len(SKIP)
     env = {**os.environ, "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1", "VISGRPO_DEBUG": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
