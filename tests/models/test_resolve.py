@@ -39,8 +39,10 @@ def test_local_paths(tmp_path, monkeypatch):
 def test_hub_ids(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
-    def missing(name, **kwargs):
-        raise huggingface_hub.errors.RepositoryNotFoundError("404", response=None)
+    def missing(name, **kwargs):  # the hub's 404 (built without an HTTP response object)
+        err = huggingface_hub.errors.RepositoryNotFoundError.__new__(huggingface_hub.errors.RepositoryNotFoundError)
+        Exception.__init__(err, "404 Repository Not Found")
+        raise err
     monkeypatch.setattr(huggingface_hub, "model_info", missing)
     with pytest.raises(ModelNotFound, match="^org/none: neither a local directory nor a model on the Hugging Face hub$"):
         resolve_model("org/none")
