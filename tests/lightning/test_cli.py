@@ -67,7 +67,7 @@ def test_every_model_config_composes(capsys, model):
     policy = cfg["model"]["init_args"]["policy"]
     assert policy["trust_remote_code"] is False
     if model.startswith("tiny_"):
-        assert policy["name_or_path"] == f"artifacts/{model}"
+        assert policy["name_or_path"] == "tiny:" + model.removeprefix("tiny_")  # built on first use
         assert policy["lora"] is None
     else:  # released checkpoints by hub id, with LoRA (and QLoRA: 4-bit nf4)
         assert policy["name_or_path"].startswith("Qwen/")
