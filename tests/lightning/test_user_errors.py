@@ -122,7 +122,7 @@ def test_sft_hyperparameters_are_checked(in_workspace, capsys, no_model_load):
 
 
 def test_debug_flag_and_env_show_the_traceback(in_workspace, monkeypatch, no_model_load):
-    monkeypatch.delenv("VISGRPO_DEBUG", raising=False)  # main() sets it for --debug: restored after
+    monkeypatch.setenv("VISGRPO_DEBUG", "0")  # main() sets it to 1 for --debug; removed after the test
     # (jsonargparse wraps the ConfigError raised while it instantiates the model)
     with pytest.raises(ValueError, match="model.init_args.learning_rate: must be > 0"):
         main(["fit", "--config", SMOKE, "--model.init_args.learning_rate=-1e-4", "--debug"])
@@ -132,7 +132,7 @@ def test_debug_flag_and_env_show_the_traceback(in_workspace, monkeypatch, no_mod
 
 
 def test_bugs_keep_their_traceback(monkeypatch):
-    monkeypatch.delenv("VISGRPO_DEBUG", raising=False)
+    monkeypatch.setenv("VISGRPO_DEBUG", "0")
 
     def bug(args):
         raise RuntimeError("a bug")

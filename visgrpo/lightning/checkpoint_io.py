@@ -11,6 +11,7 @@ dataclasses are allow-listed in ``visgrpo.lightning.base``.
 from __future__ import annotations
 
 import pickle
+import re
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -50,11 +51,11 @@ def load_weights_only(path: str | Path, map_location: Any = "cpu") -> dict:
 
 def refusal(path: str | Path, err: BaseException) -> UnsafeCheckpoint:
     """The one-line error for a checkpoint that ``weights_only=True`` refused with ``err``."""
-    # torch's message: a generic paragraph, the reason, then a pointer to the docs.
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file an issue",
-                                                      "WeightsUnpickler error", "Check the documentation"))]
-    reason = lines[0] if lines else "torch.load(weights_only=True) refused it"
+    # torch's message: generic paragraphs around the reason ("Unsupported global: GLOBAL
+    # posix.system ...", "Trying to load unsupported GLOBAL ...", "Unsupported operand 149").
+    lines = [ln.strip().removeprefix("WeightsUnpickler error:").strip() for ln in str(err).splitlines()]
+    reasons = [ln for ln in lines if re.search(r"unsupported", ln, re.I)]
+    reason = reasons[0].split(". ")[0] if reasons else "torch.load(weights_only=True) refused it"
     return UnsafeCheckpoint(str(path), f"not a weights-only checkpoint, refused (loading it could run code): {reason}")
 
 
