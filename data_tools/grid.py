@@ -48,6 +48,7 @@ import numpy as np
 
 from visgrpo.data.geometry import Geometry, image_processor_settings, smart_resize_of
 from visgrpo.models.families import FAMILIES, family_of_dir
+from visgrpo.models.loading import TINY_PREFIX, tiny_model
 
 BACKENDS = {"torchvision": "Qwen2VLImageProcessor", "pil": "Qwen2VLImageProcessorPil"}
 
@@ -114,13 +115,16 @@ def load_processor_grid(
     """A :class:`ProcessorGrid` from a family name or a model/processor directory.
 
     Args:
-        processor: ``qwen2_vl`` | ``qwen2_5_vl`` | ``qwen3_vl`` or a directory.
+        processor: ``qwen2_vl`` | ``qwen2_5_vl`` | ``qwen3_vl``, a directory, or
+            ``tiny:<family>`` (the tiny model directory, built on first use like ``visgrpo fit`` does).
         min_pixels, max_pixels: override the processor's ``size`` bounds.
         backend: image-processor backend for family names.
     """
     if processor in FAMILIES:
         ip = family_image_processor(processor, backend, min_pixels=min_pixels, max_pixels=max_pixels)
         return ProcessorGrid.from_image_processor(processor, ip, processor)
+    if processor.startswith(TINY_PREFIX):
+        processor = str(tiny_model(processor[len(TINY_PREFIX):]))
     path = Path(processor)
     if not path.is_dir():
         raise ValueError(
@@ -142,9 +146,9 @@ def load_processor_grid(
 def add_processor_arguments(parser) -> None:
     """``--processor``, ``--min-pixels``, ``--max-pixels``."""
     parser.add_argument(
-        "--processor", required=True, metavar="FAMILY|DIR",
-        help=f"model family ({' | '.join(FAMILIES)}; released-checkpoint settings) "
-        "or a model/processor directory",
+        "--processor", required=True, metavar="FAMILY|DIR|tiny:FAMILY",
+        help=f"model family ({' | '.join(FAMILIES)}; released-checkpoint settings), "
+        "a model/processor directory, or tiny:FAMILY (the tiny model, built into artifacts/ on first use)",
     )
     parser.add_argument("--min-pixels", type=int, default=None, help="override min_pixels")
     parser.add_argument("--max-pixels", type=int, default=None, help="override max_pixels")

@@ -8,6 +8,9 @@ import torch
 from visgrpo.evaluation.loading import load_for_eval
 from visgrpo.models.loading import PolicyConfig, load_policy
 from visgrpo.models.lora import LoraSettings
+from visgrpo.objectives import ObjectiveOverrides
+from visgrpo.rewards import RewardSpec
+from visgrpo.rollout import SamplingConfig
 
 IDS = torch.tensor([[5, 6, 7, 8, 9]])
 
@@ -55,7 +58,10 @@ def test_visgrpo_checkpoint_weights_only(tiny_model_dirs, tmp_path, lora):
         trainable = {f"policy.{n}" for n, p in policy.named_parameters() if p.requires_grad}
         state = {k: v for k, v in state.items() if k in trainable}
     path = tmp_path / "last.ckpt"
-    torch.save({"state_dict": state, "hyper_parameters": {"policy": cfg, "seed": 0}}, path)
+    # An RLVR checkpoint's hyper-parameters hold these dataclasses (allow-listed, weights-only).
+    hparams = {"policy": cfg, "seed": 0, "objective_overrides": ObjectiveOverrides(kl_coef=0.01),
+               "sampling": SamplingConfig(), "rewards": [RewardSpec("accuracy", 1.0)]}
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
     model, _, kind = load_for_eval(path)
     assert kind == "checkpoint"
     torch.testing.assert_close(logits(model), logits(policy), rtol=1e-4, atol=1e-5)

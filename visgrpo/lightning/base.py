@@ -17,6 +17,7 @@ from visgrpo.credit.diagnostics import batch_diagnostics
 from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.callbacks import attention_map
+from visgrpo.lightning.errors import check_hyperparameters
 from visgrpo.lightning.steps import signals_of
 from visgrpo.models.loading import PolicyConfig, load_policy
 from visgrpo.models.lora import LoraSettings
@@ -52,6 +53,9 @@ class PolicyModule(L.LightningModule):
         seed: int,
     ) -> None:
         super().__init__()
+        # Bad values are refused before the policy loads, naming the config key.
+        check_hyperparameters(learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                              logprob_chunk_size=logprob_chunk_size, attention_chunk_size=attention_chunk_size)
         self.policy_config = policy
         self.reward_head = RewardHead(rewards or default_rewards())
         self.sampling = sampling or SamplingConfig()

@@ -30,8 +30,9 @@ from visgrpo.data.batch import PromptBatch
 from visgrpo.data.geometry import processor_geometry
 from visgrpo.data.images import DEFAULT_MAX_PIXELS
 from visgrpo.data.io import load_dataset_dir
-from visgrpo.data.schema import DERIVED_FEATURES, check_fingerprint
+from visgrpo.data.schema import DERIVED_FEATURES, FingerprintMismatch, check_fingerprint
 from visgrpo.lightning.data import PromptCollator
+from visgrpo.lightning.errors import ConfigError
 from visgrpo.models.loading import load_processor
 from visgrpo.rollout.prompts import (
     DEFAULT_PROMPT_TEMPLATE,
@@ -247,15 +248,23 @@ class EvidenceDataModule(pl.LightningDataModule):
             return 0, 1
         return int(self.trainer.global_rank), int(self.trainer.world_size)
 
-    def _load(self, path: str, limit: int | None):
-        ds, meta = load_dataset_dir(path)
+    def _load(self, path: str, limit: int | None, key: str = "data.train_path"):
+        """The dataset at ``path`` (config key ``key``, named by user errors)."""
+        try:
+            ds, meta = load_dataset_dir(path)
+        except FileNotFoundError as err:
+            raise ConfigError(key, f"{err}; build it with `visgrpo-data synth|convert` and `masks`") from err
         ds = undecoded_images(ds)
         geom = processor_geometry(self.processor)
         derived = [c for c in DERIVED_FEATURES if c in ds.column_names and c != "grid_thw"]
         if self.require_evidence:
-            check_fingerprint(meta.get("processor"), geom.fingerprint(), where=str(path))
+            try:
+                check_fingerprint(meta.get("processor"), geom.fingerprint(), where=str(path))
+            except FingerprintMismatch as err:
+                raise FingerprintMismatch(f"{key}: {err}") from err
             if len(derived) < 3:
-                raise ValueError(f"{path}: require_evidence but the dataset lacks evidence columns")
+                raise ConfigError(key, f"{path}: data.require_evidence is set but the dataset has no evidence "
+                                  "masks; run `visgrpo-data masks` on it")
         elif derived or "grid_thw" in ds.column_names:
             try:
                 check_fingerprint(meta.get("processor"), geom.fingerprint(), where=str(path))
@@ -297,10 +306,10 @@ class EvidenceDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if "train" not in self.datasets and stage in (None, "fit"):
-            self.datasets["train"] = self._load(self.train_path, self.limit_train)
+            self.datasets["train"] = self._load(self.train_path, self.limit_train, "data.train_path")
         for split, path in (("val", self.val_path), ("test", self.test_path)):
             if path and split not in self.datasets and stage in (None, "fit", "validate", "test"):
-                self.datasets[split] = self._load(path, self.limit_val)
+                self.datasets[split] = self._load(path, self.limit_val, f"data.{split}_path")
 
     # ---------------------------------------------------------- dataloaders
     def train_dataloader(self) -> ResumableLoader:

@@ -47,6 +47,7 @@ from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.base import PolicyModule
 from visgrpo.lightning.batching import group_micro_batches
+from visgrpo.lightning.errors import ConfigError, check_hyperparameters
 from visgrpo.lightning.steps import collect_rollouts, reduce_metrics, score, signals_of
 from visgrpo.models.loading import PolicyConfig
 from visgrpo.models.reference import ReferencePolicy
@@ -139,7 +140,14 @@ class RLVRModule(PolicyModule):
     ) -> None:
         if isinstance(objective_overrides, dict):  # Python callers may pass a plain mapping
             objective_overrides = ObjectiveOverrides.from_mapping(objective_overrides)
-        objective_config = get_preset(objective, **(objective_overrides or ObjectiveOverrides()).changes())
+        # Bad values are refused here, before the policy loads, naming the config key.
+        check_hyperparameters(max_grad_norm=max_grad_norm, micro_batch_size=micro_batch_size, ppo_epochs=ppo_epochs)
+        try:
+            objective_config = get_preset(objective, **(objective_overrides or ObjectiveOverrides()).changes())
+        except KeyError as err:
+            raise ConfigError("model.init_args.objective", err.args[0]) from err
+        except ValueError as err:
+            raise ConfigError("model.init_args.objective_overrides", str(err)) from err
         super().__init__(
             policy, rewards, sampling, rollout_engine, learning_rate, weight_decay, warmup_steps,
             logprob_chunk_size, attention_chunk_size, diagnostics_layer, seed,
@@ -148,11 +156,10 @@ class RLVRModule(PolicyModule):
         self.automatic_optimization = False
         self.objective = objective_config
         self.credit = ComposedCredit(list(credit or []))
-        if ppo_epochs < 1 or micro_batch_size < 1:
-            raise ValueError(f"ppo_epochs ({ppo_epochs}) and micro_batch_size ({micro_batch_size}) must be >= 1")
         self.fused = (ppo_epochs == 1) if fused is None else fused
         if self.fused and ppo_epochs != 1:
-            raise ValueError("fused=True needs ppo_epochs == 1 (the rollout policy must be the current one)")
+            raise ConfigError("model.init_args.fused", "fused=True needs ppo_epochs == 1 (the rollout policy must "
+                              "be the current one)")
         self.reference = ReferencePolicy(self.policy) if self.objective.kl_coef > 0 else None
         self.set_credit(self.credit)
         self.last_rollout = None
