@@ -14,6 +14,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from visgrpo.lightning.callbacks import mlflow_client
+from visgrpo.lightning.checkpoint_io import with_atomic_io
 from visgrpo.lightning.compose import expand_config_args
 from visgrpo.lightning.datamodule import EvidenceDataModule
 
@@ -46,6 +47,11 @@ class VisgrpoCLI(LightningCLI):
         for cb in cfg.trainer.callbacks or []:
             if getattr(cb, "class_path", "").endswith("ModelCheckpoint") and cb.init_args.get("dirpath") is None:
                 cb.init_args.dirpath = str(Path(root) / "checkpoints")
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, with checkpoints written atomically (``AtomicCheckpointIO``)."""
+        plugins = with_atomic_io(self._get(self.config_init, "trainer", default={}).get("plugins"))
+        return super().instantiate_trainer(**{"plugins": plugins, **kwargs})
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.init_args.policy.name_or_path", "data.model_path")
