@@ -4,7 +4,8 @@
 its ``global_step`` to STEPS_LOG (so the test sees which steps ran in which process), every
 checkpoint save appends ``save <global_step>`` to STEPS_LOG + ``.saves``; with
 SLOW_SAVE = n > 0 the n-th checkpoint write writes half of its bytes, flushes them and then
-sleeps, so the test can kill the process in the middle of that write.
+sleeps (after creating STEPS_LOG + ``.slow``), so the test can kill the process in the middle
+of that write.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def patch(steps_log: str, slow_save: int) -> None:
         f.write(data[: len(data) // 2])
         f.flush()
         os.fsync(f.fileno())
+        open(steps_log + ".slow", "w").close()  # tells the test: half written, kill now
         time.sleep(600)  # killed here
         f.write(data[len(data) // 2:])
 

@@ -45,8 +45,13 @@ class GradientRecorder(L.Callback):
         self.grads: list[dict[str, torch.Tensor]] = []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self.grads.append({n: p.grad.detach().clone() for n, p in pl_module.policy.named_parameters()
+        self.grads.append({n: _full(p.grad).detach().clone() for n, p in pl_module.policy.named_parameters()
                            if p.grad is not None})
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP2) DTensor gathered on every rank, or ``t``."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 class StepProbe:

@@ -99,8 +99,8 @@ def test_sigkill_then_resume_equals_uninterrupted(workspace, tmp_path):
     points = [
         ("after step 1", 0, lambda w, t0: len(steps(w)) >= 2),
         ("after step 3", 0, lambda w, t0: len(steps(w)) >= 4),
-        ("during write 1 (no ckpt yet)", 1, lambda w, t0: any(w.glob(f"runs/checkpoints/.last.ckpt{TMP_MARK}*"))),
-        ("during write 3", 3, lambda w, t0: any(w.glob(f"runs/checkpoints/.last.ckpt{TMP_MARK}*"))),
+        ("during write 1 (no ckpt yet)", 1, lambda w, t0: (w / "steps.log.slow").exists()),
+        ("during write 3", 3, lambda w, t0: (w / "steps.log.slow").exists()),
     ]
     for t in rng.uniform(0.3, 1.0, size=3) * duration:  # seconds after the start
         points.append((f"at t={t:.1f}s", 0, lambda w, t0, t=t: time.monotonic() >= t0 + t))
@@ -116,6 +116,7 @@ def test_sigkill_then_resume_equals_uninterrupted(workspace, tmp_path):
         ran_before, saves = steps(work), steps(work, "steps.log.saves")
         if slow_save:  # killed inside save number slow_save: the previous save is the one found
             assert len(saves) == slow_save and found == (saves[-2] if slow_save > 1 else None), saves
+            assert list(work.glob(f"runs/checkpoints/.last.ckpt{TMP_MARK}*"))  # the half-written file
         else:  # the last save begun, or the one before if the kill landed inside it
             assert found in ([None, *saves][-2:]), saves
         (work / "steps.log").unlink()
