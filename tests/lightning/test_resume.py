@@ -67,7 +67,9 @@ def test_resume_matches_uninterrupted_run(workspace, tmp_path, monkeypatch, cred
     assert probe_straight.steps == [0, 1, 2, 3]
 
     monkeypatch.chdir(runs["resumed"])
+    probe_first = probe_training_steps(monkeypatch)
     first = fit(runs["resumed"], credit, 2)
+    assert probe_first.ids == probe_straight.ids[:2]
     assert first.trainer.global_step == 2
     last = runs["resumed"] / "runs/checkpoints/last.ckpt"
     ckpt = torch.load(last, weights_only=True)
