@@ -65,6 +65,7 @@ def test_timeout_path_sleeping_verifier(helpers_path):
         p.close()
 
 
+@pytest.mark.slow
 def test_stuck_worker_is_killed_and_replaced(helpers_path):
     p = MathPool(size=1, kill_grace=0.2)
     try:
@@ -86,6 +87,7 @@ def test_unknown_task_is_an_error_not_a_crash(pool):
     assert reply["status"] == "error" and "cannot import task" in reply["error"]
 
 
+@pytest.mark.slow
 def test_head_verifies_a_batch_concurrently(helpers_path):
     # Four checks that each sleep 1 s in a 4-worker pool: the head must run them at the
     # same time. Each worker reports its (start, end) wall-clock interval as the reason;
