@@ -119,7 +119,7 @@ def test_sigkill_then_resume_equals_uninterrupted(workspace, tmp_path):
             assert list(work.glob(f"runs/checkpoints/.last.ckpt{TMP_MARK}*"))  # the half-written file
         else:  # the last save begun, or the one before if the kill landed inside it
             assert found in ([None, *saves][-2:]), saves
-        (work / "steps.log").unlink()
+        (work / "steps.log").unlink(missing_ok=True)  # a kill during start-up ran no step
 
         finish(start(work, resume=True), work)
         resumed = steps(work)
@@ -135,5 +135,6 @@ def test_sigkill_then_resume_equals_uninterrupted(workspace, tmp_path):
         assert rewards == pytest.approx(ref_rewards, abs=1e-6), name
         rows.append(f"{name:30s} | {found if found is not None else 'none':>5} | {resumed[0]} "
                     f"| equal (before the kill: steps {ran_before}, saves begun at steps {saves})")
+        print("\nKILL ROW", rows[-1], flush=True)
     print("\nkill point | checkpoint found (global_step) | resumed at step | final weights & rewards")
     print("\n".join(rows))
