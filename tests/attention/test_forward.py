@@ -88,6 +88,7 @@ def test_policy_forward_derives_mm_token_type_ids(tiny_models):
     torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+@pytest.mark.slow
 def test_policy_forward_with_lora_and_grad(tiny_model_dirs, rl_batch):
     """A peft LoRA model: gradients of logp and of grad-mode attention reach the adapters."""
     from peft import LoraConfig, get_peft_model

@@ -55,6 +55,7 @@ def _mask_bbox(seg, h, w):
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
 
 
+@pytest.mark.slow
 def test_scale_crop_pad_keeps_boxes_on_masks(tmp_path):
     recs = [[[5, 5, 20, 15], [22, 8, 38, 30]], [[0, 0, 40, 12]], [[10, 20, 30, 39]]]
     ds_dir = make_dataset(tmp_path, recs)

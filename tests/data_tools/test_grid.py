@@ -58,14 +58,47 @@ def test_grid_equals_processor_exhaustive(family, backend):
         _check(family, lo, hi, _random_sizes(300, seed=100 + k), backend=backend)
 
 
-def test_released_settings_and_fingerprint():
-    for family, fam in FAMILY_TABLE.items():
+# The released checkpoints' preprocessor_config.json size bounds (Qwen2-VL-7B / Qwen2.5-VL-7B:
+# 56*56 and 28*28*16384; Qwen3-VL-8B: 256*256 and 4096*4096), written out here by hand.
+RELEASED_PIXELS = {
+    "qwen2_vl": (56 * 56, 28 * 28 * 16384),
+    "qwen2_5_vl": (56 * 56, 28 * 28 * 16384),
+    "qwen3_vl": (256 * 256, 4096 * 4096),
+}
+
+
+def test_family_settings_equal_the_processors_own():
+    """The family table against transformers itself: patch / merge / temporal sizes of each
+    model config's vision tower and of the processor classes, their image mean / std and
+    minimum size, and the released size bounds above (class defaults differ for max_pixels)."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2VLConfig,
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLVideoProcessor,
+    )
+
+    configs = {"qwen2_vl": Qwen2VLConfig, "qwen2_5_vl": Qwen2_5_VLConfig, "qwen3_vl": Qwen3VLConfig}
+    # Qwen3-VL has no image-processor class of its own (its checkpoints name Qwen2VLImageProcessor
+    # with other values): its video processor carries the family's patch, merge and mean / std.
+    processors = {"qwen2_vl": Qwen2VLImageProcessor(), "qwen2_5_vl": Qwen2VLImageProcessor(),
+                  "qwen3_vl": Qwen3VLVideoProcessor()}
+    assert set(FAMILY_TABLE) == set(configs)
+    for family in FAMILY_TABLE:
+        vision, ref = configs[family]().vision_config, processors[family]
         g = load_processor_grid(family)
+        ip = g.image_processor
         assert g.fingerprint() == {
-            "family": family, "patch_size": fam.patch_size, "merge_size": 2,
-            "min_pixels": fam.min_pixels, "max_pixels": fam.max_pixels,
-        }
-        assert list(g.image_processor.image_mean) == list(fam.image_mean)
+            "family": family, "patch_size": vision.patch_size, "merge_size": vision.spatial_merge_size,
+            "min_pixels": RELEASED_PIXELS[family][0], "max_pixels": RELEASED_PIXELS[family][1],
+        }, family
+        assert (ref.patch_size, ref.merge_size) == (vision.patch_size, vision.spatial_merge_size)
+        assert ip.temporal_patch_size == ref.temporal_patch_size == vision.temporal_patch_size
+        assert list(ip.image_mean) == list(ref.image_mean) and list(ip.image_std) == list(ref.image_std)
+        if family != "qwen3_vl":  # the class's own minimum equals the released one
+            assert ref.size["shortest_edge"] == g.min_pixels
+    assert Qwen2VLImageProcessor().size["longest_edge"] == 1003520  # why the table holds max_pixels
     # 224 x 224: Qwen2/2.5-VL keep it (224 = 8 * 28 -> grid 16 x 16 patches of 14 px);
     # Qwen3-VL's min_pixels 65536 = 256^2 > 224^2 upscales it to 256 x 256 (16 x 16 of 16 px).
     assert load_processor_grid("qwen2_5_vl").resized_hw(224, 224) == (224, 224)

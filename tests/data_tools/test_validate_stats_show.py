@@ -97,3 +97,46 @@ def test_show_multi_image_record(tmp_path):
            "grid_thw": [[1, 16, 16], [1, 8, 16]], "evidence_target": list(np.full(96, 1 / 96))}
     out = render(row, tmp_path / "multi.png")
     assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_show_draws_the_box_and_the_heatmap_where_they_are(tmp_path):
+    """What ``show`` draws, read back from the PNG: on a uniform grey 224 x 224 image whose
+    evidence target is spread over the 3 x 3 tokens under the box, the lime outline lies on
+    the box's edges, and the heatmap is bright on those tokens and dark elsewhere."""
+    from PIL import Image
+
+    from data_tools.show import render
+
+    box = [56, 84, 140, 168]  # tokens (28 px) x 2..4, y 3..5 of an 8 x 8 token grid
+    target = np.zeros((8, 8))
+    target[3:6, 2:5] = 1 / 9
+    row = {"id": "r", "question": "q", "answer": "a", "image": Image.new("RGB", (224, 224), (128, 128, 128)),
+           "boxes": [box], "box_labels": ["x"], "grid_thw": [[1, 16, 16]],
+           "evidence_target": target.ravel().tolist()}
+    png = np.asarray(Image.open(render(row, tmp_path / "drawn.png")).convert("RGB")).astype(int)
+    r, g, b = png[..., 0], png[..., 1], png[..., 2]
+    # The image area: the grey darkened by the heatmap's zero colour (inferno(0) ~ black, alpha .45)
+    dark = (abs(r - g) < 12) & (abs(g - b) < 20) & (r > 40) & (r < 110)
+    rows, cols = np.nonzero(dark.sum(1) > 0.5 * dark.sum(1).max())[0], np.nonzero(dark.sum(0) > 0.5 * dark.sum(0).max())[0]
+    top, left, bottom, right = rows.min(), cols.min(), rows.max() + 1, cols.max() + 1  # not the title's text
+    scale = (right - left) / 224
+    assert abs((bottom - top) / 224 - scale) < 0.02 * scale  # square, as drawn
+    def at(x: float, y: float) -> tuple[int, int]:  # image pixel -> PNG pixel
+        return int(round(top + y * scale)), int(round(left + x * scale))
+
+    lime = (g > 180) & (r < 120) & (b < 120)
+    x0, y0, x1, y1 = box
+    for x, y in [(x0, (y0 + y1) / 2), (x1, (y0 + y1) / 2), ((x0 + x1) / 2, y0), ((x0 + x1) / 2, y1)]:
+        py, px = at(x, y)
+        assert lime[py - 2:py + 3, px - 2:px + 3].any(), (x, y)  # on each edge
+    py, px = at((x0 + x1) / 2, (y0 + y1) / 2)
+    assert not lime[py - 5:py + 6, px - 5:px + 6].any()  # an outline, not a filled box
+    ys_l, xs_l = np.nonzero(lime[top:bottom, left:right])
+    assert xs_l.min() >= (x0 - 2) * scale and xs_l.max() <= (x1 + 2) * scale  # nothing else in lime
+    # heatmap: bright (inferno's top is yellow) on the target's tokens, dark on the others
+    brightness = png.sum(-1)
+    inside = [brightness[at(28 * tx + 14, 28 * ty + 14)] for ty in range(3, 6) for tx in range(2, 5)]
+    outside = [brightness[at(28 * tx + 14, 28 * ty + 14)] for ty in range(8) for tx in range(8)
+               if not (3 <= ty < 6 and 2 <= tx < 5)]
+    assert min(inside) > max(outside) + 150, (min(inside), max(outside))
+    assert max(outside) - min(outside) < 30  # uniform where the target is zero

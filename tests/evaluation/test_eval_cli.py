@@ -82,6 +82,7 @@ def run_oracle(monkeypatch, tmp_path, data_root, model_dir, right, protocol="gre
         return list(csv.DictReader(fh)), oracle, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
 def test_oracle_scores_one_and_wrong_answers_zero(monkeypatch, tmp_path, data_root,
                                                   tiny_model_dirs, family):

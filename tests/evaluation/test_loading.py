@@ -36,6 +36,7 @@ def test_hf_directory(tiny_model_dirs):
     torch.testing.assert_close(logits(model), logits(ref))
 
 
+@pytest.mark.slow
 def test_lora_adapter_directory_is_merged(tiny_model_dirs, tmp_path):
     base = tiny_model_dirs["qwen2_5_vl"]
     peft_model, _ = load_policy(PolicyConfig(base, lora=LoraSettings(r=4, alpha=8, dropout=0.0)))

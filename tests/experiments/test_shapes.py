@@ -52,6 +52,7 @@ def test_mean_std_by_hand():
     assert smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2).tolist() == [1.0, 2.0, 4.0, 6.0]
 
 
+@pytest.mark.slow
 def test_report_table_matches_hand_computed(tmp_path):
     uri = _store(tmp_path)
     res = build_report(uri, tmp_path / "out", "full")
@@ -80,6 +81,7 @@ def test_report_table_matches_hand_computed(tmp_path):
     assert (tmp_path / "out" / "table.csv").read_text().startswith("method,seeds,")
 
 
+@pytest.mark.slow
 def test_curve_mean_std_over_seeds(tmp_path):
     import mlflow
 

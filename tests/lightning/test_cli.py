@@ -120,6 +120,7 @@ def test_unknown_objective_override_is_refused_naming_the_key(capsys, tmp_path):
     assert "does not accept option 'kl_coeff'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unknown_objective_lists_valid_presets(in_workspace):
     # (jsonargparse wraps the module's KeyError in a ValueError; the message is kept)
     with pytest.raises((KeyError, ValueError), match="valid: dapo, dr_grpo, grpo, gspo, sapo") as e:

@@ -17,7 +17,7 @@ from visgrpo.models.loading import PolicyConfig
 from visgrpo.models.lora import LoraSettings
 from visgrpo.rollout import SamplingConfig
 
-from .replay import GradientRecorder, is_right
+from .replay import GradientRecorder, assert_started_from, is_right, probe_training_steps
 
 pytestmark = pytest.mark.slow
 MODEL = "artifacts/tiny_qwen2_5_vl"
@@ -137,7 +137,7 @@ def test_sft_learns_the_target(in_workspace):
     assert sum(rec.values[-3:]) / 3 < 0.5 * sum(rec.values[:3]) / 3
 
 
-def test_lora_checkpoint_holds_adapters_only_and_resumes(in_workspace, tmp_path):
+def test_lora_checkpoint_holds_adapters_only_and_resumes(in_workspace, tmp_path, monkeypatch):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     def lora_module():  # grpo: KL against the reference = the same model, adapters disabled
@@ -155,8 +155,15 @@ def test_lora_checkpoint_holds_adapters_only_and_resumes(in_workspace, tmp_path)
     resumed = lora_module()
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=1)
     t = trainer(max_steps=2, callbacks=[ckpt], enable_checkpointing=True)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    probe = probe_training_steps(monkeypatch)
     t.fit(resumed, datamodule=data(), ckpt_path=str(tmp_path / "last.ckpt"), weights_only=True)
     assert t.global_step == 2
+    # a fresh run reaches step 2 too: the resumed one ran step 1 only, from the saved adapters,
+    # optimiser state and data position
+    assert probe.steps == [1]
+    assert set(probe.trainable) == set(state)
+    assert_started_from(probe, saved)
 
 
 @pytest.mark.parametrize("lora", [False, True])

@@ -1,5 +1,10 @@
 """``--ckpt_path last`` resumes a crashed run exactly: after 2 + 2 steps the weights and the
-per-step rewards equal those of an uninterrupted 4-step run (CPU, same seed)."""
+per-step rewards equal those of an uninterrupted 4-step run (CPU, same seed).
+
+Each step is seeded from ``global_step``, so equal weights alone would not tell a resumed run
+from one that ignored the checkpoint and retrained from step 0: the resumed process must also
+run only steps 2 and 3, on the straight run's batches of those steps, starting from the
+checkpoint's optimiser state, weights and data position."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import torch
 from visgrpo.lightning.cli import build_cli
 
 from .conftest import CONFIGS, tracking_args
+from .replay import assert_started_from, probe_training_steps
 
 pytestmark = pytest.mark.slow
 
@@ -56,14 +62,24 @@ def test_resume_matches_uninterrupted_run(workspace, tmp_path, monkeypatch, cred
         (work / "artifacts").symlink_to(workspace / "artifacts", target_is_directory=True)
         runs[name] = work
     monkeypatch.chdir(runs["straight"])
+    probe_straight = probe_training_steps(monkeypatch)
     straight = fit(runs["straight"], credit, 4)
+    assert probe_straight.steps == [0, 1, 2, 3]
 
     monkeypatch.chdir(runs["resumed"])
+    probe_first = probe_training_steps(monkeypatch)
     first = fit(runs["resumed"], credit, 2)
+    assert probe_first.ids == probe_straight.ids[:2]
     assert first.trainer.global_step == 2
-    assert (runs["resumed"] / "runs/checkpoints/last.ckpt").is_file()
+    last = runs["resumed"] / "runs/checkpoints/last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    probe = probe_training_steps(monkeypatch)
     resumed = fit(runs["resumed"], credit, 4, "--ckpt_path", "last")
     assert resumed.trainer.global_step == 4
+    assert probe.steps == [2, 3]  # only the remaining steps ran in the resumed process
+    assert probe.ids == probe_straight.ids[2:]  # on the batches the straight run drew there
+    assert probe.ids != probe_straight.ids[:2]
+    assert_started_from(probe, ckpt)
 
     a = dict(straight.model.policy.named_parameters())
     b = dict(resumed.model.policy.named_parameters())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -13,6 +12,13 @@ from visgrpo.rewards import MathPool, RewardHead, RewardSpec, math_accuracy
 def test_adversarial_answers_neither_hang_nor_execute(tmp_path):
     marker = tmp_path / "pwned"
     cmd = f"__import__('os').system('touch {marker}')"
+    nested = "eval(\"__import__('os').system('touch " + str(marker) + "')\")"
+    # Control: each payload, evaluated on purpose here, does create the marker, so the
+    # marker's absence below means the verifier never executed it.
+    for payload in (cmd, nested):
+        eval(payload)  # noqa: S307 - the control of the injection check
+        assert marker.exists(), payload
+        marker.unlink()
     completions = [
         "<answer>" + "1" + "0" * 100_000 + "</answer>",  # 10**100000 written out (too long)
         "Final: " + "1" + "0" * 100_000,  # the same untagged: parsed from the last 2000 chars
@@ -21,7 +27,7 @@ def test_adversarial_answers_neither_hang_nor_execute(tmp_path):
         "<answer>" + "\\frac{" * 500 + "1" + "}{2}" * 500 + "</answer>",  # 500-deep \frac
         f"<answer>{cmd}</answer>",
         cmd,
-        "<answer>eval(\"__import__('os').system('touch " + str(marker) + "')\")</answer>",
+        f"<answer>{nested}</answer>",
     ]
     samples = [
         {"id": f"adv{i}", "answer": "3", "answer_type": "number"} for i in range(len(completions))
@@ -35,8 +41,7 @@ def test_adversarial_answers_neither_hang_nor_execute(tmp_path):
     elapsed = time.monotonic() - start
     assert elapsed < 20.0, elapsed  # 8 checks of at most 2 s + 1 s grace, 4 at a time: < 12 s
     assert out.total.tolist() == [0.0] * len(completions)
-    assert not marker.exists()
-    assert not os.path.exists("/tmp/pwned")
+    assert not marker.exists()  # where both payloads write when executed
     # every zero says why (too long / not equivalent / no parsable answer / timeout)
     assert all("math_accuracy" in r for r in out.reasons)
 
@@ -60,6 +65,7 @@ def test_timeout_path_sleeping_verifier(helpers_path):
         p.close()
 
 
+@pytest.mark.slow
 def test_stuck_worker_is_killed_and_replaced(helpers_path):
     p = MathPool(size=1, kill_grace=0.2)
     try:
@@ -81,6 +87,7 @@ def test_unknown_task_is_an_error_not_a_crash(pool):
     assert reply["status"] == "error" and "cannot import task" in reply["error"]
 
 
+@pytest.mark.slow
 def test_head_verifies_a_batch_concurrently(helpers_path):
     # Four checks that each sleep 1 s in a 4-worker pool: the head must run them at the
     # same time. Each worker reports its (start, end) wall-clock interval as the reason;

@@ -75,7 +75,7 @@ class VisgrpoCLI(LightningCLI):
             raise refusal(self.config[self.config.subcommand].get("ckpt_path"), err) from None
 
     def instantiate_trainer(self, **kwargs):
-        """The trainer, with every checkpoint load weights-only (:class:`WeightsOnlyCheckpointIO`)."""
+        """The trainer, with atomic checkpoint writes and weights-only loads (:class:`WeightsOnlyCheckpointIO`)."""
         trainer = super().instantiate_trainer(**kwargs)
         strategy = trainer.strategy
         io = strategy.checkpoint_io
