@@ -2,8 +2,8 @@
 model, the response length and the image grow; whole training steps interleaved.
 
 ``python -m experiments.bench.scaling [--quick] [--rounds N] [--out DIR]`` writes
-``scaling.json``, ``scaling.md`` and ``scaling.png`` (``--quick``: ``scaling_quick.*``) under
-experiments/bench/results/.
+experiments/bench/results/scaling.json, experiments/bench/results/scaling.md and
+experiments/bench/results/scaling.png (``--quick``: the same names with ``_quick``).
 
 Design (one axis at a time from a middle point, not the full cross product):
 middle = hidden 256 / 6 layers, 128 response tokens, 256 image tokens; the model axis adds
@@ -15,9 +15,9 @@ whose square images give exactly that many merged visual tokens (28 px each).
 
 Protocol at a point (noise control): two long-lived workers (:mod:`experiments.bench.stepper`),
 visgrpo and TRL, loaded once; then rounds. A round runs one whole training step (generation
-forced to the full length, rewards, forward, backward, optimiser) of every configuration in
-rotating order: visgrpo ``plain`` DAPO, ``plain_control`` (plain again under a second label: the
-A/A control), each credit method (``harness.credit_methods()``; the visgrpo worker switches
+forced to the full length, rewards, forward, backward, optimiser) of every configuration in a
+random order drawn afresh each round (seeded): visgrpo ``plain`` DAPO, ``plain_control``
+(plain again under a second label: the A/A control), each credit method (``harness.credit_methods()``; the visgrpo worker switches
 its credit between steps, so every configuration trains the same policy, in turn) and TRL. Each
 step is timed on the worker's process CPU clock (one torch thread), from its command to the
 end of its optimiser step. Per round, every configuration's ratio to the same round's plain
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
 import subprocess
 import sys
@@ -180,13 +181,16 @@ def measure_point(p: Point, workdir: Path, rounds: int, prompts: int, group: int
                    prompts_per_step=prompts, group_size=group, max_completion_length=p.response,
                    warmup_steps=0, measure_steps=total * len(labels) + 2, workdir=str(workdir))
     t0 = time.perf_counter()
-    workers = {side: Worker(RunSpec(**{**asdict(base), "side": side}), workdir / f"spec-{side}.json")
+    workers = {side: Worker(RunSpec(**{**asdict(base), "side": side}), workdir / f"spec-{p.name}-{side}.json")
                for side in ("visgrpo", "trl")}
     steps: dict[str, list[dict]] = {lab: [] for lab in labels}
     try:
         for r in range(total):
-            k = r % len(labels)
-            for lab in labels[k:] + labels[:k]:
+            # a fresh random order per round: a rotation would keep every label behind the same
+            # one (plain always right after TRL's step, in the other process, with cold caches)
+            order = labels[:]
+            random.Random(r).shuffle(order)
+            for lab in order:
                 res = workers["trl" if lab == "trl" else "visgrpo"].step(lab)
                 if r:  # round 0 is the warm-up
                     steps[lab].append(res)
@@ -268,7 +272,7 @@ def _fmt(q: dict, digits: int = 3) -> str:
 def targets(points: list[Point], results: dict[str, dict]) -> dict:
     """Target checks at the largest model (issue 17): visgrpo >= 1.2x TRL samples per CPU-s;
     each credit method <= 1.10x plain DAPO (EASE <= 1.25x); the A/A control within +-3 %."""
-    largest = axis_points(points, "model")[-1]
+    largest = [p for p in axis_points(points, "model") if p.name in results][-1]
     s = results[largest.name]["summary"]
     out = {"point": largest.name, "trl_ratio": s["trl"]["ratio"]["median"],
            "trl_met": s["trl"]["ratio"]["median"] >= TRL_TARGET,
@@ -314,7 +318,7 @@ def write_markdown(doc: dict, path: Path) -> None:
               + "; ".join(f"{m} {t[f'{m}_ratio']:.3f} (<= {overhead_target(m)}: "
                           f"{'met' if t[f'{m}_met'] else 'NOT met'})" for m in methods),
               "", f"Load average at start / end: {doc['machine']['loadavg_start']} / {doc['loadavg_end']}; "
-              f"wall {doc['wall_s'] / 60:.1f} min.", ""]
+              f"measurement wall time summed over points {doc['wall_s'] / 60:.1f} min.", ""]
     path.write_text("\n".join(lines))
 
 
@@ -367,13 +371,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--prompts", type=int, default=1)
     p.add_argument("--group", type=int, default=2, help="responses per prompt (G)")
     p.add_argument("--only", default="", help="comma-separated point names (default: all)")
+    p.add_argument("--only-strict", action="store_true", help="measure only the --only points "
+                   "(not the middle one), save them under OUT/points and stop (no report)")
+    p.add_argument("--resume", action="store_true", help="load points already saved under OUT/points")
+    p.add_argument("--report-only", action="store_true", help="with --resume: report the saved points, measure none")
     p.add_argument("--workdir", help="where models and data are built (default: a temp dir)")
     p.add_argument("--out", default=str(HERE / "results"), help="output directory")
     a = p.parse_args(argv)
     rounds = a.rounds or (2 if a.quick else 3)
     points = grid(a.quick)
-    if a.only:
-        points = [q for q in points if q.name in a.only.split(",") or q.axis == "middle"]
+    measure = [q for q in points if not a.only or q.name in a.only.split(",") or q.axis == "middle"]
+    if a.only_strict:
+        measure = [q for q in points if q.name in a.only.split(",")]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "scaling_quick" if a.quick else "scaling"
@@ -383,13 +392,26 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="scaling_") as tmp:
         work = Path(a.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for q in points:
+        for q in measure:
+            saved = out / "points" / f"{stem}-{q.name}.json"
+            if a.resume and saved.exists():  # measured by an earlier (or a parallel) invocation
+                results[q.name] = json.loads(saved.read_text())
+                continue
+            if a.report_only:
+                continue
             print(f"point {q.name} ({q.axis})", flush=True)
             results[q.name] = measure_point(q, work, rounds, a.prompts, a.group, lambda m: print(m, flush=True))
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.with_suffix(".tmp").write_text(json.dumps(results[q.name]))
+            saved.with_suffix(".tmp").replace(saved)
+    if a.only_strict:  # a share of the grid for a parallel run; --resume without it reports
+        return {"results": results}
+    points = [q for q in measure if q.name in results]
     doc = {"bench": "scaling", "machine": info, "rounds": rounds, "prompts": a.prompts, "group": a.group,
            "points": [asdict(q) for q in points], "results": results,
            "exponents": exponents(points, results), "targets": targets(points, results),
-           "wall_s": time.perf_counter() - t0, "loadavg_end": machine_info(1)["loadavg_start"]}
+           "wall_s": sum(r.get("wall_s", 0.0) for r in results.values()),  # points' own, summed
+           "report_wall_s": time.perf_counter() - t0, "loadavg_end": machine_info(1)["loadavg_start"]}
     tmp_json = out / f".{stem}.json.tmp"
     tmp_json.write_text(json.dumps(doc, indent=1) + "\n")
     tmp_json.replace(out / f"{stem}.json")
