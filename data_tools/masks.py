@@ -45,13 +45,15 @@ from data_tools.errors import ErrorReport, RecordError, handle
 from data_tools.grid import (  # noqa: F401 -- geometry re-exported for callers of masks
     ProcessorGrid,
     add_processor_arguments,
+    block_coverage,
     box_cell_coverage,
     grid_from_args,
     pixel_cell_overlap,
     pixel_cell_weights,
+    segmentation_coverage,
     union_cell_coverage,
 )
-from data_tools.segmentation import decode_segmentation
+from data_tools.segmentation import decode_segmentations
 from visgrpo.data.evidence import gaussian_cell_bumps
 from visgrpo.data.fields import EVIDENCE_FIELDS
 from visgrpo.data.geometry import Geometry
@@ -61,19 +63,11 @@ from visgrpo.data.schema import DERIVED_FEATURES
 BOX_TOL = DEFAULT_TOL  # px of overshoot clipped silently, as every converter
 
 
-def segmentation_coverage(masks: np.ndarray, th: int, tw: int) -> tuple[np.ndarray, np.ndarray]:
-    """Area-averaged coverage of ``masks`` [K, H, W] -> (union [th, tw], per object [K, th, tw]).
-
-    Pixel counts per cell in float32 (exact: whole pixels weigh 1), divided by the cell
-    area in float64, so a fully covered cell is exactly 1.
-    """
-    _, h, w = masks.shape
-    ay, ax = pixel_cell_overlap(h, th), pixel_cell_overlap(w, tw)  # [th, H], [tw, W]
-    m = masks.astype(np.float32)  # [K, H, W]
-    area = (h / th) * (w / tw)  # original pixels per cell
-    per = (ay @ m @ ax.T) / area  # [K, th, tw]
-    union = (ay @ m.max(axis=0) @ ax.T) / area  # [th, tw]
-    return np.clip(union, 0, 1), np.clip(per, 0, 1)
+def _put_coverage(union, region, labels, tok_start, kstart, u: int, uni: np.ndarray, per: np.ndarray) -> None:
+    """Write unit ``u``'s mask coverage (union [th, tw], per object [K, th, tw]) and the label of
+    the object covering most of each cell (ties: lower index; 0 where none) into the flat outputs."""
+    lab = np.where(per.max(0) > 0, labels[kstart[u]:kstart[u + 1]][per.argmax(0)], 0)
+    union[tok_start[u]:tok_start[u + 1]], region[tok_start[u]:tok_start[u + 1]] = uni.ravel(), lab.ravel()
 
 
 # ------------------------------------------------------------------ columns -> evidence
@@ -237,11 +231,13 @@ def evidence_for_table(
             i = int(box_row[ob[0]])
             h, w = int(h_u[kept_units[u]]), int(w_u[kept_units[u]])
             where = _record_where(ids, i, row_offset)
-            m = np.stack([decode_segmentation(s, h, w, where, f"segmentation[{box_k[j]}]") for s, j in zip(entries, ob, strict=True)])
-            th, tw = th_tw[u]
-            uni, per = segmentation_coverage(m, th, tw)
-            lab = np.where(per.max(0) > 0, labels[kstart[u]:kstart[u + 1]][per.argmax(0)], 0)
-            union[tok_start[u]:tok_start[u + 1]], region[tok_start[u]:tok_start[u + 1]] = uni.ravel(), lab.ravel()
+            th, tw = (int(v) for v in th_tw[u])
+            m_t = decode_segmentations(entries, h, w, where, [f"segmentation[{box_k[j]}]" for j in ob])  # [K, W, H]
+            if h % th == 0 and w % tw == 0:
+                cov = block_coverage(m_t, th, tw)
+            else:
+                cov = segmentation_coverage(m_t.transpose(0, 2, 1), th, tw)
+            _put_coverage(union, region, labels, tok_start, kstart, int(u), *cov)
 
     # ---- per-sample target over all its images' tokens
     unit_sample = np.repeat(np.arange(int(keep.sum())), n_img[keep])  # [U']

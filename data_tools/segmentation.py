@@ -105,6 +105,35 @@ def _checked(s, where: str, field: str, hw: tuple[int, int] | None = None):
 def _rle_runs(counts) -> list[int]:
     """Run lengths of an RLE's ``counts``: a list of ints, or COCO's compressed string
     (pycocotools ``rleFrString``: 5-bit groups offset by 48, continuation bit 0x20, sign bit
+    0x10, runs after the second stored as the difference to the run two before).
+    Well-formed strings take a tight loop over their bytes; anything else the checked loop
+    of :func:`_rle_runs_checked`, which names the fault."""
+    if isinstance(counts, str) and counts.isascii():
+        runs: list[int] = []
+        append, x, shift, n = runs.append, 0, 0, 0
+        for c in counts.encode("ascii"):
+            c -= 48
+            if c < 0 or c > 63:
+                break
+            x |= (c & 0x1F) << shift
+            shift += 5
+            if c & 0x20:
+                continue
+            if c & 0x10:
+                x |= -1 << shift
+            if n > 2:
+                x += runs[-2]
+            append(x)
+            n, x, shift = n + 1, 0, 0
+        else:
+            if not shift:
+                return runs
+    return _rle_runs_checked(counts)
+
+
+def _rle_runs_checked(counts) -> list[int]:
+    """Run lengths of an RLE's ``counts``: a list of ints, or COCO's compressed string
+    (pycocotools ``rleFrString``: 5-bit groups offset by 48, continuation bit 0x20, sign bit
     0x10, runs after the second stored as the difference to the run two before)."""
     if isinstance(counts, (list, tuple)):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
@@ -133,6 +162,27 @@ def _rle_runs(counts) -> list[int]:
     return runs
 
 
+def _segmentation_rle(seg, height: int, width: int) -> tuple[dict, list[int] | None]:
+    """One entry -> (pycocotools RLE with compressed ``bytes`` counts, its validated run
+    lengths or ``None`` for polygons, whose RLE pycocotools builds itself)."""
+    from pycocotools import mask as mask_utils
+
+    obj = json.loads(seg) if isinstance(seg, str) else seg
+    if isinstance(obj, dict):
+        if list(obj.get("size", [])) != [height, width]:
+            raise ValueError(f"RLE size {obj.get('size')} != image {height}x{width}")
+        runs = _rle_runs(obj.get("counts"))
+        if min(runs, default=0) < 0 or sum(runs) != height * width:
+            raise ValueError(f"RLE counts cover {sum(runs)} pixels, not {height * width}")
+        rle = obj if isinstance(obj["counts"], str) else mask_utils.frPyObjects(obj, height, width)
+        if isinstance(rle.get("counts"), str):
+            rle = {"size": rle["size"], "counts": rle["counts"].encode()}
+        return rle, runs
+    if isinstance(obj, list) and obj:
+        return mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in obj], height, width)), None
+    raise ValueError(f"expected an RLE dict or a polygon list, got {type(obj).__name__}")
+
+
 def decode_segmentation(seg, height: int, width: int, where: str, field: str) -> np.ndarray:
     """One entry (JSON text, or the parsed RLE dict / polygon list) -> ``[H, W]`` uint8 mask.
 
@@ -142,23 +192,27 @@ def decode_segmentation(seg, height: int, width: int, where: str, field: str) ->
     from pycocotools import mask as mask_utils
 
     try:
-        obj = json.loads(seg) if isinstance(seg, str) else seg
-        if isinstance(obj, dict):
-            if list(obj.get("size", [])) != [height, width]:
-                raise ValueError(f"RLE size {obj.get('size')} != image {height}x{width}")
-            runs = _rle_runs(obj.get("counts"))
-            if min(runs, default=0) < 0 or sum(runs) != height * width:
-                raise ValueError(f"RLE counts cover {sum(runs)} pixels, not {height * width}")
-            rle = obj if isinstance(obj["counts"], str) else mask_utils.frPyObjects(obj, height, width)
-            if isinstance(rle.get("counts"), str):
-                rle = {"size": rle["size"], "counts": rle["counts"].encode()}
-        elif isinstance(obj, list) and obj:
-            rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in obj], height, width))
-        else:
-            raise ValueError(f"expected an RLE dict or a polygon list, got {type(obj).__name__}")
-        return mask_utils.decode(rle)
+        return mask_utils.decode(_segmentation_rle(seg, height, width)[0])
     except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
         raise RecordError(where, field, f"bad segmentation: {e}") from None
+
+
+def decode_segmentations(segs, height: int, width: int, where: str, fields: list[str]) -> np.ndarray:
+    """Entries of one image -> their masks in COCO's column-major layout, ``[K, W, H]`` uint8
+    (``[k].T`` is :func:`decode_segmentation` of entry k), decoded by one pycocotools call.
+
+    Raises:
+        RecordError: as :func:`decode_segmentation`, naming the entry's field.
+    """
+    from pycocotools import mask as mask_utils
+
+    rles = []
+    for seg, field in zip(segs, fields, strict=True):
+        try:
+            rles.append(_segmentation_rle(seg, height, width)[0])
+        except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
+            raise RecordError(where, field, f"bad segmentation: {e}") from None
+    return mask_utils.decode(rles).transpose(2, 1, 0)  # [H, W, K] Fortran -> [K, W, H] C order
 
 
 def decode_record(segs, n_boxes: int, height: int, width: int, where: str,

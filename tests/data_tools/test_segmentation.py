@@ -129,3 +129,46 @@ def test_format_helpers_and_the_retired_one_string_format():
                                      "segmentation": [old]})
     with pytest.raises(ValueError, match="expected a list of JSON texts, one per box"):
         build_masks(ds, Q25, progress=False)
+
+
+def test_fast_segmentation_path_equals_the_overlap_products_on_random_masks():
+    """The whole-pixel fast path (one pycocotools decode per image, block sums) and the tight
+    run parser give exactly the previous results: overlap products of each decoded mask
+    (data_tools.grid.segmentation_coverage) and the checked parser, on random masks."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from data_tools.grid import block_coverage, segmentation_coverage
+    from data_tools.segmentation import (
+        _rle_runs,
+        _rle_runs_checked,
+        decode_segmentation,
+        decode_segmentations,
+        encode_mask,
+    )
+
+    rng = np.random.default_rng(0)
+    for t in range(120):
+        th, tw = (int(v) for v in rng.integers(1, 6, 2))
+        h, w = th * int(rng.integers(1, 9)), tw * int(rng.integers(1, 9))
+        k = int(rng.integers(1, 4))
+        masks = (rng.random((k, h, w)) < rng.random()).astype(np.uint8)  # [K, H, W]
+        masks[0] = 0 if t % 5 == 0 else masks[0]  # empty and full masks too
+        masks[-1] = 1 if t % 7 == 0 else masks[-1]
+        segs = [encode_mask(m) for m in masks]
+        m_t = decode_segmentations(segs, h, w, "r", [f"segmentation[{i}]" for i in range(k)])  # [K, W, H]
+        ref = np.stack([decode_segmentation(s, h, w, "r", "segmentation") for s in segs])
+        assert np.array_equal(m_t.transpose(0, 2, 1), ref) and np.array_equal(ref, masks)
+        for fast, slow in zip(block_coverage(m_t, th, tw), segmentation_coverage(ref, th, tw), strict=True):
+            assert fast.dtype == slow.dtype and np.array_equal(fast, slow)
+        for m in masks:
+            counts = mask_utils.encode(np.asfortranarray(m))["counts"].decode()
+            assert _rle_runs(counts) == _rle_runs_checked(counts)
+    for bad in ("1O\x7f", "1O\u00e9", "1Oo"):  # invalid characters, truncated run: the checked messages
+        with pytest.raises(ValueError) as fast_err:
+            _rle_runs(bad)
+        with pytest.raises(ValueError) as slow_err:
+            _rle_runs_checked(bad)
+        assert str(fast_err.value) == str(slow_err.value)
+    with pytest.raises(ValueError, match="whole pixels"):
+        block_coverage(np.zeros((1, 5, 4), np.uint8), 3, 2)

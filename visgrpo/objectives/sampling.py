@@ -45,7 +45,9 @@ def dynamic_sampling_filter(
     if atol < 0:
         raise ValueError(f"atol must be >= 0, got {atol}")
     x = rewards.detach().to(torch.float64)  # [B]
-    idx, G = dense_group_index(group_ids)  # [B]
+    # One device for the scatter: the rewards' (a reward head scores on the CPU while the
+    # rollout's group ids may live on the GPU).
+    idx, G = dense_group_index(group_ids.to(x.device))  # [B]
     zeros = torch.zeros(G, dtype=x.dtype, device=x.device)  # [G]
     gmax = zeros.scatter_reduce(0, idx, x, reduce="amax", include_self=False)  # [G]
     gmin = zeros.scatter_reduce(0, idx, x, reduce="amin", include_self=False)  # [G]
@@ -140,7 +142,7 @@ class DynamicSamplingAccumulator:
             if self.full:
                 self.groups_surplus += 1
                 continue
-            idx = torch.tensor(rows, dtype=torch.long)
+            idx = torch.tensor(rows, dtype=torch.long, device=rewards.device)
             group_items = [items[r] for r in rows] if items is not None else list(rows)
             self._groups.append((rewards.detach()[idx], group_items))
             stored[idx] = True
