@@ -83,6 +83,18 @@ def new_work(root: Path, workspace: Path, name: str) -> Path:
     return work
 
 
+def _after_step(k: int, delay: float):
+    """Kill condition: ``delay`` seconds after training step ``k`` began."""
+    seen: dict[str, float] = {}
+
+    def cond(work: Path, t0: float) -> bool:
+        if len(steps(work)) > k:
+            seen.setdefault("t", time.monotonic())
+        return "t" in seen and time.monotonic() >= seen["t"] + delay
+
+    return cond
+
+
 def test_sigkill_then_resume_equals_uninterrupted(workspace, tmp_path):
     straight = new_work(tmp_path, workspace, "straight")
     t0 = time.monotonic()
@@ -102,8 +114,13 @@ def test_sigkill_then_resume_equals_uninterrupted(workspace, tmp_path):
         ("during write 1 (no ckpt yet)", 1, lambda w, t0: (w / "steps.log.slow").exists()),
         ("during write 3", 3, lambda w, t0: (w / "steps.log.slow").exists()),
     ]
-    for t in rng.uniform(0.3, 1.0, size=3) * duration:  # seconds after the start
-        points.append((f"at t={t:.1f}s", 0, lambda w, t0, t=t: time.monotonic() >= t0 + t))
+    # Random moments: a random delay after step k began, k in 1..MAX_STEPS - 2, so at least
+    # two steps and their checkpoint writes still follow whatever the machine's load (a delay
+    # counted from the process start could fall after its end when the box gets faster).
+    step_time = duration / (MAX_STEPS + 1)  # an upper bound: the run also starts up
+    for k, delay in zip(rng.integers(1, MAX_STEPS - 1, size=3), rng.uniform(0.0, 0.5, size=3) * step_time,
+                        strict=True):
+        points.append((f"{delay:.1f}s into step {k}", 0, _after_step(int(k), float(delay))))
     rows = []
     for i, (name, slow_save, cond) in enumerate(points):
         work = new_work(tmp_path, workspace, f"kill{i}")
