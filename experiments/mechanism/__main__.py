@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from experiments.mechanism import report, study
+from experiments.mechanism import report, study, testbed
 from experiments.shapes.stages import Workdir
 from experiments.shapes.warmstart import stage0
 
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=0, help="override the budget's steps")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--testbed", choices=("shapes", "relational"), default="shapes",
+                        help="shapes: the committed shapes warm start; relational: build the relational data, "
+                             "tiny model and SFT warm start first (experiments/mechanism/testbed.py)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--label", default="", help="heading note of the report (e.g. the pilot's scale)")
     args = parser.parse_args(argv)
@@ -44,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Workdir(Path(args.workdir).resolve())
     results = Path(args.results).resolve()
     st = study.Study(work, results, threads=args.threads)
+    if args.testbed == "relational":
+        st.extra = testbed.data_overrides(work)
+        st.warmstart = testbed.WARMSTART
     arms = study.configurations()
     names = [c.strip() for c in args.configs.split(",") if c.strip()] or list(arms)
     unknown = sorted(set(names) - set(arms))
@@ -52,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     logs = work.root / "runs" / "mechanism" / "logs"
     t0 = time.time()
     if not args.report_only:
-        if not (work.data / "validation").exists():
+        if args.testbed == "relational":
+            testbed.build_data(work)
+            testbed.warm_start(work, log=logs / "relational_sft.log")
+            print(f"[{time.time() - t0:6.0f}s] relational testbed: data, masks and warm start ready", flush=True)
+        elif not (work.data / "validation").exists():
             stage0(work, with_model=False)
             print(f"[{time.time() - t0:6.0f}s] testbed data + masks written", flush=True)
         study.warmstart_result(st, budget, log=logs / "warmstart.log")

@@ -79,3 +79,23 @@ def test_report_deltas_and_verdicts(tmp_path):
     assert "test" in md and "EASE raises evidence attention" in md
     assert "not testable at this scale" in md  # AT-RL: one cluster per response
     assert (res / "dose_response.png").stat().st_size > 1000
+
+
+def test_relational_testbed_data_model_and_masks(tmp_path):
+    from experiments.mechanism import testbed
+    from visgrpo.data.io import load_dataset_dir
+
+    work = study.Workdir(tmp_path)
+    tb = testbed.Relational(num=12)
+    data = testbed.build_data(work, tb)
+    ds, _ = load_dataset_dir(data / "train")
+    row = ds[0]
+    assert "reasoning" in ds.column_names and "evidence_mask" in ds.column_names
+    assert len(row["evidence_mask"]) == 64  # 8x8 merged tokens
+    assert testbed.TARGET.format(**row).startswith("<think>I see ")
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(tb.model(work))
+    ids = tok(row["reasoning"], add_special_tokens=False)["input_ids"]
+    assert 48 <= len(ids) <= tb.max_new_tokens - 16  # a chain AT-RL splits into >= 3 clusters of 16
+    assert tok.unk_token_id not in ids  # the vocabulary covers the chains
+    overrides = testbed.data_overrides(work, tb)
+    assert f"--data.val_path={data / 'validation'}" in overrides
