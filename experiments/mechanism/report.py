@@ -95,7 +95,7 @@ def _testable(arm: str, quantity: str, data) -> str | None:
     length = _mean(values(runs, "val/response_length"))
     if arm == "dapo+vgpo" and np.isfinite(length) and length < MIN_CHAIN:
         return f"responses are {length:.1f} tokens: no reasoning chain for attention to fade over"
-    if "atrl" in arm:
+    if arm == "dapo+atrl":
         k = _mean(values(runs, "val/atrl/clusters_per_response"))
         if np.isfinite(k) and k <= 1.0:
             return f"{k:.1f} cluster per response (responses {length:.1f} tokens <= cluster_size 16): every weight is 1"
@@ -105,8 +105,10 @@ def _testable(arm: str, quantity: str, data) -> str | None:
 def verdict(row: dict | None, sign: int, why_not: str | None) -> str:
     if why_not:
         return f"not testable at this scale ({why_not})"
-    if row is None or row["paired_n"] < 2:
+    if row is None:
         return "not run"
+    if row["paired_n"] < 2:
+        return f"{row['paired_n']} paired seed(s): no test"
     floor = 2 / 2 ** row["paired_n"]
     lo, hi = row["delta_lo"], row["delta_hi"]
     tail = f"paired p = {row['p']:.3g}, the smallest possible with {row['paired_n']} seeds is {floor:.3g}"
