@@ -66,13 +66,20 @@ def values(runs: dict[int, dict], key: str) -> dict[int, float]:
     return {s: float(m[key]) for s, m in runs.items() if key in m and np.isfinite(float(m[key]))}
 
 
+def quantities(data: dict[str, dict[int, dict]]) -> dict[str, str]:
+    """:data:`QUANTITIES` plus the evidence ratio of every layer the runs measured."""
+    layers = sorted({int(k.rsplit("L", 1)[1]) for runs in data.values() for m in runs.values() for k in m
+                     if k.startswith("val/evidence_ratio_L")})
+    return QUANTITIES | {f"val/evidence_ratio_L{k}": f"evidence ratio, layer {k}" for k in layers}
+
+
 def summary(data: dict[str, dict[int, dict]]) -> list[dict]:
     base = data.get(BASELINE, {})
     rows = []
     for config, runs in data.items():
         if config == "warmstart":
             continue
-        for key in QUANTITIES:
+        for key in quantities(data):
             v = values(runs, key)
             if not v:
                 continue
@@ -202,7 +209,7 @@ def build(results: Path, label: str = "") -> Path:
                      f"{verdict(r, sign, _testable(arm, key, data))} |")
     warm = next(iter(data.get("warmstart", {}).values()), {})
     lines += ["", "## Every arm", ""]
-    for key, title in QUANTITIES.items():
+    for key, title in quantities(data).items():
         sub = [r for r in rows if r["quantity"] == key]
         if not sub:
             continue
