@@ -153,7 +153,10 @@ def figures(data, results: Path) -> dict[str, Path]:
             if key in warm:
                 ax.axhline(warm[key], ls="--", c="grey", label="warm start")
                 ax.legend(fontsize=7)
-            ax.set_xscale("symlog", linthresh=1e-3)
+            doses = [arms[n].dose or 0.0 for n in names]
+            lin = min(d for d in doses if d > 0) if any(d > 0 for d in doses) else 1e-3
+            ax.set_xscale("symlog", linthresh=lin)
+            ax.set_xlim(-0.3 * lin, 1.6 * max(doses + [lin]))
             ax.set_xlabel(f"{label} (0 = dapo)")
             ax.set_title(QUANTITIES[key], fontsize=8)
     fig.suptitle("dose-response (mean, bootstrap 95% CI over seeds; held-out images)", fontsize=9)
