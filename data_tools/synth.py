@@ -1,5 +1,10 @@
 """``visgrpo-data synth``: a deterministic synthetic evidence-VQA dataset.
 
+Two task families (``--task``): ``shapes`` (this module, below) and ``relational``
+(:mod:`data_tools.relational`: the target named by shape and relation among look-alikes,
+224-px images, with a grounded reasoning chain in a ``reasoning`` column). Shapes are
+drawn by :mod:`data_tools.drawing`.
+
 Each image shows several coloured shapes (circle, square, triangle, star, cross, diamond;
 red, green, blue, yellow, purple, orange) on a plain background, drawn with PIL, never
 overlapping. One question per image, of three kinds:
@@ -36,50 +41,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from data_tools.drawing import COLOURS, SHAPES, place, shape_box
+from data_tools.drawing import draw_shape as _draw
+from data_tools.relational import make_sample as relational_sample
 from data_tools.segmentation import FEATURE as SEGMENTATION_FEATURE
 from visgrpo.data.io import META_FILE, atomic_output_dir, save_dataset
 from visgrpo.data.schema import BASE_FEATURES
 
-COLOURS = {
-    "red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220),
-    "yellow": (230, 200, 20), "purple": (140, 60, 180), "orange": (245, 130, 30),
-}
-SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
 PLURAL = {"cross": "crosses"}
 QUESTION_TYPES = ("colour", "position", "count")
 DIRECTIONS = {"left-most": (0, -1), "right-most": (0, 1), "top-most": (1, -1), "bottom-most": (1, 1)}
 EXTRA_COLUMNS = ("options", "segmentation", "question_type", "scene")
-
-
-def _outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
-    """Polygon of ``shape`` centred at (cx, cy) with outer radius r (None: circle)."""
-    if shape == "circle":
-        return None
-    if shape == "square":
-        a = r * 0.8
-        return [(cx - a, cy - a), (cx + a, cy - a), (cx + a, cy + a), (cx - a, cy + a)]
-    if shape == "diamond":
-        return [(cx, cy - r), (cx + r * 0.75, cy), (cx, cy + r), (cx - r * 0.75, cy)]
-    if shape == "triangle":
-        return [(cx + r * np.cos(t), cy + r * np.sin(t)) for t in np.radians([-90, 30, 150])]
-    if shape == "star":
-        ang = np.radians(np.arange(10) * 36 - 90)
-        rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
-        return list(zip(cx + rad * np.cos(ang), cy + rad * np.sin(ang), strict=True))
-    if shape == "cross":
-        a, b = r * 0.32, r
-        pts = [(a, b), (a, a), (b, a), (b, -a), (a, -a), (a, -b)]
-        pts += [(-x, y) for x, y in reversed(pts)]
-        return [(cx + x, cy + y) for x, y in pts]
-    raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES)}")
-
-
-def _draw(draw: ImageDraw.ImageDraw, shape, cx, cy, r, fill) -> None:
-    poly = _outline(shape, cx, cy, r)
-    if poly is None:
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    else:
-        draw.polygon(poly, fill=fill)
 
 
 def _attributes(qtype: str, n: int, rng: np.random.Generator):
@@ -110,19 +82,6 @@ def _attributes(qtype: str, n: int, rng: np.random.Generator):
     raise ValueError(f"unknown question type {qtype!r}; valid: {', '.join(QUESTION_TYPES)}")
 
 
-def _place(n: int, size: int, rng: np.random.Generator, tries: int = 200):
-    """Centres and radii of ``n`` non-overlapping objects inside the canvas (or None)."""
-    out: list[tuple[float, float, float]] = []
-    for _ in range(tries * n):
-        r = float(rng.uniform(0.07, 0.12) * size)
-        cx, cy = (float(v) for v in rng.uniform(r + 2, size - r - 2, size=2))
-        if all((cx - x) ** 2 + (cy - y) ** 2 > (r + q + 4) ** 2 for x, y, q in out):
-            out.append((cx, cy, r))
-            if len(out) == n:
-                return out
-    return None
-
-
 def make_sample(index: int, seed: int, size: int = 224, min_objects: int = 4,
                 max_objects: int = 7, question_types=QUESTION_TYPES, choice_fraction: float = 0.5) -> dict:
     """Sample ``index``: a row of the dataset (``image`` as PNG bytes), fully determined by
@@ -134,7 +93,7 @@ def make_sample(index: int, seed: int, size: int = 224, min_objects: int = 4,
     while True:
         n = int(rng.integers(min_objects, max_objects + 1))
         objs, evidence, q = _attributes(qtype, n, rng)
-        spots = _place(n, size, rng)
+        spots = place(n, size, rng)
         if spots is None:
             continue
         order = rng.permutation(n)  # evidence objects are not always drawn first
@@ -153,11 +112,7 @@ def make_sample(index: int, seed: int, size: int = 224, min_objects: int = 4,
     scene, segs = [], []
     for j, ((shape, colour), (cx, cy, r)) in enumerate(zip(objs, spots, strict=True)):
         _draw(draw, shape, cx, cy, r, COLOURS[colour])
-        m = Image.new("L", (size, size), 0)
-        _draw(ImageDraw.Draw(m), shape, cx, cy, r, 1)
-        a = np.asarray(m, np.uint8)
-        ys, xs = np.nonzero(a)
-        box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+        box, a = shape_box(shape, cx, cy, r, size)
         scene.append({"shape": shape, "colour": colour, "box": box})
         if j in evidence:
             rle = mask_utils.encode(np.asfortranarray(a))
@@ -194,30 +149,41 @@ def _question(qtype, q, ev, rng, choice_fraction, scene):
     return f"What shape is the {q['direction']} object?", ev[0]["shape"], "text", []
 
 
-def features():
+#: task family -> sample function ``(index, seed, **settings) -> row``.
+TASKS = {"shapes": make_sample, "relational": relational_sample}
+
+
+def features(task: str = "shapes"):
+    """Columns of a ``task`` dataset (``relational`` adds ``reasoning``)."""
     import datasets
 
+    extra = {"reasoning": datasets.Value("string")} if task == "relational" else {}
     return datasets.Features({
         **BASE_FEATURES,
         "options": datasets.Sequence(datasets.Value("string")),
         "segmentation": SEGMENTATION_FEATURE,
         "question_type": datasets.Value("string"),
         "scene": datasets.Value("string"),
+        **extra,
     })
 
 
-def generate(num: int, seed: int, progress: bool = False, start: int = 0, **settings):
-    """A ``datasets.Dataset`` of samples ``start .. start+num-1``."""
+def generate(num: int, seed: int, progress: bool = False, start: int = 0, task: str = "shapes", **settings):
+    """A ``datasets.Dataset`` of samples ``start .. start+num-1`` of ``task`` (:data:`TASKS`)."""
     import datasets
     from tqdm.auto import tqdm
 
-    rows = [make_sample(i, seed, **settings)
+    sample = TASKS[task]
+    rows = [sample(i, seed, **settings)
             for i in tqdm(range(start, start + num), desc="synth", disable=not progress, file=sys.stderr)]
-    cols = {k: [r[k] for r in rows] for k in features()}
-    return datasets.Dataset.from_dict(cols, features=features())
+    cols = {k: [r[k] for r in rows] for k in features(task)}
+    return datasets.Dataset.from_dict(cols, features=features(task))
 
 
 def add_arguments(parser) -> None:
+    parser.add_argument("--task", choices=tuple(TASKS), default="shapes",
+                        help="shapes: colour/position/count questions (this module); relational: the target named by "
+                             "shape and relation, with a grounded reasoning column (data_tools/relational.py)")
     parser.add_argument("--out", required=True, help="output directory (train/ and validation/)")
     parser.add_argument("--num", type=int, required=True, help="total number of samples")
     parser.add_argument("--seed", type=int, default=0)
@@ -243,7 +209,11 @@ def settings_from_args(args) -> dict:
         raise ValueError("need 3 <= --min-objects <= --max-objects (questions need distractors)")
     if args.max_objects > 12 or args.size < 64:
         raise ValueError("--max-objects <= 12 and --size >= 64 (the shapes must fit without overlap)")
-    return {"size": args.size, "min_objects": args.min_objects, "max_objects": args.max_objects,
+    task = getattr(args, "task", "shapes")
+    if task == "relational" and not 5 <= args.min_objects <= args.max_objects <= 8:
+        raise ValueError("--task relational needs 5 <= --min-objects <= --max-objects <= 8 (target, twin, "
+                         "colour distractor, reference, one more; larger shapes)")
+    return {"task": task, "size": args.size, "min_objects": args.min_objects, "max_objects": args.max_objects,
             "question_types": qtypes, "choice_fraction": args.choice_fraction}
 
 

@@ -52,6 +52,15 @@ class Budget:
 
 FULL = Budget(steps=100, val_every=20, seeds=(0, 1, 2))
 DEMO = Budget(steps=100, val_every=20, seeds=(0,))
+# The demo's EASE weight: the shipped 1e-3 leaves the held-out evidence ratio at EASE's layer
+# where DAPO leaves it (~1.0); 0.1 moves it (issue 14's probe, experiments/mechanism).
+DEMO_EASE_LAMBDA = 0.1
+
+
+def ease_config(lambda_attn: float) -> str:
+    """A ``--config`` (YAML text) replacing the credit list by EASE with ``lambda_attn``."""
+    return json.dumps({"model": {"init_args": {"credit": [
+        {"class_path": "visgrpo.credit.ease.EASECredit", "init_args": {"lambda_attn": lambda_attn}}]}}})
 
 
 def run_name(method: str, seed: int) -> str:
@@ -74,10 +83,12 @@ def _common(work: Workdir, study: str, method: str, seed: int, root: str, warmst
 
 def rl_run(work: Workdir, study: str, method: str, seed: int, budget: Budget,
            warmstart: Path = WARMSTART_DIR, threads: int | None = None, log: Path | None = None,
-           extra: list[str] = ()) -> float:
+           extra: list[str] = (), configs: list[str] = ()) -> float:
     """One RL run of ``method`` from the warm start; returns its wall time (s).
 
-    ``extra``: further ``--key=value`` CLI arguments (e.g. a smaller batch in tests).
+    ``extra``: further ``--key=value`` CLI arguments (e.g. a smaller batch in tests);
+    ``configs``: further ``--config`` files or YAML texts after the method's (e.g.
+    :func:`ease_config`).
     """
     if method not in METHODS:
         raise KeyError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
@@ -88,8 +99,8 @@ def rl_run(work: Workdir, study: str, method: str, seed: int, budget: Budget,
     ]
     if budget.limit_val:
         overrides.append(f"--data.limit_val={budget.limit_val}")
-    configs = [RL_CONFIG, *(CONFIGS / c for c in METHODS[method])]
-    return fit(work, configs, overrides + list(extra), log=log, threads=threads)
+    files = [RL_CONFIG, *(CONFIGS / c for c in METHODS[method]), *configs]
+    return fit(work, files, overrides + list(extra), log=log, threads=threads)
 
 
 def validate_warmstart(work: Workdir, study: str, budget: Budget, warmstart: Path = WARMSTART_DIR,

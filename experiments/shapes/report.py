@@ -23,7 +23,7 @@ from experiments.shapes import plots, recipe
 from experiments.shapes.runs import RunData, by_method, client_for, load_runs, mean_std
 
 KEYS = [
-    "val/accuracy", "val/reward", "val/evidence_ratio", "val/response_length",
+    "val/accuracy", "val/reward", "val/evidence_ratio", "val/response_length", "val/ease/evidence_ratio",
     "reward/outcome", "reward/accuracy", "reward/total", "diag/evidence_ratio", "rollout/response_length",
     *[f"val/visual_mass_pos{k:02d}" for k in range(10)],
 ]
@@ -36,7 +36,7 @@ def fmt(mean: float, std: float, digits: int = 3) -> str:
     return "n/a" if not math.isfinite(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def headline(groups: dict[str, list[RunData]], start_acc: float) -> list[dict]:
+def headline(groups: dict[str, list[RunData]], start_acc: float, start_ease: float = math.nan) -> list[dict]:
     """One row per method: final val accuracy (mean, std over seeds), delta vs dapo, and more."""
     base = mean_std(r.last("val/accuracy") for r in groups.get(BASELINE, []))[0]
     rows = []
@@ -46,6 +46,7 @@ def headline(groups: dict[str, list[RunData]], start_acc: float) -> list[dict]:
         last, last_sd, _ = mean_std(_edge_mean(r, "reward/accuracy", head=False) for r in runs)
         ev, ev_sd, _ = mean_std(r.last("val/evidence_ratio") for r in runs)
         ln, ln_sd, _ = mean_std(r.last("val/response_length") for r in runs)
+        ez, ez_sd, _ = mean_std(r.last("val/ease/evidence_ratio") for r in runs)
         rows.append({
             "method": method, "seeds": n, "val_acc_start": start_acc, "val_acc": acc, "val_acc_std": acc_sd,
             "delta_vs_dapo": acc - base if math.isfinite(base) else math.nan,
@@ -54,6 +55,7 @@ def headline(groups: dict[str, list[RunData]], start_acc: float) -> list[dict]:
             "train_acc_last": last, "train_acc_last_std": last_sd,
             "val_evidence_ratio": ev, "val_evidence_ratio_std": ev_sd, "val_response_length": ln,
             "val_response_length_std": ln_sd,
+            "ease_ratio_start": start_ease, "val_ease_evidence_ratio": ez, "val_ease_evidence_ratio_std": ez_sd,
         })
     return rows
 
@@ -92,8 +94,8 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 def _table_md(rows: list[dict]) -> list[str]:
     lines = [
-        f"| method | seeds | val acc (warm start) | final val acc | seeds above warm start | Δ vs dapo | train acc, first {EDGE} steps | train acc, last {EDGE} steps | val evidence ratio | val response length |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| method | seeds | val acc (warm start) | final val acc | seeds above warm start | Δ vs dapo | train acc, first {EDGE} steps | train acc, last {EDGE} steps | val evidence ratio (last layer) | val response length | val evidence ratio at EASE's layer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         start = "n/a" if not math.isfinite(r["val_acc_start"]) else f"{r['val_acc_start']:.3f}"
@@ -103,7 +105,8 @@ def _table_md(rows: list[dict]) -> list[str]:
             f"{r['seeds_above_start']}/{r['seeds']} | {delta} | "
             f"{fmt(r['train_acc_first'], r['train_acc_first_std'])} | {fmt(r['train_acc_last'], r['train_acc_last_std'])} | "
             f"{fmt(r['val_evidence_ratio'], r['val_evidence_ratio_std'], 2)} | "
-            f"{fmt(r['val_response_length'], r['val_response_length_std'], 1)} |"
+            f"{fmt(r['val_response_length'], r['val_response_length_std'], 1)} | "
+            f"{fmt(r['val_ease_evidence_ratio'], r['val_ease_evidence_ratio_std'], 2)} |"
         )
     return lines
 
@@ -165,8 +168,9 @@ def build_report(tracking_uri: str, out: Path, study: str = "full", experiment: 
     warm = groups.pop("warmstart", [])
     order = [m for m in recipe.METHODS if m in groups]
     groups = {m: groups[m] for m in order + sorted(set(groups) - set(order))}
-    start = {k: warm[0].last(k) for k in ("val/accuracy", "val/evidence_ratio", "val/response_length")} if warm else {}
-    rows = headline(groups, start.get("val/accuracy", math.nan))
+    start = {k: warm[0].last(k) for k in ("val/accuracy", "val/evidence_ratio", "val/response_length",
+                                          "val/ease/evidence_ratio")} if warm else {}
+    rows = headline(groups, start.get("val/accuracy", math.nan), start.get("val/ease/evidence_ratio", math.nan))
     out.mkdir(parents=True, exist_ok=True)
     figs = {
         "accuracy": plots.curves_figure(groups, [("val/accuracy", "validation accuracy (greedy)", 1),
@@ -175,8 +179,9 @@ def build_report(tracking_uri: str, out: Path, study: str = "full", experiment: 
         "reward": plots.curves_figure(groups, [("reward/outcome", "training outcome reward", TRAIN_WINDOW),
                                                ("reward/total", "total reward (incl. SAYO bonus)", TRAIN_WINDOW)],
                                       out / "reward.png"),
-        "evidence_ratio": plots.curves_figure(groups, [("val/evidence_ratio", "evidence attention ratio (validation)", 1),
-                                                       ("diag/evidence_ratio", "evidence attention ratio (training)", TRAIN_WINDOW)],
+        "evidence_ratio": plots.curves_figure(groups, [("val/ease/evidence_ratio", "evidence ratio at EASE's layer (validation)", 1),
+                                                       ("val/evidence_ratio", "evidence ratio, last layer (validation)", 1),
+                                                       ("diag/evidence_ratio", "evidence ratio, last layer (training)", TRAIN_WINDOW)],
                                               out / "evidence_ratio.png", start),
         "response_length": plots.curves_figure(groups, [("rollout/response_length", "rollout response length", TRAIN_WINDOW),
                                                         ("val/response_length", "validation response length", 1)],

@@ -165,3 +165,32 @@ def test_credit_class_scales_advantages_and_requests_middle_third():
     assert float(m["weight_mean"]) == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="anchor_frac"):
         ATRLCredit(anchor_frac=0.0)
+
+
+def test_short_responses_warn_once_naming_cluster_size_and_lengths():
+    import warnings
+
+    method = ATRLCredit(cluster_size=16)
+    method.signal_request(num_layers=6)
+    attn, ra, img, _ = _two_block_case(n_block=4)  # 8-token responses <= 16: one cluster each
+    mask = torch.tensor([[True] * 8, [True] * 6 + [False] * 2])
+    sig = Signals(mask, torch.zeros(2, dtype=torch.long), torch.ones(2), img.expand(2, -1),
+                  image_attention={k: attn.expand(2, -1, -1) for k in (2, 3)},
+                  response_attention={k: ra.expand(2, -1, -1) for k in (2, 3)})
+    with pytest.warns(UserWarning, match=r"cluster_size=16, response lengths 6-8 tokens, mean 7.0") as rec:
+        out, m = method.token_advantages(torch.tensor([1.0, -1.0]), sig)
+    assert len(rec) == 1 and float(m["clusters_per_response"]) == 1.0
+    torch.testing.assert_close(out, torch.tensor([[1.0] * 8, [-1.0] * 8]))  # every weight is 1: a no-op
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the second batch is silent
+        method.token_advantages(torch.tensor([1.0, -1.0]), sig)
+    # A response longer than cluster_size (32 tokens, 2 clusters): no warning.
+    attn, ra, img, mask = _two_block_case()
+    long_sig = Signals(mask, torch.zeros(1, dtype=torch.long), torch.ones(1), img,
+                       image_attention={2: attn, 3: attn}, response_attention={2: ra, 3: ra})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh = ATRLCredit()
+        fresh.signal_request(6)
+        fresh.token_advantages(torch.tensor([1.0]), long_sig)
+    assert "_warned" not in repr(method)

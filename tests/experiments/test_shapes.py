@@ -3,6 +3,7 @@ demo's stages (data, masks, warm-start validation, RL, report)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def _store(tmp_path: Path) -> str:
             for step in range(20):  # training accuracy step / 100 + seed / 100
                 client.log_metric(rid, "reward/accuracy", step / 100 + seed / 100, step=step)
             client.log_metric(rid, "val/evidence_ratio", 1.0 + seed, step=20)
+            client.log_metric(rid, "val/ease/evidence_ratio", 1.5 + seed, step=20)  # EASE's layer
             client.set_terminated(rid)
     warm = client.create_run(exp, tags={"study": "full", "method": "warmstart", "seed": "0"})
     client.log_metric(warm.info.run_id, "val/accuracy", 0.3, step=0)
@@ -73,6 +75,7 @@ def test_report_table_matches_hand_computed(tmp_path):
     assert rows["dapo"]["train_acc_last"] == pytest.approx(0.155)
     assert rows["dapo"]["train_acc_last_std"] == pytest.approx(0.01)
     assert rows["dapo"]["val_evidence_ratio"] == pytest.approx(2.0)
+    assert rows["dapo"]["val_ease_evidence_ratio"] == pytest.approx(2.5)  # at EASE's layer: 1.5, 2.5, 3.5
     md = (tmp_path / "out" / "README.md").read_text()
     assert "| dapo | 3 | 0.300 | 0.600 ± 0.100 | 3/3 | — |" in md
     assert "| dapo+ease | 3 | 0.300 | 0.700 ± 0.265 | 3/3 | +0.100 |" in md
@@ -115,4 +118,6 @@ def test_demo_stages_two_steps(tmp_path):
     assert row["method"] == "dapo" and row["seeds"] == 1
     assert 0.0 <= row["val_acc"] <= 1.0 and math.isfinite(row["val_acc_start"])
     assert "overlays" in res["figures"] and "accuracy" in res["figures"]
+    assert math.isfinite(row["val_ease_evidence_ratio"]) and math.isfinite(row["ease_ratio_start"])
+    assert json.loads(recipe.ease_config(0.1))["model"]["init_args"]["credit"][0]["init_args"] == {"lambda_attn": 0.1}
     assert isinstance(DataSettings().synth_args(tmp_path), list)

@@ -4,6 +4,8 @@ checkpoints and export."""
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -109,6 +111,32 @@ def test_validation_accuracy_counts_right_answers(in_workspace):
     assert out["val/accuracy"] == pytest.approx(expected)
     assert out["val/response_length"] > 0
     assert 0 <= out["val/visual_mass"] <= 1
+    # Target diagnostics (visgrpo/credit/mechanism.py): the evidence ratio at every layer;
+    # EASE's at its layer floor(2L/3) is that layer's value; every method's target is there.
+    layers = module.num_layers
+    for k in range(layers):
+        assert math.isfinite(out[f"val/evidence_ratio_L{k}"])
+    assert out["val/ease/evidence_ratio"] == pytest.approx(out[f"val/evidence_ratio_L{2 * layers // 3}"], rel=1e-5)
+    assert out["val/evidence_ratio"] == pytest.approx(out[f"val/evidence_ratio_L{layers - 1}"], rel=1e-5)
+    for key in ("val/ease/kl", "val/sayo/region_ratio", "val/vgpo/focus_slope", "val/atrl/weight_std",
+                "val/atrl/clusters_per_response"):
+        assert math.isfinite(out[key]), key
+
+
+def test_attention_maps_at_a_chosen_layer(in_workspace):
+    from visgrpo.lightning.callbacks import AttentionOverlay
+
+    module = rl_module()
+    dm = data()
+    dm.set_processor(module.processor)
+    prompts = dm.fixed_prompts(2)
+    default = module.attention_maps(prompts)  # the diagnostics layer: last
+    last = module.attention_maps(prompts, layer=module.num_layers - 1)
+    first = module.attention_maps(prompts, layer=0)
+    assert AttentionOverlay(layer="two_thirds").layer == "two_thirds"
+    for (_, d, _), (_, a, _), (_, b, _) in zip(default, last, first, strict=True):
+        assert d.shape == b.shape and (d == a).all()
+        assert not (a == b).all()  # another layer, another map
 
 
 def test_sft_learns_the_target(in_workspace):

@@ -33,6 +33,7 @@ and the weights are vectorised.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -252,6 +253,7 @@ class ATRLCredit(CreditMethod):
         self.w_min, self.w_max = w_min, w_max
         self.anchors_only, self.clustering = anchors_only, clustering
         self.edge_scale, self.seed = edge_scale, seed
+        self._warned_single_cluster = False  # see _warn_if_single_cluster
 
     @property
     def uses_graph(self) -> bool:
@@ -285,7 +287,25 @@ class ATRLCredit(CreditMethod):
             seed=self.seed,
         )
         out = torch.where(mask, advantages * W.to(advantages.dtype), advantages)  # [B, T]
+        self._warn_if_single_cluster(mask)
         return out, metrics
+
+    def _warn_if_single_cluster(self, mask: Tensor) -> None:
+        """Warn once when no response is longer than ``cluster_size``: every response is one
+        cluster, every weight is exactly 1 and AT-RL is a no-op."""
+        lengths = mask.sum(-1)  # [B]
+        if self._warned_single_cluster or not self.uses_graph or not bool((lengths > 0).any()):
+            return
+        if int(lengths.max()) <= self.cluster_size:
+            self._warned_single_cluster = True
+            real = lengths[lengths > 0].float()
+            warnings.warn(
+                f"AT-RL: every response is a single cluster (cluster_size={self.cluster_size}, response lengths "
+                f"{int(real.min())}-{int(real.max())} tokens, mean {float(real.mean()):.1f}): every weight is 1 and "
+                "the method does nothing; lower credit cluster_size below the response length or use longer "
+                "responses. (Warned once.)",
+                stacklevel=2,
+            )
 
 
 __all__ = [

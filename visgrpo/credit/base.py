@@ -215,7 +215,7 @@ class CreditMethod:
         return None
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "num_layers")
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "num_layers" and not k.startswith("_"))
         return f"{type(self).__name__}({args})"
 
 

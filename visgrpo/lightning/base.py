@@ -14,6 +14,7 @@ import torch
 from visgrpo.attention.forward import policy_forward
 from visgrpo.credit import resolve_layers
 from visgrpo.credit.diagnostics import batch_diagnostics
+from visgrpo.credit.mechanism import target_metrics
 from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.callbacks import attention_map
@@ -72,6 +73,10 @@ class PolicyModule(L.LightningModule):
         mean, std = getattr(ip, "image_mean", None), getattr(ip, "image_std", None)
         self.image_norm = None if mean is None or std is None else (tuple(mean), tuple(std))
         self.perturb_seed = int(seed)
+        # Validation may measure more (every layer, each credit method's target): see
+        # RLVRModule.set_credit and visgrpo.credit.mechanism.
+        self.validation_request = self.eval_request
+        self.target_methods: list = []
         # With LoRA only the adapters are checkpointed; the frozen base comes from ``policy``.
         self.strict_loading = policy.lora is None
 
@@ -119,7 +124,7 @@ class PolicyModule(L.LightningModule):
     def _evaluate(self, batch: PromptBatch, stage: str) -> None:
         rollout = self.engine.generate(self.policy, self.processor, batch, self.greedy(), seed=0).to(self.device)
         scored = self.reward_head(rollout.completions, rollout.samples)
-        out = self.forward_signals(self.policy, rollout, self.eval_request)
+        out = self.forward_signals(self.policy, rollout, self.validation_request)
         signals = signals_of(out, rollout, scored.total.to(self.device), detach=True)
         n = len(rollout.completions)
         metrics = {
@@ -136,15 +141,21 @@ class PolicyModule(L.LightningModule):
         for k, v in batch_diagnostics(signals, layer=self.diagnostics_layer).items():
             if torch.as_tensor(v).numel() == 1:
                 metrics[f"{stage}/{k.split('/', 1)[-1]}"] = torch.as_tensor(v, dtype=torch.float32)
+        if self.target_methods:
+            for k, v in target_metrics(self.target_methods, signals).items():
+                metrics[f"{stage}/{k}"] = torch.as_tensor(v, dtype=torch.float32)
         self.log_dict(metrics, on_epoch=True, on_step=False, batch_size=n, sync_dist=True)
 
     @torch.no_grad()
-    def attention_maps(self, prompts: PromptBatch) -> list[tuple]:
-        """``(image, heat [gh, gw], completion)`` for the first image of each prompt (greedy answer)."""
+    def attention_maps(self, prompts: PromptBatch, layer: int | str | None = None) -> list[tuple]:
+        """``(image, heat [gh, gw], completion)`` for the first image of each prompt (greedy
+        answer), at decoder ``layer`` (an index or a name such as ``two_thirds``; default the
+        diagnostics layer)."""
         was_training = self.policy.training
         rollout = self.engine.generate(self.policy, self.processor, prompts, self.greedy(), seed=0).to(self.device)
-        layer = self.diagnostics_layer
-        out = self.forward_signals(self.policy, rollout, self.eval_request)
+        layer = self.diagnostics_layer if layer is None else resolve_layers(layer, self.num_layers)[0]
+        request = SignalRequest(image_attention_layers=frozenset({layer}))
+        out = self.forward_signals(self.policy, rollout, request)
         attn = out.image_attention[layer]  # [B, T, N]
         merge = self.processor.image_processor.merge_size
         maps, first_image = [], 0

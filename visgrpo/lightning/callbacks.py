@@ -97,25 +97,29 @@ class AttentionOverlay(L.Callback):
     """Attention of the policy's answers on fixed validation images, at fit start and every N steps.
 
     Greedy answers are generated for the first ``num_images`` validation prompts; their mean
-    response-to-image attention at the module's diagnostics layer is drawn over the image.
+    response-to-image attention at ``layer`` is drawn over the image.
 
     Args:
         every_n_steps: period in optimiser steps (and once before training, step 0).
         num_images: number of fixed validation prompts.
         out_dir: directory for the PNGs (default ``<default_root_dir>/attention``).
+        layer: decoder layer drawn: an index or a name (``last``, ``two_thirds`` = EASE's
+            layer, ...); default the module's diagnostics layer.
     """
 
-    def __init__(self, every_n_steps: int = 50, num_images: int = 4, out_dir: str | None = None) -> None:
+    def __init__(self, every_n_steps: int = 50, num_images: int = 4, out_dir: str | None = None,
+                 layer: int | str | None = None) -> None:
         self.every_n_steps = every_n_steps
         self.num_images = num_images
         self.out_dir = out_dir
+        self.layer = layer
 
     def _render(self, trainer, pl_module, tag: str) -> list[Path]:
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "fixed_prompts"):
             return []
         prompts = dm.fixed_prompts(self.num_images)
-        maps = pl_module.attention_maps(prompts)
+        maps = pl_module.attention_maps(prompts, layer=self.layer)
         out = Path(self.out_dir or Path(trainer.default_root_dir) / "attention")
         out.mkdir(parents=True, exist_ok=True)
         client, run_id = mlflow_client(trainer)

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from visgrpo.credit import ComposedCredit, CreditMethod
 from visgrpo.credit.diagnostics import batch_diagnostics
+from visgrpo.credit.mechanism import target_methods, target_request
 from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.base import PolicyModule
@@ -114,6 +115,10 @@ class RLVRModule(PolicyModule):
         logprob_chunk_size: rows per chunk of the full-vocabulary log-softmax.
         attention_chunk_size: query rows per chunk of the attention probe.
         diagnostics_layer: layer of the attention diagnostics (evidence ratio, forgetting curve).
+        target_diagnostics: at validation, also log the evidence ratio at every layer
+            (``val/evidence_ratio_L<l>``) and each credit method's target quantity at its own
+            layers and tokens (``val/<method>/...``; the trained method with its settings,
+            the others with their defaults; visgrpo/credit/mechanism.py).
         seed: base seed; step ``s`` draws its randomness from ``seed`` and ``s`` (resume-exact).
     """
 
@@ -137,6 +142,7 @@ class RLVRModule(PolicyModule):
         attention_chunk_size: int = 256,
         diagnostics_layer: int | str = "last",
         seed: int = 0,
+        target_diagnostics: bool = True,
     ) -> None:
         if isinstance(objective_overrides, dict):  # Python callers may pass a plain mapping
             objective_overrides = ObjectiveOverrides.from_mapping(objective_overrides)
@@ -161,6 +167,7 @@ class RLVRModule(PolicyModule):
             raise ConfigError("model.init_args.fused", "fused=True needs ppo_epochs == 1 (the rollout policy must "
                               "be the current one)")
         self.reference = ReferencePolicy(self.policy) if self.objective.kl_coef > 0 else None
+        self.target_diagnostics = target_diagnostics
         self.set_credit(self.credit)
         self.last_rollout = None
         self.last_rewards: Tensor | None = None
@@ -171,6 +178,11 @@ class RLVRModule(PolicyModule):
         self.credit = credit
         self.loss_request = credit.loss_request(self.num_layers)
         self.signal_request = credit.signal_request(self.num_layers).union(self.eval_request).union(self.loss_request)
+        if self.target_diagnostics:
+            self.target_methods = target_methods(credit.methods, self.num_layers)
+            self.validation_request = target_request(self.target_methods, self.num_layers).union(self.eval_request)
+        else:
+            self.target_methods, self.validation_request = [], self.eval_request
 
     def on_fit_start(self) -> None:
         # The credit methods are objects (not saved as hyper-parameters): log their settings.
