@@ -188,7 +188,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--num", type=int, required=True, help="total number of samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=224, help="image side in px (224 = 8x28 = 7x32)")
-    parser.add_argument("--min-objects", type=int, default=4)
+    parser.add_argument("--min-objects", type=int, default=None,
+                        help="fewest objects per image (default: 4 for shapes, 5 for relational)")
     parser.add_argument("--max-objects", type=int, default=7)
     parser.add_argument("--question-types", default=",".join(QUESTION_TYPES),
                         help=f"comma-separated subset of {','.join(QUESTION_TYPES)}")
@@ -205,11 +206,13 @@ def settings_from_args(args) -> dict:
     bad = [t for t in qtypes if t not in QUESTION_TYPES]
     if bad or not qtypes:
         raise ValueError(f"--question-types: unknown {bad}; valid: {', '.join(QUESTION_TYPES)}")
+    task = getattr(args, "task", "shapes")
+    if args.min_objects is None:  # the task's own minimum (relational needs a target, twin, distractor, reference)
+        args.min_objects = 5 if task == "relational" else 4
     if not 3 <= args.min_objects <= args.max_objects:
         raise ValueError("need 3 <= --min-objects <= --max-objects (questions need distractors)")
     if args.max_objects > 12 or args.size < 64:
         raise ValueError("--max-objects <= 12 and --size >= 64 (the shapes must fit without overlap)")
-    task = getattr(args, "task", "shapes")
     if task == "relational" and not 5 <= args.min_objects <= args.max_objects <= 8:
         raise ValueError("--task relational needs 5 <= --min-objects <= --max-objects <= 8 (target, twin, "
                          "colour distractor, reference, one more; larger shapes)")

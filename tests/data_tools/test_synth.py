@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -86,3 +87,20 @@ def test_cli_writes_train_and_validation(synth_dir):
     assert len(set(ids)) == 36 and ids[32] == "synth-11-0000032"
     raw = train.cast_column("image", train.features["image"].__class__(decode=False))[0]["image"]
     assert Image.open(io.BytesIO(raw["bytes"])).size == (224, 224)
+
+
+def test_object_count_defaults_follow_the_task():
+    """``--min-objects`` defaults to each task's own minimum: the README's plain
+    ``synth --task relational`` must not be refused by the shapes default (4)."""
+    import argparse
+
+    from data_tools.synth import add_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for task, lo in (("shapes", 4), ("relational", 5)):
+        args = parser.parse_args(["--task", task, "--out", "x", "--num", "1"])
+        assert settings_from_args(args)["min_objects"] == lo
+    args = parser.parse_args(["--task", "relational", "--out", "x", "--num", "1", "--min-objects", "4"])
+    with pytest.raises(ValueError, match="relational needs 5"):
+        settings_from_args(args)
