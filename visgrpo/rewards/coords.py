@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from visgrpo.rewards.grounding import RELATIVE_1000, RESIZED_PIXELS
+from visgrpo.rewards.grounding import RESIZED_PIXELS, model_scale
 
 INSTRUCTIONS = {
     "qwen2_5_vl": "Output its bounding box as JSON "
@@ -25,19 +25,6 @@ INSTRUCTIONS = {
     "qwen3_vl": "Output its bounding box as JSON "
     '{{"bbox_2d": [x1, y1, x2, y2]}} in relative coordinates from 0 to 1000.',
 }
-
-
-def _scale(family: str, size: tuple[float, float], resized_hw: tuple[int, int] | None):
-    """``(sx, sy)`` such that model coordinate * s = original pixel."""
-    W, H = size
-    if family in RELATIVE_1000:
-        return W / 1000.0, H / 1000.0
-    if family in RESIZED_PIXELS:
-        if resized_hw is None:
-            raise ValueError(f"family {family!r} needs the resized image size (resized_hw)")
-        rh, rw = resized_hw
-        return W / float(rw), H / float(rh)
-    raise ValueError(f"unknown family {family!r}; expected one of qwen2_vl, qwen2_5_vl, qwen3_vl")
 
 
 def from_original(
@@ -54,7 +41,7 @@ def from_original(
         size: ``(W, H)`` of the original image.
         resized_hw: ``(h', w')`` after ``smart_resize`` (needed for ``qwen2_5_vl``).
     """
-    sx, sy = _scale(family, size, resized_hw)
+    sx, sy = model_scale(family, size, resized_hw)
     x0, y0, x1, y1 = (float(v) for v in box)
     return [x0 / sx, y0 / sy, x1 / sx, y1 / sy]
 

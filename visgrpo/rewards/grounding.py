@@ -68,6 +68,19 @@ def _size(sample: Mapping[str, Any], image: int) -> tuple[float, float]:
     return float(w), float(h)
 
 
+def model_scale(family: str, size: tuple[float, float], resized_hw: tuple[int, int] | None) -> tuple[float, float]:
+    """``(sx, sy)`` such that a model coordinate times ``s`` is an original-image pixel."""
+    W, H = size
+    if family in RELATIVE_1000:
+        return W / 1000.0, H / 1000.0
+    if family in RESIZED_PIXELS:
+        if resized_hw is None:
+            raise ValueError(f"family {family!r} needs the resized image size (resized_hw)")
+        rh, rw = resized_hw
+        return W / float(rw), H / float(rh)
+    raise ValueError(f"unknown family {family!r}; expected one of qwen2_vl, qwen2_5_vl, qwen3_vl")
+
+
 def to_original(
     box: Sequence[float],
     family: str,
@@ -86,17 +99,7 @@ def to_original(
         ``[x0, y0, x1, y1]`` in original pixels, corners ordered, clipped to the image.
     """
     W, H = size
-    if family in RELATIVE_1000:
-        sx, sy = W / 1000.0, H / 1000.0
-    elif family in RESIZED_PIXELS:
-        if resized_hw is None:
-            raise ValueError(f"family {family!r} needs the resized image size (resized_hw)")
-        rh, rw = resized_hw
-        sx, sy = W / float(rw), H / float(rh)
-    else:
-        raise ValueError(
-            f"unknown family {family!r}; expected one of qwen2_vl, qwen2_5_vl, qwen3_vl"
-        )
+    sx, sy = model_scale(family, size, resized_hw)
     x0, y0, x1, y1 = (float(v) for v in box)
     xs = sorted((min(max(x0 * sx, 0.0), W), min(max(x1 * sx, 0.0), W)))
     ys = sorted((min(max(y0 * sy, 0.0), H), min(max(y1 * sy, 0.0), H)))
