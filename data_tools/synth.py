@@ -195,6 +195,9 @@ def add_arguments(parser) -> None:
                         help=f"comma-separated subset of {','.join(QUESTION_TYPES)}")
     parser.add_argument("--choice-fraction", type=float, default=0.5,
                         help="share of colour questions asked as A-D choice (else text)")
+    parser.add_argument("--chain", choices=("full", "candidates"), default="full",
+                        help="relational only: the reasoning chain lists every object (full, >= 48 words) or only the "
+                             "look-alike candidates and the reference (candidates, about 30 words)")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--format", choices=("arrow", "parquet"), default="arrow")
     parser.add_argument("--overwrite", action="store_true")
@@ -216,8 +219,12 @@ def settings_from_args(args) -> dict:
     if task == "relational" and not 5 <= args.min_objects <= args.max_objects <= 8:
         raise ValueError("--task relational needs 5 <= --min-objects <= --max-objects <= 8 (target, twin, "
                          "colour distractor, reference, one more; larger shapes)")
+    chain = getattr(args, "chain", "full")
+    if task != "relational" and chain != "full":
+        raise ValueError("--chain applies to --task relational only")
+    extra = {"chain": chain} if task == "relational" else {}
     return {"task": task, "size": args.size, "min_objects": args.min_objects, "max_objects": args.max_objects,
-            "question_types": qtypes, "choice_fraction": args.choice_fraction}
+            "question_types": qtypes, "choice_fraction": args.choice_fraction, **extra}
 
 
 def run(args) -> int:

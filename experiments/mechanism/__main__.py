@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = study.run_one(st, cfg, seed, budget, log=logs / f"{cfg.name}_s{seed}.log")
                 word = "skipped (result exists)" if res is None else f"done in {res['seconds']:.0f}s"
                 print(f"[{time.time() - t0:6.0f}s] {cfg.name} seed {seed}: {word}", flush=True)
-            except RuntimeError as err:
+            except Exception as err:  # one failed run must not stop the others; its log has the traceback
                 print(f"[{time.time() - t0:6.0f}s] {cfg.name} seed {seed} FAILED: {err}", flush=True)
 
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:

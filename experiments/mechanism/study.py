@@ -10,6 +10,8 @@ The same seed gives the same prompts in every configuration (paired seeds).
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ EASE = "visgrpo.credit.ease.EASECredit"
 SAYO = "visgrpo.credit.sayo.SAYOCredit"
 VGPO = "visgrpo.credit.vgpo.VGPOCredit"
 ATRL = "visgrpo.credit.atrl.ATRLCredit"
+VPPO = "visgrpo.credit.vppo.VPPOCredit"
+PAPO = "visgrpo.credit.papo.PAPOCredit"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ def configurations() -> dict[str, RunConfig]:
         RunConfig("dapo+atrl", credit=((ATRL, ()),)),
         RunConfig("dapo+ease+atrl", credit=((EASE, (("lambda_attn", 0.1),)), (ATRL, ()))),
         RunConfig("grpo", objective="grpo"),
+        RunConfig("dapo+vppo", credit=((VPPO, ()),)),
+        RunConfig("dapo+papo", credit=((PAPO, ()),)),
     ]
     return {a.name: a for a in arms}
 
@@ -100,7 +106,7 @@ class Study:
     def config_file(self, cfg: RunConfig) -> Path:
         path = self.work.root / "runs" / "mechanism" / "configs" / f"{cfg.name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # runs of one arm write it concurrently
         tmp.write_text(yaml.safe_dump(cfg.credit_yaml(), sort_keys=False))
         tmp.replace(path)
         return path

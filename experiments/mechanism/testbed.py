@@ -30,9 +30,13 @@ class Relational:
     size: int = 224  # 8x8 merged tokens of 28 px (Qwen2.5-VL)
     min_objects: int = 5
     max_objects: int = 6
+    chain: str = "candidates"  # ~30 words, 77-102 tiny-tokenizer tokens (the full chain: 163-216)
     sft_steps: int = 600
     sft_lr: float = 1e-3
-    max_new_tokens: int = 256  # the chains are ~70-100 words, ~150-220 tiny-tokenizer tokens (spaces are tokens)
+    max_new_tokens: int = 128
+    hidden_size: int = 64  # text width of the tiny model (tiny.build_tiny defaults: 64, 4 layers, vision 32)
+    num_layers: int = 4
+    vision_hidden: int = 32
 
     def raw(self, work: Workdir) -> Path:
         return work.root / "artifacts" / "relational_raw"
@@ -41,7 +45,7 @@ class Relational:
         return work.root / "artifacts" / "relational"
 
     def model(self, work: Workdir) -> Path:
-        return work.root / "artifacts" / "tiny_relational"
+        return work.root / "artifacts" / f"tiny_relational_h{self.hidden_size}L{self.num_layers}v{self.vision_hidden}"
 
 
 def _data_cli(args: list[str]) -> None:
@@ -67,9 +71,10 @@ def build_data(work: Workdir, tb: Relational = Relational(), **dims) -> Path:
     if not (tb.raw(work) / "validation").exists():
         _data_cli(["synth", "--task", "relational", "--out", str(tb.raw(work)), "--num", str(tb.num), "--seed",
                    str(tb.seed), "--size", str(tb.size), "--min-objects", str(tb.min_objects), "--max-objects",
-                   str(tb.max_objects), "--overwrite", "--no-progress"])
+                   str(tb.max_objects), "--chain", tb.chain, "--overwrite", "--no-progress"])
     if not (tb.model(work) / "config.json").exists():
-        build_tiny("qwen2_5_vl", tb.model(work), corpus=corpus(tb.raw(work)), seed=tb.seed, **dims)
+        build_tiny("qwen2_5_vl", tb.model(work), corpus=corpus(tb.raw(work)), seed=tb.seed, hidden_size=tb.hidden_size,
+                   num_layers=tb.num_layers, vision_hidden=tb.vision_hidden, **dims)
     if not (tb.data(work) / "validation").exists():
         _data_cli(["masks", "--dataset", str(tb.raw(work)), "--processor", str(tb.model(work)), "--out",
                    str(tb.data(work)), "--overwrite", "--no-progress"])

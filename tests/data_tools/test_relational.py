@@ -110,3 +110,32 @@ def test_merged_token_grid_is_8x8_for_qwen2_5_vl(index):
     row = ROWS[index]
     h, w = smart_resize(row["height"], row["width"], factor=28, min_pixels=3136, max_pixels=50176)
     assert (h // 28, w // 28) == (8, 8)
+
+
+def test_candidates_chain_is_shorter_grounded_and_same_scene():
+    from visgrpo.models.tiny import PIECE_PATTERN
+
+    for i, full in enumerate(ROWS[:20]):
+        row = make_sample(i, seed=3, chain="candidates")
+        assert {k: v for k, v in row.items() if k != "reasoning"} == {k: v for k, v in full.items() if k != "reasoning"}
+        scene, t = json.loads(row["scene"]), _expected(row)
+        twin = next(k for k, o in enumerate(scene) if o["shape"] == scene[t]["shape"] and k != t)
+        for k in (t, twin):  # both look-alikes, each with its coarse place
+            assert f"the {scene[k]['colour']} one at the {region_name(*_centre(scene[k]), 224)}" in row["reasoning"]
+        assert not row["reasoning"].startswith("I see")  # the object list is left out
+        tokens = re.findall(PIECE_PATTERN, row["reasoning"])  # the tiny tokenizer's pieces, spaces included
+        assert 48 <= len(tokens) < len(re.findall(PIECE_PATTERN, full["reasoning"])), row["reasoning"]
+        assert row["reasoning"].endswith(f"is {row['answer']}.")
+    with pytest.raises(ValueError, match="chain must be one of"):
+        make_sample(0, seed=3, chain="short")
+
+
+def test_cli_chain_option(tmp_path, capsys):
+    out = tmp_path / "rel"
+    assert data_main(["synth", "--task", "relational", "--chain", "candidates", "--out", str(out), "--num", "4",
+                      "--no-progress"]) == 0
+    ds, _ = load_dataset_dir(out / "train")
+    assert not ds[0]["reasoning"].startswith("I see")
+    assert data_main(["synth", "--chain", "candidates", "--out", str(tmp_path / "s"), "--num", "4",
+                      "--no-progress"]) == 2
+    assert "--chain applies to --task relational only" in capsys.readouterr().err
