@@ -30,6 +30,8 @@ QUANTITIES = {
     "val/atrl/clusters_per_response": "AT-RL: clusters per response",
     "val/atrl/weight_std": "AT-RL: std of token weights",
     "val/atrl/anchor_share": "AT-RL: anchor share",
+    "val/vppo/dependency": "VPPO/PAPO: visual dependency of response tokens",
+    "val/vppo/dependency_top": "VPPO/PAPO: visual dependency of VPPO's top-40% tokens",
     "val/evidence_ratio": "evidence ratio, last layer",
     "val/response_length": "response length (tokens)",
 }
@@ -49,6 +51,10 @@ CLAIMS = [
     ("VGPO improves accuracy", "dapo+vgpo", "val/accuracy", 1),
     ("AT-RL improves accuracy by weighting perceptual-anchor clusters", "dapo+atrl", "val/accuracy", 1),
     ("EASE + AT-RL improves accuracy", "dapo+ease+atrl", "val/accuracy", 1),
+    ("VPPO improves accuracy (token filtering and advantage scaling by visual dependency)", "dapo+vppo",
+     "val/accuracy", 1),
+    ("PAPO raises the policy's visual dependency (implicit perception loss)", "dapo+papo", "val/vppo/dependency", 1),
+    ("PAPO improves accuracy", "dapo+papo", "val/accuracy", 1),
     ("DAPO beats GRPO (reference)", "grpo", "val/accuracy", -1),
 ]
 

@@ -19,9 +19,11 @@ from visgrpo.credit.mechanism import (
     target_metrics,
     target_request,
     vgpo_target,
+    vppo_target,
 )
 from visgrpo.credit.sayo import SAYOCredit
 from visgrpo.credit.vgpo import VGPOCredit
+from visgrpo.credit.vppo import VPPOCredit
 from visgrpo.data.signals import Signals
 
 
@@ -108,7 +110,7 @@ def test_atrl_target_spread_and_the_single_cluster_case():
 def test_target_methods_keep_the_trained_instance_and_request_what_they_read():
     trained = EASECredit(lambda_attn=0.1, layer=1)
     methods = target_methods([trained], num_layers=4)
-    assert [m.name for m in methods] == ["ease", "sayo", "vgpo", "atrl"]
+    assert [m.name for m in methods] == ["ease", "sayo", "vgpo", "atrl", "vppo"]
     assert methods[0] is trained
     req = target_request(methods, 4)
     assert req.image_attention_layers == frozenset(range(4))  # every layer's evidence ratio
@@ -116,6 +118,7 @@ def test_target_methods_keep_the_trained_instance_and_request_what_they_read():
     assert req.own_attention_layers == frozenset({3})  # SAYO's default: last layer, authors' pairing
     assert req.response_attention_layers == frozenset({1})  # AT-RL's middle third of 4 layers
     assert req.hidden_states and req.entropies
+    assert req.masked_logp == methods[4].perturbation  # VPPO's patch blackening, one for every arm
 
 
 def test_target_metrics_prefixes_and_skips_missing_signals():
@@ -128,3 +131,17 @@ def test_target_metrics_prefixes_and_skips_missing_signals():
             "atrl/weight_std"} <= set(out)
     assert not any(k.startswith(("sayo/", "vgpo/")) for k in out)
     assert float(out["ease/evidence_ratio"]) == pytest.approx(1.0)
+
+
+def test_vppo_target_visual_dependency_hand_values():
+    # Token 0: masked prob 1/4 vs 1/2 -> d = -ln 2, S = 1/2 + ln 2 - 1; token 1: unchanged -> 0;
+    # token 2: masked e^2 times likelier -> d = 2, S = e^2 - 3; token 3 is padding.
+    logp = torch.log(torch.tensor([[0.5, 0.3, 0.1, 0.9]]))
+    masked = logp + torch.tensor([[-math.log(2.0), 0.0, 2.0, 5.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    s = signals(4, response_mask=mask, logp=logp, masked_logp=masked)
+    dep = [0.5 + math.log(2.0) - 1.0, 0.0, math.exp(2.0) - 3.0]
+    out = vppo_target(VPPOCredit(top_frac=0.4), s)  # keeps ceil(0.4 * 3) = 2 tokens: dep[2] and dep[0]
+    assert float(out["dependency"]) == pytest.approx(sum(dep) / 3, rel=1e-5)
+    assert float(out["dependency_top"]) == pytest.approx((dep[0] + dep[2]) / 2, rel=1e-5)
+    assert vppo_target(VPPOCredit(), signals(4, logp=logp)) == {}  # no masked-image forward: nothing

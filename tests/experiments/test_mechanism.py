@@ -92,7 +92,7 @@ def test_relational_testbed_data_model_and_masks(tmp_path):
     row = ds[0]
     assert "reasoning" in ds.column_names and "evidence_mask" in ds.column_names
     assert len(row["evidence_mask"]) == 64  # 8x8 merged tokens
-    assert testbed.TARGET.format(**row).startswith("<think>I see ")
+    assert testbed.TARGET.format(**row).startswith("<think>There are two ")  # the candidates chain
     tok = __import__("transformers").AutoTokenizer.from_pretrained(tb.model(work))
     ids = tok(row["reasoning"], add_special_tokens=False)["input_ids"]
     assert 48 <= len(ids) <= tb.max_new_tokens - 16  # a chain AT-RL splits into >= 3 clusters of 16

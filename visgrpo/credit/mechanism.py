@@ -19,6 +19,12 @@ method's own settings; nothing is re-implemented here:
 * AT-RL (arXiv 2602.11455): :func:`atrl_token_weights` (its layers, clustering, cluster
   size): clusters per response, anchor share and the standard deviation of the weights
   over real tokens (0 when the method cannot act, e.g. one cluster per response).
+* VPPO (arXiv 2510.09285) and PAPO (arXiv 2507.06448): the visual dependency of the
+  response tokens, VPPO's :func:`token_dependency` (the k3 estimate of
+  KL(pi(.|image) || pi(.|masked image)) at the sampled token, VPPO's patch blackening):
+  its mean over response tokens and over the top ``top_frac`` tokens VPPO keeps. One
+  perturbation for every arm (a PAPO run is measured with VPPO's, as DAPO is), so the
+  arms compare on one scale.
 
 Plus the evidence attention ratio at every layer present in the signals.
 """
@@ -31,11 +37,12 @@ import torch
 from torch import Tensor
 
 from visgrpo.credit.atrl import ATRLCredit, atrl_token_weights
-from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics
+from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, top_fraction_mask
 from visgrpo.credit.diagnostics import evidence_attention_ratio, visual_mass_by_position
 from visgrpo.credit.ease import EASECredit, ease_attention_loss
 from visgrpo.credit.sayo import SAYOCredit, region_mask_from, sayo_attention_reward
 from visgrpo.credit.vgpo import VGPOCredit, focus_cosine
+from visgrpo.credit.vppo import VPPOCredit, token_dependency
 from visgrpo.data.signals import SignalRequest, Signals
 
 
@@ -135,7 +142,19 @@ def atrl_target(method: ATRLCredit, signals: Signals) -> Metrics:
             "weight_std": std.float()}
 
 
-TARGETS = {"ease": ease_target, "sayo": sayo_target, "vgpo": vgpo_target, "atrl": atrl_target}
+def vppo_target(method: VPPOCredit, signals: Signals) -> Metrics:
+    """Visual dependency of the response tokens: mean ``S_t`` and mean over VPPO's kept tokens."""
+    if signals.masked_logp is None or signals.logp is None:
+        return {}
+    mask = signals.response_mask.bool()  # [B, T]
+    if not bool(mask.any()):
+        return {}
+    dep = token_dependency(signals.logp.detach(), signals.masked_logp, signals.response_mask)  # [B, T]
+    keep, _ = top_fraction_mask(dep, mask, method.top_frac, rounding="ceil")  # [B, T]
+    return {"dependency": dep[mask].mean(), "dependency_top": (dep * keep).sum() / keep.sum().clamp_min(1)}
+
+
+TARGETS = {"ease": ease_target, "sayo": sayo_target, "vgpo": vgpo_target, "atrl": atrl_target, "vppo": vppo_target}
 
 
 def target_methods(active: list[CreditMethod], num_layers: int) -> list[CreditMethod]:
@@ -157,7 +176,7 @@ def target_request(methods: list[CreditMethod], num_layers: int) -> SignalReques
         req = req.union(SignalRequest(
             image_attention_layers=r.image_attention_layers | r.grad_attention_layers,
             response_attention_layers=r.response_attention_layers, hidden_states=r.hidden_states,
-            entropies=r.entropies, own_attention_layers=r.own_attention_layers,
+            entropies=r.entropies, own_attention_layers=r.own_attention_layers, masked_logp=r.masked_logp,
         ))
     return req
 
@@ -183,4 +202,5 @@ __all__ = [
     "target_metrics",
     "target_request",
     "vgpo_target",
+    "vppo_target",
 ]
