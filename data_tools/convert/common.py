@@ -149,6 +149,25 @@ def read_image(
         raise RecordError(where, field, f"image file not found: {path}") from None
     except OSError as e:
         raise RecordError(where, field, f"cannot read image file: {path}: {e}") from None
+    return image_bytes(data, where, check, field, max_pixels, exif, name=str(path))
+
+
+def image_bytes(
+    data: bytes,
+    where: str,
+    check: str = "verify",
+    field: str = "image",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif: str = "apply",
+    name: str = "embedded image",
+) -> tuple[bytes, int, int]:
+    """An encoded image's size, checked (``check``: header, verify or decode) and with its
+    EXIF orientation resolved: the one path for files (:func:`read_image`) and for bytes
+    embedded in a dataset cell.
+
+    Raises:
+        RecordError: corrupt, unsupported or too large image (``name`` in the message).
+    """
     try:
         with open_image(data, max_pixels) as im:
             width, height = im.size
@@ -157,19 +176,19 @@ def read_image(
             elif check == "decode":
                 im.load()
     except ImageTooLarge as e:
-        raise RecordError(where, field, f"image too large: {path}: {e}") from None
+        raise RecordError(where, field, f"image too large: {name}: {e}") from None
     except ImageError as e:
-        raise RecordError(where, field, f"corrupt or unsupported image: {path}: {e}") from None
+        raise RecordError(where, field, f"corrupt or unsupported image: {name}: {e}") from None
     except Exception as e:  # PIL raises many types for bad files
         raise RecordError(
-            where, field, f"corrupt or unsupported image: {path}: {type(e).__name__}: {e}"
+            where, field, f"corrupt or unsupported image: {name}: {type(e).__name__}: {e}"
         ) from None
     if width <= 0 or height <= 0:
-        raise RecordError(where, field, f"image {path} has empty size {width}x{height}")
+        raise RecordError(where, field, f"image {name} has empty size {width}x{height}")
     try:
         data, width, height, _ = normalise_orientation(data, exif)
     except Exception as e:  # noqa: BLE001 -- decoding for the rotation can still fail
-        raise RecordError(where, field, f"corrupt image: {path}: {type(e).__name__}: {e}") from None
+        raise RecordError(where, field, f"corrupt image: {name}: {type(e).__name__}: {e}") from None
     return data, int(width), int(height)
 
 

@@ -30,7 +30,6 @@ a formula / number -> ``number`` (math-verify), anything else -> ``text``.
 
 from __future__ import annotations
 
-import io
 import re
 import sys
 from pathlib import Path
@@ -116,27 +115,19 @@ def _undecoded(ds: datasets.Dataset, col: str) -> datasets.Dataset:
     return ds
 
 
-def image_cell(value, where: str, field: str, root: Path, check: str) -> tuple[bytes, int, int, str]:
-    """``(bytes, width, height, name)`` of a path or ``{"bytes", "path"}`` cell."""
-    from PIL import Image
-
+def image_cell(value, where: str, field: str, root: Path, args) -> tuple[bytes, int, int, str]:
+    """``(bytes, width, height, name)`` of a path or ``{"bytes", "path"}`` cell: embedded
+    bytes and files take the same checks (``--check-images``, ``--max-image-pixels``,
+    ``--exif``); a path must stay under ``--image-root`` unless ``--allow-outside-root``."""
+    check, max_pixels, exif = args.check_images, args.max_image_pixels, args.exif
     if isinstance(value, dict) and value.get("bytes"):
-        data = value["bytes"]
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if check == "verify":
-                    im.verify()
-                elif check == "decode":
-                    im.load()
-        except Exception as e:
-            raise RecordError(where, field, f"corrupt or unsupported image: {type(e).__name__}: {e}") from None
-        return data, int(w), int(h), str(value.get("path") or "image.png")
+        data, w, h = common.image_bytes(value["bytes"], where, check, field, max_pixels, exif)
+        return data, w, h, str(value.get("path") or "image.png")
     path = value.get("path") if isinstance(value, dict) else value
     if not isinstance(path, str) or not path:
         raise RecordError(where, field, f"expected an image path or bytes, got {type(value).__name__}")
-    p = Path(path) if Path(path).is_absolute() else root / path
-    data, w, h = common.read_image(p, where, check, field=field)
+    p = common.image_path(root, path, where, field, args.allow_outside_root)
+    data, w, h = common.read_image(p, where, check, field, max_pixels, exif)
     return data, w, h, p.name
 
 
@@ -191,7 +182,7 @@ def convert_record(row: dict, index: int, cols: dict, args, root: Path, multi: b
     for key in ("question", "answer"):
         if row.get(cols[key]) is None:
             raise RecordError(where, cols[key], "missing")
-    images = [image_cell(v, where, f"{cols['image']}[{i}]", root, args.check_images)
+    images = [image_cell(v, where, f"{cols['image']}[{i}]", root, args)
               for i, v in enumerate(_images(row, cols["image"], where))]
     if len(images) > 1 and not multi:
         raise RecordError(where, cols["image"], "several images in a single-image dataset")

@@ -37,6 +37,7 @@ class Relational:
     hidden_size: int = 64  # text width of the tiny model (tiny.build_tiny defaults: 64, 4 layers, vision 32)
     num_layers: int = 4
     vision_hidden: int = 32
+    vision_depth: int = 2
 
     def raw(self, work: Workdir) -> Path:
         return work.root / "artifacts" / "relational_raw"
@@ -45,7 +46,7 @@ class Relational:
         return work.root / "artifacts" / "relational"
 
     def model(self, work: Workdir) -> Path:
-        return work.root / "artifacts" / f"tiny_relational_h{self.hidden_size}L{self.num_layers}v{self.vision_hidden}"
+        return work.root / "artifacts" / f"tiny_relational_h{self.hidden_size}L{self.num_layers}v{self.vision_hidden}d{self.vision_depth}"
 
 
 def _data_cli(args: list[str]) -> None:
@@ -74,7 +75,8 @@ def build_data(work: Workdir, tb: Relational = Relational(), **dims) -> Path:
                    str(tb.max_objects), "--chain", tb.chain, "--overwrite", "--no-progress"])
     if not (tb.model(work) / "config.json").exists():
         build_tiny("qwen2_5_vl", tb.model(work), corpus=corpus(tb.raw(work)), seed=tb.seed, hidden_size=tb.hidden_size,
-                   num_layers=tb.num_layers, vision_hidden=tb.vision_hidden, **dims)
+                   num_layers=tb.num_layers, vision_hidden=tb.vision_hidden, vision_depth=tb.vision_depth,
+                   **dims)
     if not (tb.data(work) / "validation").exists():
         _data_cli(["masks", "--dataset", str(tb.raw(work)), "--processor", str(tb.model(work)), "--out",
                    str(tb.data(work)), "--overwrite", "--no-progress"])
@@ -91,13 +93,15 @@ def warm_start(work: Workdir, tb: Relational = Relational(), out: Path = WARMSTA
     """SFT of the tiny model on the reasoning chains (skipped when ``out`` exists)."""
     if (out / "config.json").exists():
         return out
-    export = work.root / "runs" / "relational_sft" / "export"
+    name = tb.model(work).name
+    export = work.root / "runs" / "relational_sft" / name / "export"
     fit(work, [CONFIGS / "experiment" / "shapes_sft.yaml"], [
         f"--trainer.max_steps={tb.sft_steps}", "--trainer.val_check_interval=100",
         f"--model.init_args.learning_rate={tb.sft_lr}", f"--model.init_args.policy.name_or_path={tb.model(work)}",
         f"--model.init_args.target_template={TARGET}",
         f"--trainer.logger.init_args.tracking_uri={work.tracking_uri}",
-        "--trainer.logger.init_args.experiment_name=relational_sft",
+        "--trainer.logger.init_args.experiment_name=relational_sft", f"--trainer.logger.init_args.run_name={name}",
+        f"--trainer.default_root_dir=runs/relational_sft/{name}",
         "--trainer.callbacks+=visgrpo.lightning.callbacks.ExportModel", f"--trainer.callbacks.dirpath={export}",
         *data_overrides(work, tb),
     ], log=log)

@@ -125,3 +125,45 @@ def test_bad_rows_name_record_and_column(tmp_path):
         convert(tmp_path, "--input", str(tmp_path / "virl"), "--preset", "geometry3k", "--overwrite")
     with pytest.raises(ValueError, match="expected KEY=COLUMN"):
         convert(tmp_path, "--input", str(tmp_path / "virl"), "--columns", "prompt=question")
+
+
+def _embedded(tmp_path, data: bytes) -> None:
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("q", pa.string()), ("a", pa.string()), ("img", image)])
+    path = tmp_path / "data" / "train-00000-of-00001.parquet"
+    path.parent.mkdir(exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([{"q": "Colour?", "a": "red", "img": {"bytes": data, "path": "x.jpg"}}],
+                                        schema=schema), path)
+
+
+def test_embedded_bytes_take_the_file_checks(tmp_path):
+    # EXIF orientation 6 (rotate 90): the raw frame is 60x20, the upright image 20x60.
+    raw = Image.new("RGB", (60, 20), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    raw.save(buf, format="JPEG", exif=exif.tobytes())
+    _embedded(tmp_path, buf.getvalue())
+    ds, _ = convert(tmp_path, "--input", str(tmp_path / "data"), "--columns", "question=q,answer=a,image=img")
+    r = ds[0]
+    assert (r["width"], r["height"]) == (20, 60) and r["image"].size == (20, 60)
+    ds, _ = convert(tmp_path, "--input", str(tmp_path / "data"), "--columns", "question=q,answer=a,image=img",
+                    "--exif", "ignore", "--overwrite")
+    assert (ds[0]["width"], ds[0]["height"]) == (60, 20)
+    # the pixel limit applies to embedded bytes too, from the header, naming the row and column
+    _embedded(tmp_path, png(300, 300))
+    with pytest.raises(RecordError, match=r"row 0.*img\[0\].*image too large"):
+        convert(tmp_path, "--input", str(tmp_path / "data"), "--columns", "question=q,answer=a,image=img",
+                "--max-image-pixels", "10000", "--overwrite")
+
+
+def test_image_paths_stay_under_the_image_root(tmp_path):
+    (tmp_path / "outside.png").write_bytes(png(8, 8))
+    (tmp_path / "data").mkdir()
+    rows = [{"q": "Colour?", "a": "green", "img": "../outside.png"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data" / "train-00000-of-00001.parquet")
+    args = ["--input", str(tmp_path / "data"), "--columns", "question=q,answer=a,image=img"]
+    with pytest.raises(RecordError, match=r"row 0.*img\[0\].*outside --image-root"):
+        convert(tmp_path, *args)
+    ds, _ = convert(tmp_path, *args, "--allow-outside-root", "--overwrite")
+    assert ds[0]["image"].size == (8, 8)
