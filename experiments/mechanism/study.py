@@ -23,7 +23,9 @@ from experiments.shapes.stages import WARMSTART_DIR, Workdir, fit, write_json
 
 EXPERIMENT = "mechanism"
 EASE_DOSES = (1e-3, 1e-2, 1e-1, 1.0)  # + 0 = the dapo run (lambda 0 leaves DAPO's gradient unchanged)
-SAYO_DOSES = (0.3, 1.0, 3.0)  # + 0 = the dapo run (weight 0 adds nothing to the reward)
+SAYO_DOSES = (0.3, 1.0, 3.0)
+OVERLAY_SEED = 0
+OVERLAY_LAYERS = ("two_thirds", "last")  # EASE's layer and SAYO's, drawn for every arm (same images)  # + 0 = the dapo run (weight 0 adds nothing to the reward)
 
 EASE = "visgrpo.credit.ease.EASECredit"
 SAYO = "visgrpo.credit.sayo.SAYOCredit"
@@ -146,6 +148,11 @@ def run_one(study: Study, cfg: RunConfig, seed: int, budget: StudyBudget, log: P
         "--trainer.enable_progress_bar=false",
         *budget.overrides(), *study.extra,
     ]
+    if seed == OVERLAY_SEED:  # attention overlays before and after training, at EASE's and SAYO's layers
+        overrides += ["--trainer.callbacks+=visgrpo.lightning.callbacks.AttentionOverlay",
+                      "--trainer.callbacks.every_n_steps=1000000", "--trainer.callbacks.num_images=2",
+                      f"--trainer.callbacks.layer={json.dumps(list(OVERLAY_LAYERS))}",
+                      f"--trainer.callbacks.out_dir={study.results / 'overlays' / cfg.name}"]
     t0 = time.time()
     fit(study.work, [recipe.RL_CONFIG, study.config_file(cfg)], overrides, log=log, threads=study.threads)
     result = {"config": cfg.name, "group": cfg.group, "dose": cfg.dose, "objective": cfg.objective, "seed": seed,

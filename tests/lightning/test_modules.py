@@ -137,6 +137,13 @@ def test_attention_maps_at_a_chosen_layer(in_workspace):
     for (_, d, _), (_, a, _), (_, b, _) in zip(default, last, first, strict=True):
         assert d.shape == b.shape and (d == a).all()
         assert not (a == b).all()  # another layer, another map
+    # the callback draws one PNG per image and listed layer, named after the layer
+    trainer = type("T", (), {"datamodule": dm, "default_root_dir": str(in_workspace), "loggers": [], "logger": None})()
+    paths = AttentionOverlay(num_images=2, layer=[0, "last"], out_dir=str(in_workspace / "ov"))._render(
+        trainer, module, "final")
+    assert sorted(p.name for p in paths) == ["final_L0_img0.png", "final_L0_img1.png", "final_Llast_img0.png",
+                                             "final_Llast_img1.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
 
 
 def test_sft_learns_the_target(in_workspace):

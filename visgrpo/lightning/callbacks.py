@@ -104,11 +104,12 @@ class AttentionOverlay(L.Callback):
         num_images: number of fixed validation prompts.
         out_dir: directory for the PNGs (default ``<default_root_dir>/attention``).
         layer: decoder layer drawn: an index or a name (``last``, ``two_thirds`` = EASE's
-            layer, ...); default the module's diagnostics layer.
+            layer, ...), or a list of them (one PNG per layer, ``..._L<layer>_img<k>.png``);
+            default the module's diagnostics layer.
     """
 
     def __init__(self, every_n_steps: int = 50, num_images: int = 4, out_dir: str | None = None,
-                 layer: int | str | None = None) -> None:
+                 layer: int | str | list[int | str] | None = None) -> None:
         self.every_n_steps = every_n_steps
         self.num_images = num_images
         self.out_dir = out_dir
@@ -119,13 +120,22 @@ class AttentionOverlay(L.Callback):
         if dm is None or not hasattr(dm, "fixed_prompts"):
             return []
         prompts = dm.fixed_prompts(self.num_images)
-        maps = pl_module.attention_maps(prompts, layer=self.layer)
         out = Path(self.out_dir or Path(trainer.default_root_dir) / "attention")
         out.mkdir(parents=True, exist_ok=True)
         client, run_id = mlflow_client(trainer)
         paths = []
         import matplotlib.pyplot as plt
 
+        layers = self.layer if isinstance(self.layer, list) else [self.layer]
+        for layer in layers:
+            suffix = f"_L{layer}" if isinstance(self.layer, list) else ""
+            maps = pl_module.attention_maps(prompts, layer=layer)
+            paths += self._draw(maps, prompts, out, f"{tag}{suffix}", client, run_id, plt)
+        return paths
+
+    @staticmethod
+    def _draw(maps, prompts, out: Path, tag: str, client, run_id, plt) -> list[Path]:
+        paths = []
         for k, (image, heat, completion) in enumerate(maps):
             sample = prompts.samples[k]
             boxes, box_image = sample.get("boxes") or [], sample.get("box_image")
