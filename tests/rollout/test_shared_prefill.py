@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from peft import PrefixTuningConfig, get_peft_model
 from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from tests.rollout.conftest import make_rows, prompt_batch
 from tests.rollout.test_hf import _teacher_forced_logits
+from visgrpo.models.loading import PolicyConfig, load_policy
+from visgrpo.models.lora import LoraSettings
 from visgrpo.rollout import HFRolloutEngine, SamplingConfig
 from visgrpo.rollout.assemble import encode_prompts
 from visgrpo.rollout.hf import _base_model, shared_prefill_blocker
@@ -135,9 +139,6 @@ def test_greedy_takes_the_gfold_path(tiny):
 
 
 def _lora_model(tiny_model_dirs):
-    from visgrpo.models.loading import PolicyConfig, load_policy
-    from visgrpo.models.lora import LoraSettings
-
     model, processor = load_policy(
         PolicyConfig(tiny_model_dirs["qwen2_5_vl"], lora=LoraSettings(r=4, dropout=0.1))
     )
@@ -168,9 +169,6 @@ def test_peft_lora_model_shares_the_prefill(tiny_model_dirs):
 
 def test_prompt_learning_adapter_falls_back(tiny_model_dirs):
     """A peft prefix-tuning adapter builds its own cache: the engine takes the G-fold path."""
-    from peft import PrefixTuningConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     path = tiny_model_dirs["qwen2_vl"]
     base = AutoModelForImageTextToText.from_pretrained(path)
     model = get_peft_model(base, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))

@@ -1,7 +1,7 @@
 """Rollouts with Hugging Face ``generate`` (the default engine; CPU and GPU, plain or peft).
 
-``generate`` is called once per batch with ``num_return_sequences = G``. In transformers 5
-the vision tower encodes each image once and ``_expand_multimodal_outputs`` repeats each
+Without shared prefill, ``generate`` is called once per batch with ``num_return_sequences =
+G``. In transformers 5 the vision tower encodes each image once and ``_expand_multimodal_outputs`` repeats each
 prompt's whole image group G times, which is the layout of ``RolloutBatch.pixel_values``
 (prompt i's pixel rows repeated for each of its G responses); tests/rollout/test_hf.py
 checks that teacher-forced logits of the batch reproduce the generation logits.
