@@ -1,15 +1,24 @@
 """Rollouts with Hugging Face ``generate`` (the default engine; CPU and GPU, plain or peft).
 
-``generate`` is called once per batch with ``num_return_sequences = G``. In transformers 5
-the vision tower encodes each image once and ``_expand_multimodal_outputs`` repeats each
+Without shared prefill, ``generate`` is called once per batch with ``num_return_sequences =
+G``. In transformers 5 the vision tower encodes each image once and ``_expand_multimodal_outputs`` repeats each
 prompt's whole image group G times, which is the layout of ``RolloutBatch.pixel_values``
 (prompt i's pixel rows repeated for each of its G responses); tests/rollout/test_hf.py
 checks that teacher-forced logits of the batch reproduce the generation logits.
+
+Shared prefill (``share_prefill=True``, the default): ``generate`` expands the prompts to
+``P * G`` rows before its prefill, so the language model would process every prompt G times.
+Instead the engine runs the model once on the ``P`` prompts (all tokens but the last, images
+included), repeats the resulting KV cache and the model's M-RoPE offsets (``rope_deltas``)
+G times per row, and calls ``generate`` on the expanded ids with that cache: it processes
+only the last prompt token, then decodes as before (tests/rollout/test_shared_prefill.py
+checks tokens and logits against the G-fold prefill).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 
@@ -18,9 +27,41 @@ from visgrpo.rollout.assemble import assemble_rollout, encode_prompts
 from visgrpo.rollout.base import ROLLOUT_ENGINES, SamplingConfig
 from visgrpo.rollout.vision import eos_token_ids, vision_token_ids
 
+# Processor outputs with one entry per prompt token (sliced with the prompt for the prefill).
+TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
 
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def _base_model(model):
+    """The transformers model under a peft wrapper (``model`` itself when unwrapped)."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def shared_prefill_blocker(model, enc: dict[str, torch.Tensor], n_return: int) -> str | None:
+    """Why the prompts' prefill cannot be shared by their responses here (``None``: it can).
+
+    Sharing needs more than one response per prompt, a model that keeps its M-RoPE offsets
+    between calls (``model.model.rope_deltas``: the Qwen-VL families), images in the prompts
+    (the offsets are only computed for multimodal input), a text token at the end of every
+    prompt (it is the one token ``generate`` still processes) and no peft prompt-learning
+    adapter (those build their own cache).
+    """
+    if n_return == 1:
+        return "one response per prompt: nothing to share"
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        return "a peft prompt-learning adapter supplies its own cache"
+    if not hasattr(getattr(_base_model(model), "model", None), "rope_deltas"):
+        return f"{type(_base_model(model)).__name__} keeps no M-RoPE offsets (rope_deltas)"
+    if "pixel_values" not in enc or "mm_token_type_ids" not in enc:
+        return "prompts without images"
+    if enc["input_ids"].shape[1] < 2 or bool(enc["mm_token_type_ids"][:, -1].any()):
+        return "a prompt does not end with a text token"
+    return None
 
 
 @contextlib.contextmanager
@@ -57,6 +98,10 @@ class HFRolloutEngine:
         return_logits: keep the raw generation logits in ``RolloutBatch.generation_logits``
             (memory heavy: tests and debugging only).
         generate_kwargs: extra keyword arguments for ``generate`` (e.g. ``logits_processor``).
+        share_prefill: prefill each prompt once and give its KV cache to its G sampled
+            responses (see the module docstring); the tokens and logits are those of the
+            G-fold prefill up to float rounding. Greedy decoding, ``G = 1`` and models that
+            cannot share (:func:`shared_prefill_blocker`) use the G-fold prefill.
     """
 
     def __init__(
@@ -64,12 +109,14 @@ class HFRolloutEngine:
         on_vision_token: str = "mask",
         return_logits: bool = False,
         generate_kwargs: dict | None = None,
+        share_prefill: bool = True,
     ) -> None:
         if on_vision_token not in ("mask", "reject"):
             raise ValueError(f"on_vision_token must be 'mask' or 'reject', got {on_vision_token!r}")
         self.on_vision_token = on_vision_token
         self.return_logits = return_logits
         self.generate_kwargs = dict(generate_kwargs or {})
+        self.share_prefill = share_prefill
 
     def generation_config(
         self, sampling: SamplingConfig, eos: list[int], pad: int, n_return: int,
@@ -134,15 +181,20 @@ class HFRolloutEngine:
         eos = eos_token_ids(tok, getattr(model, "generation_config", None))
         G = sampling.num_generations
         n_return = G if sampling.do_sample else 1
-        config = self.generation_config(
-            sampling, eos, tok.pad_token_id, n_return, suppress=vision_token_ids(tok)
-        )
         inputs = {k: v.to(device) for k, v in enc.items()}
         extra = dict(self.generate_kwargs)
         if sampling.stop_strings:
             extra["tokenizer"] = tok
+        share = self.share_prefill and shared_prefill_blocker(model, enc, n_return) is None
+        config = self.generation_config(
+            sampling, eos, tok.pad_token_id, 1 if share else n_return,
+            suppress=vision_token_ids(tok),
+        )
         with eval_mode(model), seeded(seed, device):
-            out = model.generate(**inputs, generation_config=config, **extra)
+            if share:
+                out = _generate_shared_prefill(model, inputs, n_return, config, extra)
+            else:
+                out = model.generate(**inputs, generation_config=config, **extra)
         P = enc["input_ids"].shape[1]
         gen = out.sequences[:, P:].cpu()  # [n * n_return, T_gen]
         logits = (
@@ -164,3 +216,28 @@ class HFRolloutEngine:
             device=device,
             generation_logits=logits,
         )
+
+
+def _generate_shared_prefill(model, inputs: dict[str, torch.Tensor], G: int, config, extra: dict):
+    """``generate`` for ``G`` responses per prompt with one prefill per prompt.
+
+    The model runs once on the prompts without their last token (images encoded here, once),
+    the KV cache and the M-RoPE offsets are repeated ``G`` times per row (the layout of
+    ``num_return_sequences``), and ``generate`` continues from the cache on the expanded
+    ids: it processes the last prompt token, then decodes. ``config`` must ask for one
+    sequence per row; the caller checks :func:`shared_prefill_blocker` first.
+    """
+    rope = _base_model(model).model  # holds rope_deltas [P, 1], read by generate's positions
+    rope.rope_deltas = None  # set afresh by the prefill (no stale offsets from an earlier call)
+    prefill = {k: v[:, :-1] if k in TOKEN_KEYS else v for k, v in inputs.items()}
+    out = model(**prefill, use_cache=True, logits_to_keep=1)
+    cache = out["cache"] if "cache" in out else out["past_key_values"]
+    if rope.rope_deltas is None:
+        raise RuntimeError("shared prefill: the prefill did not set the model's rope_deltas")
+    cache.batch_repeat_interleave(G)
+    rope.rope_deltas = rope.rope_deltas.repeat_interleave(G, 0)  # [P*G, 1]
+    rows = {k: inputs[k].repeat_interleave(G, 0) for k in ("input_ids", "attention_mask")}
+    # the cache keyword: ``cache`` since transformers 5.2x, ``past_key_values`` before
+    forward = inspect.signature(type(_base_model(model)).forward).parameters
+    rows["cache" if "cache" in forward else "past_key_values"] = cache
+    return model.generate(**rows, generation_config=config, **extra)
