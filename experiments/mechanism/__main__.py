@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--label", default="", help="heading note of the report (e.g. the pilot's scale)")
     args = parser.parse_args(argv)
-    budget = study.QUICK if args.quick else study.FULL
+    budget = study.QUICK if args.quick else study.RELATIONAL if args.testbed == "relational" else study.FULL
     if args.seeds:
         budget = replace(budget, seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.steps:
@@ -48,14 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results).resolve()
     st = study.Study(work, results, threads=args.threads)
     if args.testbed == "relational":
-        st.extra = testbed.data_overrides(work)
+        st.extra = testbed.rl_overrides(work)
+        st.experiment = "mechanism_relational"
         st.warmstart = testbed.WARMSTART
     arms = study.configurations()
-    names = [c.strip() for c in args.configs.split(",") if c.strip()] or list(arms)
+    default = list(study.RELATIONAL_ARMS) if args.testbed == "relational" else list(arms)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()] or default
     unknown = sorted(set(names) - set(arms))
     if unknown:
         raise SystemExit(f"unknown --configs {', '.join(unknown)}; valid: {', '.join(arms)}")
-    logs = work.root / "runs" / "mechanism" / "logs"
+    logs = work.root / "runs" / st.experiment / "logs"
     t0 = time.time()
     if not args.report_only:
         if args.testbed == "relational":

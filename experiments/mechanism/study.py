@@ -90,6 +90,10 @@ class StudyBudget:
 
 FULL = StudyBudget(steps=100, seeds=(0, 1, 2, 3, 4))
 QUICK = StudyBudget(steps=60, seeds=(0, 1, 2), limit_val=200)
+# The relational testbed: ~90-token reasoning chains make a step ~10x a shapes step, so fewer
+# steps and held-out prompts; its arms are the methods the shapes testbed cannot test.
+RELATIONAL = StudyBudget(steps=30, seeds=(0, 1, 2, 3, 4), limit_val=100)
+RELATIONAL_ARMS = ("dapo", "dapo+vgpo", "dapo+atrl")
 
 
 @dataclass
@@ -101,12 +105,13 @@ class Study:
     threads: int = 1
     warmstart: Path = WARMSTART_DIR
     extra: list[str] = field(default_factory=list)
+    experiment: str = EXPERIMENT  # MLflow experiment and runs/<experiment>/ (one per testbed)
 
     def result_path(self, config: str, seed: int) -> Path:
         return self.results / "runs" / f"{config}_s{seed}.json"
 
     def config_file(self, cfg: RunConfig) -> Path:
-        path = self.work.root / "runs" / "mechanism" / "configs" / f"{cfg.name}.yaml"
+        path = self.work.root / "runs" / self.experiment / "configs" / f"{cfg.name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # runs of one arm write it concurrently
         tmp.write_text(yaml.safe_dump(cfg.credit_yaml(), sort_keys=False))
@@ -114,16 +119,16 @@ class Study:
         return path
 
 
-def final_metrics(tracking_uri: str, run_name: str) -> dict[str, float]:
+def final_metrics(tracking_uri: str, run_name: str, experiment: str = EXPERIMENT) -> dict[str, float]:
     """The last value of every ``val/`` metric of the newest finished MLflow run ``run_name``."""
     from experiments.shapes.runs import client_for
 
     client = client_for(tracking_uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], f"tags.mlflow.runName = '{run_name}' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise RuntimeError(f"no finished MLflow run named {run_name!r} in experiment {EXPERIMENT!r}")
+        raise RuntimeError(f"no finished MLflow run named {run_name!r} in experiment {experiment!r}")
     run = runs[0]
     return {k: float(v) for k, v in run.data.metrics.items() if k.startswith(("val/", "reward/", "ease/", "sayo/",
                                                                                   "vgpo/", "atrl/"))} | {
@@ -136,12 +141,12 @@ def run_one(study: Study, cfg: RunConfig, seed: int, budget: StudyBudget, log: P
     if out.exists():
         return None
     name = f"{cfg.name}_s{seed}"
-    tags = {"study": "mechanism", "config": cfg.name, "seed": str(seed)}
+    tags = {"study": study.experiment, "config": cfg.name, "seed": str(seed)}
     overrides = [
         f"--seed_everything={seed}", f"--model.init_args.seed={seed}",
         f"--model.init_args.policy.name_or_path={study.warmstart}",
-        f"--trainer.default_root_dir=runs/mechanism/{name}",
-        f"--trainer.logger.init_args.experiment_name={EXPERIMENT}",
+        f"--trainer.default_root_dir=runs/{study.experiment}/{name}",
+        f"--trainer.logger.init_args.experiment_name={study.experiment}",
         f"--trainer.logger.init_args.tracking_uri={study.work.tracking_uri}",
         f"--trainer.logger.init_args.run_name={name}",
         f"--trainer.logger.init_args.tags={json.dumps(tags)}",
@@ -157,7 +162,7 @@ def run_one(study: Study, cfg: RunConfig, seed: int, budget: StudyBudget, log: P
     fit(study.work, [recipe.RL_CONFIG, study.config_file(cfg)], overrides, log=log, threads=study.threads)
     result = {"config": cfg.name, "group": cfg.group, "dose": cfg.dose, "objective": cfg.objective, "seed": seed,
               "steps": budget.steps, "limit_val": budget.limit_val, "seconds": round(time.time() - t0, 1),
-              "final": final_metrics(study.work.tracking_uri, name)}
+              "final": final_metrics(study.work.tracking_uri, name, study.experiment)}
     write_json(out, result)
     return result
 
@@ -169,8 +174,8 @@ def warmstart_result(study: Study, budget: StudyBudget, log: Path | None = None)
         return json.loads(out.read_text())
     overrides = [
         "--seed_everything=0", f"--model.init_args.policy.name_or_path={study.warmstart}",
-        "--trainer.default_root_dir=runs/mechanism/warmstart",
-        f"--trainer.logger.init_args.experiment_name={EXPERIMENT}",
+        f"--trainer.default_root_dir=runs/{study.experiment}/warmstart",
+        f"--trainer.logger.init_args.experiment_name={study.experiment}",
         f"--trainer.logger.init_args.tracking_uri={study.work.tracking_uri}",
         "--trainer.logger.init_args.run_name=warmstart",
         "--trainer.enable_progress_bar=false", f"--data.limit_val={budget.limit_val}", *study.extra,
@@ -178,6 +183,6 @@ def warmstart_result(study: Study, budget: StudyBudget, log: Path | None = None)
     fit(study.work, [recipe.RL_CONFIG, study.config_file(configurations()["dapo"])], overrides, log=log, threads=study.threads,
         subcommand="validate")
     result = {"config": "warmstart", "group": "warmstart", "seed": 0, "limit_val": budget.limit_val,
-              "final": final_metrics(study.work.tracking_uri, "warmstart")}
+              "final": final_metrics(study.work.tracking_uri, "warmstart", study.experiment)}
     write_json(out, result)
     return result
