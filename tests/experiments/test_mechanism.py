@@ -78,6 +78,9 @@ def test_report_deltas_and_verdicts(tmp_path):
     md = out.read_text()
     assert "test" in md and "EASE raises evidence attention" in md
     assert "not testable at this scale" in md  # AT-RL: one cluster per response
+    not_run = next(line for line in md.splitlines() if line.startswith("Arms of the other claims, not run"))
+    assert "sayo_weight1" in not_run and "dapo+atrl" not in not_run  # AT-RL's verdict comes from dapo's runs
+    assert "| SAYO improves" not in md
     assert (res / "dose_response.png").stat().st_size > 1000
 
 
