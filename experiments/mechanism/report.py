@@ -93,7 +93,8 @@ def summary(data: dict[str, dict[int, dict]]) -> list[dict]:
             d = paired(v, values(base, key)) if config != BASELINE else {"n": 0}
             rows.append({"config": config, "quantity": key, "n": len(v), "mean": mean, "lo": lo, "hi": hi,
                          "delta": d.get("mean", math.nan), "delta_lo": d.get("lo", math.nan),
-                         "delta_hi": d.get("hi", math.nan), "p": d.get("p", math.nan), "paired_n": d["n"]})
+                         "delta_hi": d.get("hi", math.nan), "p": d.get("p", math.nan),
+                         "p_t": d.get("p_t", math.nan), "paired_n": d["n"]})
     return rows
 
 
@@ -124,7 +125,8 @@ def verdict(row: dict | None, sign: int, why_not: str | None) -> str:
         return f"{row['paired_n']} paired seed(s): no test"
     floor = 2 / 2 ** row["paired_n"]
     lo, hi = row["delta_lo"], row["delta_hi"]
-    tail = f"paired p = {row['p']:.3g}, the smallest possible with {row['paired_n']} seeds is {floor:.3g}"
+    tail = (f"sign-flip p = {row['p']:.3g} (the smallest possible with {row['paired_n']} seeds is {floor:.3g}), "
+            f"paired t-test p = {row.get('p_t', math.nan):.2g}")
     if (sign > 0 and lo > 0) or (sign < 0 and hi < 0):
         return f"supported at this scale (95% CI of the change excludes 0; {tail})"
     if (sign > 0 and hi < 0) or (sign < 0 and lo > 0):
@@ -208,7 +210,7 @@ def build(results: Path, label: str = "") -> Path:
              f"{sum(len(r) for c, r in data.items() if c != 'warmstart')} runs, {len(data) - ('warmstart' in data)} arms, "
              f"seeds {seeds}, {steps} RL steps each. Every quantity is measured on held-out validation images at the "
              "end of training (greedy answers). Mean [bootstrap 95% CI over seeds]; Δ = paired difference from dapo "
-             "on the same seeds [bootstrap 95% CI], p = exact two-sided sign-flip test.", "",
+             "on the same seeds [bootstrap 95% CI], p = exact two-sided sign-flip test and paired t-test.", "",
              "## Claims", "", "| claim | arm | measured | Δ vs dapo [95% CI] | verdict |", "|---|---|---|---|---|"]
     # a claim whose arm did not run is left out unless dapo's runs already make it untestable
     not_run = sorted({arm for _, arm, key, _ in CLAIMS if arm not in data and _testable(arm, key, data) is None})
@@ -229,11 +231,13 @@ def build(results: Path, label: str = "") -> Path:
         if not sub:
             continue
         w = f" (warm start {warm[key]:.3f})" if key in warm else ""
-        lines += [f"### {title}{w}", "", "| arm | n | mean [95% CI] | Δ vs dapo [95% CI] | p |", "|---|---|---|---|---|"]
+        lines += [f"### {title}{w}", "", "| arm | n | mean [95% CI] | Δ vs dapo [95% CI] | p sign-flip | p t-test |",
+                  "|---|---|---|---|---|---|"]
         for r in sub:
             d = "—" if r["config"] == BASELINE else _fmt(r["delta"], r["delta_lo"], r["delta_hi"])
             p = "—" if r["config"] == BASELINE else f"{r['p']:.3g}"
-            lines.append(f"| {r['config']} | {r['n']} | {_fmt(r['mean'], r['lo'], r['hi'])} | {d} | {p} |")
+            pt = "—" if r["config"] == BASELINE else f"{r.get('p_t', math.nan):.2g}"
+            lines.append(f"| {r['config']} | {r['n']} | {_fmt(r['mean'], r['lo'], r['hi'])} | {d} | {p} | {pt} |")
         lines.append("")
     for name, path in figs.items():
         lines += [f"![{name}]({path.name})", ""]

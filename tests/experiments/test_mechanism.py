@@ -8,7 +8,7 @@ import math
 import pytest
 
 from experiments.mechanism import report, study
-from experiments.mechanism.stats import bootstrap_ci, paired, sign_flip_p
+from experiments.mechanism.stats import bootstrap_ci, paired, paired_t_p, sign_flip_p
 
 
 def test_sign_flip_p_by_hand():
@@ -34,6 +34,15 @@ def test_paired_uses_common_seeds():
     out = paired({0: 2.0, 1: 3.0, 2: 4.0, 5: 9.0}, {0: 1.0, 1: 1.0, 2: 1.0})
     assert out["n"] == 3 and out["mean"] == pytest.approx(2.0)  # diffs 1, 2, 3
     assert out["p"] == pytest.approx(0.25) and 1.0 <= out["lo"] <= out["hi"] <= 3.0
+    # t = 2 / (1 / sqrt(3)) = 2 sqrt(3), df = 2: the two-sided p is 1 - t / sqrt(t^2 + 2) in closed form
+    t = 2 * math.sqrt(3)
+    assert out["p_t"] == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-6)
+
+
+def test_paired_t_p_edge_cases():
+    assert math.isnan(paired_t_p([1.0]))
+    assert paired_t_p([0.5, 0.5, 0.5]) == 0.0 and paired_t_p([0.0, 0.0]) == 1.0
+    assert paired_t_p([1.0, -1.0, 1.0, -1.0]) == pytest.approx(1.0)
 
 
 def test_arms_cover_the_doses_and_the_registry():
