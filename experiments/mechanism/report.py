@@ -117,20 +117,27 @@ def _testable(arm: str, quantity: str, data) -> str | None:
 
 
 def verdict(row: dict | None, sign: int, why_not: str | None) -> str:
+    """``supported`` needs the bootstrap CI of the paired change to exclude 0 in the
+    predicted direction AND the paired t-test p < 0.05 (a bootstrap CI over 3-5 seeds is
+    too narrow to stand alone); a CI that excludes 0 without that is ``weak evidence``."""
     if why_not:
         return f"not testable at this scale ({why_not})"
     if row is None:
         return "not run"
-    if row["paired_n"] < 2:
-        return f"{row['paired_n']} paired seed(s): no test"
+    if row["paired_n"] < 3:
+        return f"{row['paired_n']} paired seed(s): too few to test"
     floor = 2 / 2 ** row["paired_n"]
-    lo, hi = row["delta_lo"], row["delta_hi"]
+    lo, hi, p_t = row["delta_lo"], row["delta_hi"], row.get("p_t", math.nan)
     tail = (f"sign-flip p = {row['p']:.3g} (the smallest possible with {row['paired_n']} seeds is {floor:.3g}), "
-            f"paired t-test p = {row.get('p_t', math.nan):.2g}")
+            f"paired t-test p = {p_t:.2g}")
+    strong = np.isfinite(p_t) and p_t < 0.05
     if (sign > 0 and lo > 0) or (sign < 0 and hi < 0):
-        return f"supported at this scale (95% CI of the change excludes 0; {tail})"
+        if strong:
+            return f"supported at this scale (95% CI of the change excludes 0; {tail})"
+        return f"weak evidence for (95% CI excludes 0 but t-test p >= 0.05; {tail})"
     if (sign > 0 and hi < 0) or (sign < 0 and lo > 0):
-        return f"not supported: moved the other way ({tail})"
+        word = "contradicted: moved the other way" if strong else "weak evidence against: moved the other way"
+        return f"{word} ({tail})"
     return f"not supported: no detectable change (95% CI includes 0; {tail})"
 
 

@@ -111,3 +111,13 @@ def test_relational_testbed_data_model_and_masks(tmp_path):
     assert tok.unk_token_id not in ids  # the vocabulary covers the chains
     overrides = testbed.data_overrides(work, tb)
     assert f"--data.val_path={data / 'validation'}" in overrides
+
+
+def test_verdict_needs_the_ci_and_the_t_test():
+    row = {"paired_n": 5, "p": 0.0625, "delta_lo": 0.1, "delta_hi": 0.3, "p_t": 0.01}
+    assert report.verdict(row, 1, None).startswith("supported at this scale")
+    assert report.verdict(row | {"p_t": 0.2}, 1, None).startswith("weak evidence for")
+    assert report.verdict(row, -1, None).startswith("contradicted")
+    assert report.verdict(row | {"delta_lo": -0.1}, 1, None).startswith("not supported: no detectable change")
+    assert report.verdict(row | {"paired_n": 2}, 1, None).startswith("2 paired seed(s): too few")
+    assert report.verdict(row, 1, "one cluster").startswith("not testable at this scale (one cluster")
