@@ -12,10 +12,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from tests.rollout.conftest import make_rows, prompt_batch
 from tests.rollout.test_hf import _teacher_forced_logits
 from visgrpo.models.loading import PolicyConfig, load_policy
-from visgrpo.models.lora import LoraSettings
+from visgrpo.models.lora import LoraSettings, unwrap_peft
 from visgrpo.rollout import HFRolloutEngine, SamplingConfig
 from visgrpo.rollout.assemble import encode_prompts
-from visgrpo.rollout.hf import _base_model, shared_prefill_blocker
+from visgrpo.rollout.hf import shared_prefill_blocker
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 
@@ -38,7 +38,7 @@ class Calls:
     """Records the batch x length of every language-model forward and counts vision-tower calls."""
 
     def __init__(self, model):
-        inner = _base_model(model).model
+        inner = unwrap_peft(model).model
         self.lm: list[tuple[int, int]] = []
         self.vision = 0
         self.handles = [

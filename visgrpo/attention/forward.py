@@ -34,6 +34,7 @@ from visgrpo.attention.shared_images import (
     supports_encoder_outputs,
 )
 from visgrpo.data.signals import Signals
+from visgrpo.models.lora import unwrap_peft
 from visgrpo.objectives.logprobs import token_logprobs_and_entropy
 
 _MODEL_KEYS = (
@@ -108,7 +109,7 @@ class ForwardResult:
 
 
 def _base_model(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     if not (hasattr(base, "model") and hasattr(base, "lm_head")):
         raise ValueError(
             f"policy_forward needs a *ForConditionalGeneration model with .model and .lm_head, "

@@ -41,6 +41,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from visgrpo.models.lora import unwrap_peft
+
 PROBE_NAME = "visgrpo_probe"
 _ATTR = "_visgrpo_probe"
 
@@ -196,7 +198,7 @@ def probe_attention(
 
 def text_decoder(model):
     """The text decoder (``*TextModel``) of a Qwen-VL model, a peft wrapper of one, or itself."""
-    m = model.get_base_model() if hasattr(model, "get_base_model") else model
+    m = unwrap_peft(model)
     for path in ("model.language_model", "language_model", "model"):
         cur = m
         for name in path.split("."):

@@ -40,6 +40,12 @@ class LoraSettings:
             raise ValueError(f"lora.r must be positive, got {self.r}")
 
 
+def unwrap_peft(model):
+    """The transformers model under a peft wrapper (``model`` itself when unwrapped)."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
 def target_regex(settings: LoraSettings) -> str:
     """The peft ``target_modules`` regular expression (full-match over module names)."""
     text = TEXT_LINEAR if settings.target_modules == "all-linear" else tuple(settings.target_modules)

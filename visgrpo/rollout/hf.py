@@ -23,6 +23,7 @@ import inspect
 import torch
 
 from visgrpo.data.batch import PromptBatch, RolloutBatch
+from visgrpo.models.lora import unwrap_peft
 from visgrpo.rollout.assemble import assemble_rollout, encode_prompts
 from visgrpo.rollout.base import ROLLOUT_ENGINES, SamplingConfig
 from visgrpo.rollout.vision import eos_token_ids, vision_token_ids
@@ -33,12 +34,6 @@ TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_id
 
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
-
-
-def _base_model(model):
-    """The transformers model under a peft wrapper (``model`` itself when unwrapped)."""
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
 
 
 def shared_prefill_blocker(model, enc: dict[str, torch.Tensor], n_return: int) -> str | None:
@@ -55,8 +50,8 @@ def shared_prefill_blocker(model, enc: dict[str, torch.Tensor], n_return: int) -
     peft_config = getattr(model, "active_peft_config", None)
     if peft_config is not None and peft_config.is_prompt_learning:
         return "a peft prompt-learning adapter supplies its own cache"
-    if not hasattr(getattr(_base_model(model), "model", None), "rope_deltas"):
-        return f"{type(_base_model(model)).__name__} keeps no M-RoPE offsets (rope_deltas)"
+    if not hasattr(getattr(unwrap_peft(model), "model", None), "rope_deltas"):
+        return f"{type(unwrap_peft(model)).__name__} keeps no M-RoPE offsets (rope_deltas)"
     if "pixel_values" not in enc or "mm_token_type_ids" not in enc:
         return "prompts without images"
     if enc["input_ids"].shape[1] < 2 or bool(enc["mm_token_type_ids"][:, -1].any()):
@@ -227,7 +222,7 @@ def _generate_shared_prefill(model, inputs: dict[str, torch.Tensor], G: int, con
     ids: it processes the last prompt token, then decodes. ``config`` must ask for one
     sequence per row; the caller checks :func:`shared_prefill_blocker` first.
     """
-    rope = _base_model(model).model  # holds rope_deltas [P, 1], read by generate's positions
+    rope = unwrap_peft(model).model  # holds rope_deltas [P, 1], read by generate's positions
     rope.rope_deltas = None  # set afresh by the prefill (no stale offsets from an earlier call)
     prefill = {k: v[:, :-1] if k in TOKEN_KEYS else v for k, v in inputs.items()}
     out = model(**prefill, use_cache=True, logits_to_keep=1)
@@ -238,6 +233,6 @@ def _generate_shared_prefill(model, inputs: dict[str, torch.Tensor], G: int, con
     rope.rope_deltas = rope.rope_deltas.repeat_interleave(G, 0)  # [P*G, 1]
     rows = {k: inputs[k].repeat_interleave(G, 0) for k in ("input_ids", "attention_mask")}
     # the cache keyword: ``cache`` since transformers 5.2x, ``past_key_values`` before
-    forward = inspect.signature(type(_base_model(model)).forward).parameters
+    forward = inspect.signature(type(unwrap_peft(model)).forward).parameters
     rows["cache" if "cache" in forward else "past_key_values"] = cache
     return model.generate(**rows, generation_config=config, **extra)
