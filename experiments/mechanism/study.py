@@ -107,6 +107,13 @@ class Study:
     extra: list[str] = field(default_factory=list)
     experiment: str = EXPERIMENT  # MLflow experiment and runs/<experiment>/ (one per testbed)
 
+    def run_overrides(self, name: str) -> list[str]:
+        """Where run ``name`` goes: its root directory and its MLflow experiment and run name."""
+        return [f"--trainer.default_root_dir=runs/{self.experiment}/{name}",
+                f"--trainer.logger.init_args.experiment_name={self.experiment}",
+                f"--trainer.logger.init_args.tracking_uri={self.work.tracking_uri}",
+                f"--trainer.logger.init_args.run_name={name}", "--trainer.enable_progress_bar=false"]
+
     def result_path(self, config: str, seed: int) -> Path:
         return self.results / "runs" / f"{config}_s{seed}.json"
 
@@ -144,14 +151,8 @@ def run_one(study: Study, cfg: RunConfig, seed: int, budget: StudyBudget, log: P
     tags = {"study": study.experiment, "config": cfg.name, "seed": str(seed)}
     overrides = [
         f"--seed_everything={seed}", f"--model.init_args.seed={seed}",
-        f"--model.init_args.policy.name_or_path={study.warmstart}",
-        f"--trainer.default_root_dir=runs/{study.experiment}/{name}",
-        f"--trainer.logger.init_args.experiment_name={study.experiment}",
-        f"--trainer.logger.init_args.tracking_uri={study.work.tracking_uri}",
-        f"--trainer.logger.init_args.run_name={name}",
-        f"--trainer.logger.init_args.tags={json.dumps(tags)}",
-        "--trainer.enable_progress_bar=false",
-        *budget.overrides(), *study.extra,
+        f"--model.init_args.policy.name_or_path={study.warmstart}", *study.run_overrides(name),
+        f"--trainer.logger.init_args.tags={json.dumps(tags)}", *budget.overrides(), *study.extra,
     ]
     if seed == OVERLAY_SEED:  # attention overlays before and after training, at EASE's and SAYO's layers
         overrides += ["--trainer.callbacks+=visgrpo.lightning.callbacks.AttentionOverlay",
@@ -174,11 +175,7 @@ def warmstart_result(study: Study, budget: StudyBudget, log: Path | None = None)
         return json.loads(out.read_text())
     overrides = [
         "--seed_everything=0", f"--model.init_args.policy.name_or_path={study.warmstart}",
-        f"--trainer.default_root_dir=runs/{study.experiment}/warmstart",
-        f"--trainer.logger.init_args.experiment_name={study.experiment}",
-        f"--trainer.logger.init_args.tracking_uri={study.work.tracking_uri}",
-        "--trainer.logger.init_args.run_name=warmstart",
-        "--trainer.enable_progress_bar=false", f"--data.limit_val={budget.limit_val}", *study.extra,
+        *study.run_overrides("warmstart"), f"--data.limit_val={budget.limit_val}", *study.extra,
     ]
     fit(study.work, [recipe.RL_CONFIG, study.config_file(configurations()["dapo"])], overrides, log=log, threads=study.threads,
         subcommand="validate")
