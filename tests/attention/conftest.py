@@ -68,6 +68,38 @@ def make_rl_batch(path: str, T: int = 5, seed: int = 0) -> dict:
     return batch
 
 
+def repeat_groups(batch: dict, order: list[int]) -> dict:
+    """The two-prompt batch with each prompt repeated as in a rollout (row r is prompt ``order[r]``), the
+    responses differing per row, and the vision rows repeated per row."""
+    idx = torch.tensor(order)
+    grid = batch["image_grid_thw"]
+    per_image = (grid.prod(-1)).tolist()
+    images_of = [[0, 1], [2]]  # prompt 0 has images 0 and 1; prompt 1 has image 2
+    starts = [sum(per_image[:k]) for k in range(len(per_image))]
+    pix, grids, pc, ic = [], [], [], []
+    for p in order:
+        rows = [torch.arange(starts[k], starts[k] + per_image[k]) for k in images_of[p]]
+        pix.append(batch["pixel_values"][torch.cat(rows)])
+        grids.append(grid[images_of[p]])
+        pc.append(sum(per_image[k] for k in images_of[p]))
+        ic.append(len(images_of[p]))
+    out = {k: batch[k][idx] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "response_mask")}
+    P = batch["prompt_len"]
+    g = torch.Generator().manual_seed(1)
+    resp = out["input_ids"][:, P:]
+    shuffled = resp.gather(1, torch.argsort(torch.rand(resp.shape, generator=g), 1))
+    out["input_ids"] = torch.cat([out["input_ids"][:, :P], torch.where(out["response_mask"], shuffled, resp)], 1)
+    out.update(pixel_values=torch.cat(pix), image_grid_thw=torch.cat(grids), prompt_len=P,
+               group_ids=torch.tensor(order), pixel_counts=torch.tensor(pc), image_counts=torch.tensor(ic))
+    return out
+
+
+@pytest.fixture(scope="session")
+def grouped_batch():
+    """The builder :func:`repeat_groups` (batch, order) -> dict."""
+    return repeat_groups
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tiny_model_dirs):
     """family -> (sdpa model, eager model, batch), built once per session."""

@@ -25,36 +25,10 @@ def test_plan_by_hand():
     assert shared_image_plan(torch.tensor([0, 1]), torch.tensor([4, 4]), torch.tensor([1, 1])) is None
 
 
-def repeated(batch: dict) -> dict:
-    """The two-prompt batch with each prompt repeated as in a rollout (rows ``ORDER``), the
-    responses differing per row, and the vision rows repeated per row."""
-    idx = torch.tensor(ORDER)
-    grid = batch["image_grid_thw"]
-    per_image = (grid.prod(-1)).tolist()
-    images_of = [[0, 1], [2]]  # prompt 0 has images 0 and 1; prompt 1 has image 2
-    starts = [sum(per_image[:k]) for k in range(len(per_image))]
-    pix, grids, pc, ic = [], [], [], []
-    for p in ORDER:
-        rows = [torch.arange(starts[k], starts[k] + per_image[k]) for k in images_of[p]]
-        pix.append(batch["pixel_values"][torch.cat(rows)])
-        grids.append(grid[images_of[p]])
-        pc.append(sum(per_image[k] for k in images_of[p]))
-        ic.append(len(images_of[p]))
-    out = {k: batch[k][idx] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "response_mask")}
-    P = batch["prompt_len"]
-    g = torch.Generator().manual_seed(1)
-    resp = out["input_ids"][:, P:]
-    shuffled = resp.gather(1, torch.argsort(torch.rand(resp.shape, generator=g), 1))
-    out["input_ids"] = torch.cat([out["input_ids"][:, :P], torch.where(out["response_mask"], shuffled, resp)], 1)
-    out.update(pixel_values=torch.cat(pix), image_grid_thw=torch.cat(grids), prompt_len=P,
-               group_ids=torch.tensor(ORDER), pixel_counts=torch.tensor(pc), image_counts=torch.tensor(ic))
-    return out
-
-
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
-def test_shared_images_equal_per_row_encoding(family, tiny_models):
+def test_shared_images_equal_per_row_encoding(family, tiny_models, grouped_batch):
     model = tiny_models[family][0]
-    batch = repeated(tiny_models[family][2])
+    batch = grouped_batch(tiny_models[family][2], ORDER)
     n = model.config.get_text_config().num_hidden_layers
     request = SignalRequest(image_attention_layers=frozenset({n - 1}), grad_attention_layers=frozenset({1}),
                             hidden_states=True)
@@ -63,7 +37,7 @@ def test_shared_images_equal_per_row_encoding(family, tiny_models):
         model.zero_grad(set_to_none=True)
         seen = []
         hook = model.model.visual.register_forward_hook(lambda m, args, out, seen=seen: seen.append(args[0].shape[0]))
-        out = policy_forward(model, batch, request, probe_chunk=3, share_images=share)
+        out = policy_forward(model, batch, request, probe_chunk=3, share_images=share, share_prefix=False)
         hook.remove()
         tower_rows[share] = sum(seen)
         loss = out.logp.sum() + out.image_attention[1].pow(2).sum() + out.hidden.pow(2).mean()

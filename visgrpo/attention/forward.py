@@ -10,12 +10,19 @@ right-padded to T (L = P + T). Response token t sits at position ``P + t`` and i
 by row ``P + t - 1`` ("row of token t", docs/methods.md, Notation); every per-token signal
 uses that row, except the own-position signals some authors' code reads (hidden states
 and, on request, image attention at ``P + t`` itself: VGPO's and SAYO's conventions). The
-lm_head is applied to those T rows only, never to all L (no [B, L, V] logits). Hidden states are the decoder's final output (after its last norm), i.e. what
+lm_head is applied to those T rows only, never to all L (no [B, L, V] logits). Hidden
+states are the decoder's final output (after its last norm), i.e. what
 ``output_hidden_states`` reports as the last layer.
+
+The rows of a prompt group share the prompt: by default the decoder runs once per group on
+it and each row continues from its group's KV cache (:mod:`visgrpo.attention.shared_prefix`),
+and otherwise each group's images are still encoded once
+(:mod:`visgrpo.attention.shared_images`); both give the plain forward's outputs and gradients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +40,7 @@ from visgrpo.attention.shared_images import (
     shared_image_plan,
     supports_encoder_outputs,
 )
+from visgrpo.attention.shared_prefix import shared_prefix_blocker, shared_prefix_forward
 from visgrpo.data.signals import Signals
 from visgrpo.models.lora import unwrap_peft
 from visgrpo.objectives.logprobs import token_logprobs_and_entropy
@@ -149,6 +157,7 @@ def policy_forward(
     logprob_chunk: int = 1024,
     probe_chunk: int = 256,
     share_images: bool = True,
+    share_prefix: bool = True,
     perturb_seed: int = 0,
     image_norm: tuple | None = None,
 ) -> ForwardResult:
@@ -172,6 +181,11 @@ def policy_forward(
             ``group_ids`` share their prompt's images; needs ``group_ids``, ``pixel_counts``
             and ``image_counts`` in ``batch``); same outputs and gradients, G times less
             vision-tower work (see :mod:`visgrpo.attention.shared_images`).
+        share_prefix: run the decoder once per prompt group on the prompt and continue
+            each row from its group's KV cache (needs the same batch fields; see
+            :mod:`visgrpo.attention.shared_prefix`, which also lists when the plain forward
+            runs instead): same outputs and gradients, the prompt's decoder work done once
+            per group instead of G times. It encodes each group's images once by itself.
         perturb_seed: the step's seed of the masked-image signal (``request.masked_logp``).
         image_norm: ``(image_mean, image_std)`` of the processor (default: the family's).
 
@@ -203,7 +217,10 @@ def policy_forward(
         if video_id is not None:
             mm = mm.masked_fill(input_ids == video_id, 2)
         kwargs["mm_token_type_ids"] = mm
-    if (share_images and kwargs.get("pixel_values") is not None
+    # why not to share the prompt's decoder work (None: share it)
+    prefix_blocker = (shared_prefix_blocker(model, kwargs, input_ids, attention_mask, P, counts)
+                      if share_prefix else "share_prefix=False")
+    if (prefix_blocker is not None and share_images and kwargs.get("pixel_values") is not None
             and all(v is not None for v in counts.values()) and supports_encoder_outputs(base)):
         plan = shared_image_plan(counts["group_ids"], counts["pixel_counts"], counts["image_counts"])
         if plan is not None:
@@ -238,16 +255,16 @@ def policy_forward(
             grad_layers=grad_layers,
             chunk_size=probe_chunk,
         )
-        with probe:
-            out = base.model(
-                input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
-            )
-    else:
-        out = base.model(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
+    if prefix_blocker is None:  # [B, T + 1, D] rows P-1 .., [n, P - 1, D] the groups' prompts
+        window, prompt_hidden, first, row_group = shared_prefix_forward(
+            base, kwargs, input_ids, attention_mask, P, counts, probe
         )
-    last = out.last_hidden_state  # [B, L, D]
-    resp_hidden = last[:, P - 1 : P - 1 + T]  # [B, T, D] rows predicting the tokens
+    else:
+        with probe if probe is not None else contextlib.nullcontext():
+            out = base.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+        prompt_hidden, first, row_group = out.last_hidden_state, None, None  # [B, L, D]
+        window = prompt_hidden[:, P - 1 :]  # [B, T + 1, D]
+    resp_hidden = window[:, :T]  # [B, T, D] rows P-1+t predicting the tokens
     logits = base.lm_head(resp_hidden)  # [B, T, V]
     labels = input_ids[:, P:].masked_fill(~response_mask, -100)  # [B, T]
     logp, entropy = token_logprobs_and_entropy(logits, labels, temperature, logprob_chunk)
@@ -258,8 +275,12 @@ def policy_forward(
     )
     if request is not None and getattr(request, "hidden_states", False):
         result.hidden = resp_hidden
-        result.own_hidden = last[:, P : P + T]  # [B, T, D] the tokens' own positions (a view)
-        result.image_hidden_mean = masked_mean_rows(last, tokens.positions, tokens.mask)
+        result.own_hidden = window[:, 1:]  # [B, T, D] the tokens' own positions (a view)
+        if first is None:
+            result.image_hidden_mean = masked_mean_rows(prompt_hidden, tokens.positions, tokens.mask)
+        else:  # image tokens are in the prefix: one mean per group, given to its rows
+            means = masked_mean_rows(prompt_hidden, tokens.positions[first], tokens.mask[first])  # [n, D]
+            result.image_hidden_mean = means.index_select(0, row_group)  # [B, D]
     if probe is not None:
         n = len(probe.decoder.layers)
         keep = response_mask[:, :, None]  # [B, T, 1]
@@ -279,7 +300,7 @@ def policy_forward(
         result.masked_logp = masked_logprobs(
             lambda b, share: policy_forward(
                 model, {**b, **counts}, None, temperature, logprob_chunk, probe_chunk,
-                share_images=share and share_images,
+                share_images=share and share_images, share_prefix=share and share_prefix,
             ).logp,
             batch, counts["group_ids"], counts["image_counts"], perturbation, pixel_layout(base, *norm), perturb_seed,
         )

@@ -9,7 +9,8 @@ forward (no backward) per forward that requests it.
 
 Seeds: response ``b`` of the batch draws its masks from ``mix_seed(seed, group_ids[b],
 ordinal of b in its group)`` (ordinal 0 for every row with ``per_response=False``: one mask
-per prompt, and the masked forward then shares each group's image encoding) and its
+per prompt, and the masked forward then shares each group's image encoding and prompt
+pass, :mod:`visgrpo.attention.shared_prefix`) and its
 ``i``-th image from ``mix_seed(that, i)``; groups are whole inside micro-batches, so the
 masks do not depend on how the batch is cut, and the training module's per-step ``seed``
 makes a resumed run draw the same masks.

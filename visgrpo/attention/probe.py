@@ -14,8 +14,11 @@ the response rows' own positions):
 with the denominator over ALL keys the row may see (the layer's causal + padding mask),
 in query chunks of ``chunk_size`` rows, so the extra memory is O(rows x L) per chunk and
 O(rows x cols) for the result, never O(L^2 x heads x layers) as with
-``output_attentions=True``. Grouped-query attention is handled by grouping query heads per
-key/value head (no ``repeat_kv`` copy). Arithmetic is float32.
+``output_attentions=True``. In a forward that continues a KV cache (the shared-prefix
+forward of :mod:`visgrpo.attention.forward`) the layer's queries are the last Lq of its L
+keys; query rows are given as key positions either way. Grouped-query attention is
+handled by grouping query heads per key/value head (no ``repeat_kv`` copy). Arithmetic is
+float32.
 
 On ``grad_layers`` the result carries autograd to the query/key (hence to q_proj/k_proj and
 everything below), through a custom backward that recomputes each chunk's softmax (EASE,
@@ -65,15 +68,16 @@ AttentionInterface.register(PROBE_NAME, probe_attention_forward)
 AttentionMaskInterface.register(PROBE_NAME, sdpa_mask)
 
 
-def _allowed_rows(attention_mask: Tensor | None, rows: Tensor, B: int, L: int) -> Tensor:
-    """Mask of the query rows ``rows`` [B, c]: bool [B, 1, c, L] (True = visible), or the
-    additive float rows of a float mask."""
+def _allowed_rows(attention_mask: Tensor | None, rows: Tensor, B: int, L: int, offset: int = 0) -> Tensor:
+    """Mask of the query rows ``rows`` [B, c] (key positions; the mask's query index is
+    ``rows - offset``): bool [B, 1, c, L] (True = visible), or the additive float rows of a
+    float mask."""
     if attention_mask is None:  # plain causal: key j visible from row i iff j <= i
         return (torch.arange(L, device=rows.device)[None, None, :] <= rows[:, :, None])[:, None]
     if attention_mask.dim() != 4 or attention_mask.shape[-1] != L:
         raise ValueError(f"probe: unsupported attention mask shape {tuple(attention_mask.shape)}")
-    m = attention_mask[:, 0].expand(B, -1, -1)  # [B, L, L]
-    m = m.gather(1, rows[:, :, None].expand(-1, -1, L))  # [B, c, L]
+    m = attention_mask[:, 0].expand(B, -1, -1)  # [B, Lq, L]
+    m = m.gather(1, (rows - offset)[:, :, None].expand(-1, -1, L))  # [B, c, L]
     return m[:, None] if m.dtype == torch.bool else m.to(torch.float32)[:, None]
 
 
@@ -101,15 +105,16 @@ def _chunk_probs(q_rows, key, mask, cols, scale):
 
 def _probe_forward(query, key, rows, cols, attention_mask, scale, chunk, mean_heads):
     """Chunked forward: [B, H, T, C] probabilities (or [B, 1, T, C] head mean)."""
-    B, H, _, d = query.shape
+    B, H, Lq, d = query.shape
     G = H // key.shape[1]
+    offset = key.shape[2] - Lq  # the queries are the last Lq key positions
     k32 = key.to(torch.float32)  # [B, Hkv, L, d]
     out = []
     for t0 in range(0, rows.shape[1], chunk):
         r = rows[:, t0 : t0 + chunk]  # [B, c]
         c = r.shape[1]
-        q = query.gather(2, r[:, None, :, None].expand(B, H, c, d))  # [B, H, c, d]
-        m = _allowed_rows(attention_mask, r, B, k32.shape[2])  # [B, 1, c, L]
+        q = query.gather(2, (r - offset)[:, None, :, None].expand(B, H, c, d))  # [B, H, c, d]
+        m = _allowed_rows(attention_mask, r, B, k32.shape[2], offset)  # [B, 1, c, L]
         sel, p = _chunk_probs(q.to(torch.float32).view(B, -1, G, c, d), k32, m, cols, scale)
         del p
         sel = sel.reshape(B, H, c, cols.shape[1])  # [B, H, c, C]
@@ -131,25 +136,26 @@ class _ProbeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         query, key, rows, cols = ctx.saved_tensors
-        B, H, _, d = query.shape
+        B, H, Lq, d = query.shape
         Hkv, L = key.shape[1], key.shape[2]
+        offset = L - Lq
         G, C, scale = H // Hkv, cols.shape[1], ctx.scale
         k32 = key.to(torch.float32)  # [B, Hkv, L, d]
-        dq = torch.zeros(query.shape, dtype=torch.float32, device=query.device)  # [B, H, L, d]
+        dq = torch.zeros(query.shape, dtype=torch.float32, device=query.device)  # [B, H, Lq, d]
         dk = torch.zeros(key.shape, dtype=torch.float32, device=key.device)  # [B, Hkv, L, d]
         for t0 in range(0, rows.shape[1], ctx.chunk):
             r = rows[:, t0 : t0 + ctx.chunk]  # [B, c]
             c = r.shape[1]
-            q = query.gather(2, r[:, None, :, None].expand(B, H, c, d))
+            q = query.gather(2, (r - offset)[:, None, :, None].expand(B, H, c, d))
             q = q.to(torch.float32).view(B, Hkv, G, c, d)  # [B, Hkv, G, c, d]
-            m = _allowed_rows(ctx.attention_mask, r, B, L)  # [B, 1, c, L]
+            m = _allowed_rows(ctx.attention_mask, r, B, L, offset)  # [B, 1, c, L]
             sel, p = _chunk_probs(q, k32, m, cols, scale)
             g = grad[:, :, t0 : t0 + c].to(torch.float32).reshape(B, Hkv, G, c, C) * sel
             ds = -p * g.sum(-1, keepdim=True)  # [B, Hkv, G, c, L]
             ds.scatter_add_(-1, cols[:, None, None, None, :].expand(B, Hkv, G, c, C), g)
             ds = ds.view(B, Hkv, G * c, L) * scale
             dq_rows = torch.matmul(ds, k32).view(B, H, c, d)  # [B, H, c, d]
-            dq.scatter_add_(2, r[:, None, :, None].expand(B, H, c, d), dq_rows)
+            dq.scatter_add_(2, (r - offset)[:, None, :, None].expand(B, H, c, d), dq_rows)
             dk += torch.matmul(ds.transpose(-1, -2), q.reshape(B, Hkv, G * c, d))  # [B, Hkv, L, d]
         return dq.to(query.dtype), dk.to(key.dtype), None, None, None, None, None
 
@@ -168,10 +174,12 @@ def probe_attention(
     """Exact softmax attention of query ``rows`` over key ``cols`` (all heads).
 
     Args:
-        query: [B, H, L, d] post-RoPE queries; key: [B, Hkv, L, d] (H a multiple of Hkv).
-        attention_mask: layer mask [B|1, 1, L, L] (bool True = attend, or additive float),
+        query: [B, H, Lq, d] post-RoPE queries of the last Lq key positions (Lq < L: a
+            forward continuing a KV cache); key: [B, Hkv, L, d] (H a multiple of Hkv).
+        attention_mask: layer mask [B|1, 1, Lq, L] (bool True = attend, or additive float),
             or None for plain causal.
-        rows: [B, T] long query positions; cols: [B, C] long key positions.
+        rows: [B, T] long query positions (key positions, within the last Lq);
+            cols: [B, C] long key positions.
         scale: softmax scale (``head_dim ** -0.5`` for Qwen).
         chunk_size: query rows per chunk.
         with_grad: differentiable w.r.t. query and key (custom recomputing backward).
@@ -181,9 +189,10 @@ def probe_attention(
         [B, H, T, C] float32 probabilities (denominator over every visible key), or
         [B, T, C] with ``mean_heads``.
     """
-    B, _, L, _ = query.shape
-    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= L):
-        raise ValueError(f"probe: query positions outside [0, {L})")
+    L = key.shape[2]
+    first = L - query.shape[2]  # position of the first query
+    if rows.numel() and (int(rows.min()) < first or int(rows.max()) >= L):
+        raise ValueError(f"probe: query positions outside [{first}, {L})")
     if cols.numel() and (int(cols.min()) < 0 or int(cols.max()) >= L):
         raise ValueError(f"probe: key positions outside [0, {L})")
     if with_grad and torch.is_grad_enabled():

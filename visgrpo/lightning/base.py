@@ -101,6 +101,7 @@ class PolicyModule(L.LightningModule):
             probe_chunk=self.hparams.attention_chunk_size,
             perturb_seed=self.perturb_seed,
             image_norm=self.image_norm,
+            share_prefix=bool(self.hparams.get("share_prefix", True)),  # RLVRModule's switch
         )
 
     def greedy(self) -> SamplingConfig:

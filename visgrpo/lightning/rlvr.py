@@ -114,6 +114,10 @@ class RLVRModule(PolicyModule):
         fused: fold the rollout log-prob pass into the training pass (default: ``ppo_epochs == 1``).
         logprob_chunk_size: rows per chunk of the full-vocabulary log-softmax.
         attention_chunk_size: query rows per chunk of the attention probe.
+        share_prefix: in the teacher-forced forward, run the decoder once per prompt group
+            on the prompt and continue each response from its group's KV cache (the same
+            outputs and gradients, the prompt's decoder work done once instead of G times;
+            visgrpo/attention/shared_prefix.py lists when the plain forward runs instead).
         diagnostics_layer: layer of the attention diagnostics (evidence ratio, forgetting curve).
         target_diagnostics: at validation, also log the evidence ratio at every layer
             (``val/evidence_ratio_L<l>``) and each credit method's target quantity at its own
@@ -143,6 +147,7 @@ class RLVRModule(PolicyModule):
         diagnostics_layer: int | str = "last",
         seed: int = 0,
         target_diagnostics: bool = True,
+        share_prefix: bool = True,
     ) -> None:
         if isinstance(objective_overrides, dict):  # Python callers may pass a plain mapping
             objective_overrides = ObjectiveOverrides.from_mapping(objective_overrides)

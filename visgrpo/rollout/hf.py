@@ -18,12 +18,18 @@ checks tokens and logits against the G-fold prefill).
 from __future__ import annotations
 
 import contextlib
-import inspect
 
 import torch
 
 from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.models.lora import unwrap_peft
+from visgrpo.models.prefix import (
+    cache_keyword,
+    expand_prefix,
+    prefill_prefix,
+    prefix_model_blocker,
+    repeat_index,
+)
 from visgrpo.rollout.assemble import assemble_rollout, encode_prompts
 from visgrpo.rollout.base import ROLLOUT_ENGINES, SamplingConfig
 from visgrpo.rollout.vision import eos_token_ids, vision_token_ids
@@ -47,11 +53,9 @@ def shared_prefill_blocker(model, enc: dict[str, torch.Tensor], n_return: int) -
     """
     if n_return == 1:
         return "one response per prompt: nothing to share"
-    peft_config = getattr(model, "active_peft_config", None)
-    if peft_config is not None and peft_config.is_prompt_learning:
-        return "a peft prompt-learning adapter supplies its own cache"
-    if not hasattr(getattr(unwrap_peft(model), "model", None), "rope_deltas"):
-        return f"{type(unwrap_peft(model)).__name__} keeps no M-RoPE offsets (rope_deltas)"
+    blocker = prefix_model_blocker(model)
+    if blocker is not None:
+        return blocker
     if "pixel_values" not in enc or "mm_token_type_ids" not in enc:
         return "prompts without images"
     if enc["input_ids"].shape[1] < 2 or bool(enc["mm_token_type_ids"][:, -1].any()):
@@ -222,17 +226,10 @@ def _generate_shared_prefill(model, inputs: dict[str, torch.Tensor], G: int, con
     ids: it processes the last prompt token, then decodes. ``config`` must ask for one
     sequence per row; the caller checks :func:`shared_prefill_blocker` first.
     """
-    rope = unwrap_peft(model).model  # holds rope_deltas [P, 1], read by generate's positions
-    rope.rope_deltas = None  # set afresh by the prefill (no stale offsets from an earlier call)
+    base = unwrap_peft(model)
     prefill = {k: v[:, :-1] if k in TOKEN_KEYS else v for k, v in inputs.items()}
-    out = model(**prefill, use_cache=True, logits_to_keep=1)
-    cache = out["cache"] if "cache" in out else out["past_key_values"]
-    if rope.rope_deltas is None:
-        raise RuntimeError("shared prefill: the prefill did not set the model's rope_deltas")
-    cache.batch_repeat_interleave(G)
-    rope.rope_deltas = rope.rope_deltas.repeat_interleave(G, 0)  # [P*G, 1]
+    _, cache = prefill_prefix(base.model, prefill)  # sets base.model.rope_deltas [P, 1]
+    expand_prefix(base.model, cache, repeat_index(inputs["input_ids"].shape[0], G))  # [P*G] rows
     rows = {k: inputs[k].repeat_interleave(G, 0) for k in ("input_ids", "attention_mask")}
-    # the cache keyword: ``cache`` since transformers 5.2x, ``past_key_values`` before
-    forward = inspect.signature(type(unwrap_peft(model)).forward).parameters
-    rows["cache" if "cache" in forward else "past_key_values"] = cache
+    rows[cache_keyword(base)] = cache
     return model.generate(**rows, generation_config=config, **extra)
