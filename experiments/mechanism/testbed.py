@@ -1,5 +1,6 @@
 """The discriminating testbed: ``visgrpo-data synth --task relational`` data, evidence masks,
-a tiny Qwen2.5-VL and its SFT warm start on the grounded reasoning chains.
+a tiny Qwen2.5-VL, perception pretraining of its vision tower (:mod:`.perception`) and its
+SFT warm start on the grounded reasoning chains.
 
 ``python -m experiments.mechanism --testbed relational`` builds these (once: every stage
 is skipped when its output exists) and runs the study's arms from that warm start on that
@@ -14,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments.mechanism.perception import pretrain_vision
 from experiments.shapes.stages import CONFIGS, Workdir, fit
 from visgrpo.data.io import load_dataset_dir
 
@@ -31,6 +33,7 @@ class Relational:
     min_objects: int = 5
     max_objects: int = 6
     chain: str = "candidates"  # ~30 words, 77-102 tiny-tokenizer tokens (the full chain: 163-216)
+    vision_steps: int = 1500  # perception pretraining of the vision tower (perception.py); 0 = none
     sft_steps: int = 800
     sft_lr: float = 1e-3
     max_new_tokens: int = 128
@@ -51,6 +54,12 @@ class Relational:
 
     def model(self, work: Workdir) -> Path:
         return work.root / "artifacts" / f"tiny_relational_h{self.hidden_size}L{self.num_layers}v{self.vision_hidden}d{self.vision_depth}"
+
+    def perceiving(self, work: Workdir) -> Path:
+        """The tiny model after perception pretraining (:func:`model` when ``vision_steps`` is 0)."""
+        if not self.vision_steps:
+            return self.model(work)
+        return self.model(work).with_name(f"{self.model(work).name}_perception{self.vision_steps}")
 
 
 def _data_cli(args: list[str]) -> None:
@@ -84,6 +93,9 @@ def build_data(work: Workdir, tb: Relational = Relational(), **dims) -> Path:
     if not (tb.data(work) / "validation").exists():
         _data_cli(["masks", "--dataset", str(tb.raw(work)), "--processor", str(tb.model(work)), "--out",
                    str(tb.data(work)), "--overwrite", "--no-progress"])
+    if not (tb.perceiving(work) / "config.json").exists():
+        pretrain_vision(tb.model(work), tb.data(work) / "train", tb.data(work) / "validation", tb.perceiving(work),
+                        steps=tb.vision_steps, seed=tb.seed)
     return tb.data(work)
 
 
@@ -102,11 +114,11 @@ def warm_start(work: Workdir, tb: Relational = Relational(), out: Path = WARMSTA
     """SFT of the tiny model on the reasoning chains (skipped when ``out`` exists)."""
     if (out / "config.json").exists():
         return out
-    name = tb.model(work).name
+    name = tb.perceiving(work).name
     export = work.root / "runs" / "relational_sft" / name / "export"
     fit(work, [CONFIGS / "experiment" / "shapes_sft.yaml"], [
         f"--trainer.max_steps={tb.sft_steps}", "--trainer.val_check_interval=100",
-        f"--model.init_args.learning_rate={tb.sft_lr}", f"--model.init_args.policy.name_or_path={tb.model(work)}",
+        f"--model.init_args.learning_rate={tb.sft_lr}", f"--model.init_args.policy.name_or_path={tb.perceiving(work)}",
         f"--model.init_args.target_template={TARGET}",
         f"--trainer.logger.init_args.tracking_uri={work.tracking_uri}",
         "--trainer.logger.init_args.experiment_name=relational_sft", f"--trainer.logger.init_args.run_name={name}",
