@@ -96,6 +96,7 @@ def test_credit_class_uses_last_layer_evidence_threshold_and_weight():
     )
     r, m = method.extra_rewards(sig)
     assert float(r[0]) == pytest.approx(0.5 * _tanh_log(1.6), abs=1e-6)
+    assert float(m["group_spread"]) == 0.0  # one response in its group
     # Region labels are used when there is no evidence mask.
     sig.evidence_mask, sig.region_labels = None, torch.tensor([[0, 0, 0, 2]])
     r, _ = method.extra_rewards(sig)
@@ -122,3 +123,14 @@ def test_unknown_options_are_clear_errors():
         SAYOCredit(entropy_attention_pairing="next")
     with pytest.raises(ValueError, match="selection_rounding"):
         SAYOCredit(selection_rounding="round")
+
+
+def test_within_group_std_by_hand():
+    from visgrpo.credit.sayo import within_group_std
+
+    # groups {0: [1, 3], 1: [2, 2, 2]}: population stds 1 and 0 -> mean 0.5
+    x = torch.tensor([1.0, 3.0, 2.0, 2.0, 2.0])
+    g = torch.tensor([7, 7, 4, 4, 4])
+    assert within_group_std(x, g).item() == pytest.approx(0.5)
+    # interleaved rows: group 0 = [0, 4] std 2, group 1 = [1, 1] std 0 -> 1
+    assert within_group_std(torch.tensor([0.0, 1.0, 4.0, 1.0]), torch.tensor([0, 1, 0, 1])).item() == pytest.approx(1.0)

@@ -118,6 +118,20 @@ def sayo_attention_reward(
     return r, metrics
 
 
+def within_group_std(x: Tensor, group_ids: Tensor) -> Tensor:
+    """Mean over groups of the population std of ``x`` [B] within each group (0-dim).
+
+    The spread a group-normalised advantage sees: an extra reward equal for every response
+    of a group cancels in ``R - mean(R)`` whatever its value."""
+    _, inv = torch.unique(group_ids, return_inverse=True)  # [B] compact group index
+    G = int(inv.max()) + 1 if inv.numel() else 0
+    x = x.float()
+    count = torch.bincount(inv, minlength=G).float()  # [G]
+    mean = x.new_zeros(G).scatter_add(0, inv, x) / count  # [G]
+    var = x.new_zeros(G).scatter_add(0, inv, (x - mean[inv]) ** 2) / count  # [G]
+    return var.sqrt().mean() if G else x.new_zeros(())
+
+
 def region_mask_from(signals: Signals, threshold: float = 0.0) -> Tensor:
     """[B, N] bool evidence-region tokens: ``evidence_mask > threshold`` if present, else
     ``region_labels > 0``.
@@ -205,7 +219,9 @@ class SAYOCredit(CreditMethod):
             pairing=self.entropy_attention_pairing,
             rounding=self.selection_rounding,
         )
+        if signals.group_ids is not None:
+            metrics["group_spread"] = within_group_std(r, signals.group_ids)  # before the weight
         return self.reward_weight * r, metrics
 
 
-__all__ = ["SAYOCredit", "region_mask_from", "sayo_attention_reward", "sayo_candidates"]
+__all__ = ["SAYOCredit", "region_mask_from", "sayo_attention_reward", "sayo_candidates", "within_group_std"]
