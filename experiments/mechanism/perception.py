@@ -149,7 +149,7 @@ def pretrain_vision(model_dir: Path, train: Path, val: Path, out: Path, *, steps
 
     Returns:
         Held-out per-token accuracy of each head (colour and shape on object tokens,
-        ``background`` on the others), also written to ``out/perception.json``.
+        ``background`` on the others), also written to ``perception.json`` in ``out``.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -168,7 +168,7 @@ def pretrain_vision(model_dir: Path, train: Path, val: Path, out: Path, *, steps
     rng = np.random.default_rng(seed)
     model.train()
     for step in range(steps):
-        idx = rng.choice(len(tr), size=batch, replace=False).tolist()
+        idx = rng.choice(len(tr), size=min(batch, len(tr)), replace=False).tolist()
         loss, acc = _losses(model, heads, *tr.batch(idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -91,9 +91,10 @@ class StudyBudget:
 FULL = StudyBudget(steps=100, seeds=(0, 1, 2, 3, 4))
 QUICK = StudyBudget(steps=60, seeds=(0, 1, 2), limit_val=200)
 # The relational testbed: ~90-token reasoning chains make a step ~10x a shapes step, so fewer
-# steps and held-out prompts; its arms are the methods the shapes testbed cannot test.
+# steps and held-out prompts; its arms are the four methods (EASE at lambda 0.1, the dose of
+# dapo+ease+atrl, +1.13 evidence ratio on shapes; SAYO at its shipped weight) and EASE + AT-RL.
 RELATIONAL = StudyBudget(steps=30, seeds=(0, 1, 2, 3, 4), limit_val=100)
-RELATIONAL_ARMS = ("dapo", "dapo+vgpo", "dapo+atrl")
+RELATIONAL_ARMS = ("dapo", "dapo+vgpo", "dapo+atrl", "ease_lambda0.1", "sayo_weight1", "dapo+ease+atrl")
 
 
 @dataclass

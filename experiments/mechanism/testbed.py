@@ -34,7 +34,7 @@ class Relational:
     max_objects: int = 6
     chain: str = "candidates"  # ~30 words, 77-102 tiny-tokenizer tokens (the full chain: 163-216)
     vision_steps: int = 1500  # perception pretraining of the vision tower (perception.py); 0 = none
-    sft_steps: int = 800
+    sft_steps: int = 1200
     sft_lr: float = 1e-3
     max_new_tokens: int = 128
     rl_lr: float = 1e-4  # the shapes recipe's 5e-4 took greedy accuracy from 0.14 to 0.02-0.04 in 4-10 steps

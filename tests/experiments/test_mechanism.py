@@ -98,8 +98,9 @@ def test_relational_testbed_data_model_and_masks(tmp_path):
     from visgrpo.data.io import load_dataset_dir
 
     work = study.Workdir(tmp_path)
-    tb = testbed.Relational(num=12)
+    tb = testbed.Relational(num=12, vision_steps=2)
     data = testbed.build_data(work, tb)
+    assert (tb.perceiving(work) / "perception.json").exists()  # the SFT starts from the pretrained tower
     ds, _ = load_dataset_dir(data / "train")
     row = ds[0]
     assert "reasoning" in ds.column_names and "evidence_mask" in ds.column_names
