@@ -23,6 +23,7 @@ import contextlib
 
 import torch
 from torch import Tensor
+from torch.distributed.fsdp import FSDPModule
 
 from visgrpo.attention.shared_images import shared_image_plan
 from visgrpo.models.lora import unwrap_peft
@@ -68,6 +69,8 @@ def shared_prefix_blocker(model, kwargs: dict, input_ids: Tensor, attention_mask
         else "is_gradient_checkpointing"  # the name before transformers 5.2x
     if getattr(base, name, False) and base.training and torch.is_grad_enabled():
         return "gradient checkpointing drops the KV cache of a training forward"
+    if torch.is_grad_enabled() and any(isinstance(m, FSDPModule) for m in base.modules()):
+        return "FSDP2 reshards the parameters between the prefix and continuation passes of one backward"
     if any(counts.get(k) is None for k in ("group_ids", "pixel_counts", "image_counts")):
         return "no group_ids / pixel_counts / image_counts in the batch"
     if kwargs.get("pixel_values") is None or kwargs.get("image_grid_thw") is None:
