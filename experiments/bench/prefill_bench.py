@@ -73,6 +73,40 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
+def interleaved_aba(call, rounds: int) -> dict:
+    """Time ``call("A")``, ``call("B")`` and ``call("A2")`` (A again: the A/A control) in a
+    rotating order for ``rounds`` rounds; medians of A and B (CPU s) and the quartiles of the
+    per-round ratios B/A and A2/A."""
+    times: dict[str, list[float]] = {"A": [], "B": [], "A2": []}
+    order = ["A", "B", "A2"]
+    for r in range(rounds):
+        for label in order[r % 3 :] + order[: r % 3]:
+            times[label].append(cpu_seconds(lambda label=label: call(label)))
+    ab = [b / a for a, b in zip(times["A"], times["B"], strict=True)]
+    aa = [c / a for a, c in zip(times["A"], times["A2"], strict=True)]
+    return dict(a_s=statistics.median(times["A"]), b_s=statistics.median(times["B"]), ab=quartiles(ab),
+                aa=quartiles(aa))
+
+
+def run_cases(args, cases, name: str, run_case, table) -> str:
+    """Build one model per image-token count, run ``run_case`` on every case, write and print
+    ``table`` to ``args.out``. ``args``: rounds, prompts, hidden, layers, out."""
+    set_threads(1)
+    load_before = loadavg()
+    force_lengths(max(T for _, _, T in cases))  # EOS suppressed until then; max_new_tokens caps
+    rows, models = [], {}
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+        for n_tokens, G, T in cases:
+            if n_tokens not in models:
+                models[n_tokens] = build(Path(tmp), n_tokens, args.hidden, args.layers)
+            rows.append(run_case(*models[n_tokens], args.prompts, n_tokens, G, T, args.rounds))
+            print(rows[-1], flush=True)
+    text = table(rows, args, load_before, loadavg())
+    write_atomic(args.out, text)
+    print(text)
+    return text
+
+
 def run_case(model, processor, n_prompts: int, n_tokens: int, G: int, T: int, rounds: int) -> dict:
     pb, prompt_len = prompts(processor, n_prompts, n_tokens)
     sampling = SamplingConfig(max_new_tokens=T, num_generations=G, temperature=1.0)
@@ -84,16 +118,7 @@ def run_case(model, processor, n_prompts: int, n_tokens: int, G: int, T: int, ro
             raise RuntimeError(f"prefill_bench: responses not forced to {T} tokens")
 
     call("A"), call("B")  # warm-up
-    times: dict[str, list[float]] = {"A": [], "B": [], "A2": []}
-    order = ["A", "B", "A2"]
-    for r in range(rounds):
-        for label in order[r % 3 :] + order[: r % 3]:
-            times[label].append(cpu_seconds(lambda label=label: call(label)))
-    ab = [b / a for a, b in zip(times["A"], times["B"], strict=True)]
-    aa = [c / a for a, c in zip(times["A"], times["A2"], strict=True)]
-    return dict(image_tokens=n_tokens, G=G, new_tokens=T, prompt_len=prompt_len,
-                a_s=statistics.median(times["A"]), b_s=statistics.median(times["B"]),
-                ab=quartiles(ab), aa=quartiles(aa))
+    return dict(image_tokens=n_tokens, G=G, new_tokens=T, prompt_len=prompt_len, **interleaved_aba(call, rounds))
 
 
 def table(rows: list[dict], args, load_before, load_after) -> str:
@@ -127,20 +152,7 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (quartiles)")
-    set_threads(1)
-    load_before = loadavg()
-    force_lengths(max(T for _, _, T in CASES))  # EOS suppressed until then; max_new_tokens caps
-    rows, models = [], {}
-    with tempfile.TemporaryDirectory(prefix="prefill-bench-") as tmp:
-        for n_tokens, G, T in CASES:
-            if n_tokens not in models:
-                models[n_tokens] = build(Path(tmp), n_tokens, args.hidden, args.layers)
-            rows.append(run_case(*models[n_tokens], args.prompts, n_tokens, G, T, args.rounds))
-            print(rows[-1], flush=True)
-    text = table(rows, args, load_before, loadavg())
-    write_atomic(args.out, text)
-    print(text)
-    return text
+    return run_cases(args, CASES, "prefill-bench", run_case, table)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,12 @@ Reported: median [IQR] over rounds of B/A and A'/A per case, written to ``--out`
 from __future__ import annotations
 
 import argparse
-import statistics
-import tempfile
 from pathlib import Path
 
 import torch
 
-from experiments.bench.harness import loadavg, set_threads
-from experiments.bench.prefill_bench import build, cpu_seconds, prompts, quartiles
-from experiments.bench.stepper import force_lengths
+from experiments.bench.prefill_bench import interleaved_aba, prompts, run_cases
 from visgrpo.attention.forward import policy_forward
-from visgrpo.evaluation.report import write_atomic
 from visgrpo.rollout import HFRolloutEngine, SamplingConfig
 
 CASES = ((256, 2, 128), (1024, 2, 128), (256, 8, 128))  # (image tokens, G, response tokens)
@@ -48,16 +43,8 @@ def run_case(model, processor, n_prompts: int, n_tokens: int, G: int, T: int, ro
     err = float((logp["A"] - logp["B"]).abs().max())
     if err > 1e-4:
         raise RuntimeError(f"prefix_bench: shared and plain log-probs differ by {err}")
-    times: dict[str, list[float]] = {"A": [], "B": [], "A2": []}
-    order = ["A", "B", "A2"]
-    for r in range(rounds):
-        for label in order[r % 3 :] + order[: r % 3]:
-            times[label].append(cpu_seconds(lambda label=label: call(label)))
-    ab = [b / a for a, b in zip(times["A"], times["B"], strict=True)]
-    aa = [c / a for a, c in zip(times["A"], times["A2"], strict=True)]
     return dict(image_tokens=n_tokens, G=G, response_tokens=T, prompt_len=prompt_len, max_err=err,
-                a_s=statistics.median(times["A"]), b_s=statistics.median(times["B"]),
-                ab=quartiles(ab), aa=quartiles(aa))
+                **interleaved_aba(call, rounds))
 
 
 def table(rows: list[dict], args, load_before, load_after) -> str:
@@ -92,22 +79,8 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (quartiles)")
-    set_threads(1)
     torch.manual_seed(0)
-    load_before = loadavg()
-    cases = CASES[: args.cases]
-    force_lengths(max(T for _, _, T in cases))  # EOS suppressed until then; max_new_tokens caps
-    rows, models = [], {}
-    with tempfile.TemporaryDirectory(prefix="prefix-bench-") as tmp:
-        for n_tokens, G, T in cases:
-            if n_tokens not in models:
-                models[n_tokens] = build(Path(tmp), n_tokens, args.hidden, args.layers)
-            rows.append(run_case(*models[n_tokens], args.prompts, n_tokens, G, T, args.rounds))
-            print(rows[-1], flush=True)
-    text = table(rows, args, load_before, loadavg())
-    write_atomic(args.out, text)
-    print(text)
-    return text
+    return run_cases(args, CASES[: args.cases], "prefix-bench", run_case, table)
 
 
 if __name__ == "__main__":

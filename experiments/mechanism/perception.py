@@ -19,7 +19,6 @@ never meet the question, the answer or the chain, which the SFT stage then teach
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -27,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from data_tools.drawing import COLOURS, SHAPES
 from data_tools.grid import box_cell_coverage
+from visgrpo.data.images import decode_value
 
 MIN_COVER = 0.3
 COLOUR_NAMES = tuple(COLOURS)
@@ -85,17 +84,6 @@ class PerceptionHeads(torch.nn.Module):
                 "col": self.col(tokens)}
 
 
-def _images(ds) -> list[Image.Image]:
-    out = []
-    for img in ds["image"]:
-        if isinstance(img, dict):
-            img = Image.open(io.BytesIO(img["bytes"]))
-        elif isinstance(img, bytes | bytearray):
-            img = Image.open(io.BytesIO(img))
-        out.append(img.convert("RGB"))
-    return out
-
-
 class _Split:
     """Pixel values and labels of a dataset split, processed once by the model's own processor."""
 
@@ -103,17 +91,14 @@ class _Split:
         from visgrpo.data.io import load_dataset_dir
 
         ds, _ = load_dataset_dir(path)
-        images = _images(ds)
+        images = [decode_value(v) for v in ds["image"]]  # the training decode (EXIF, RGB8)
         enc = image_processor(images=images, return_tensors="pt")
         self.pixels, self.grid = enc["pixel_values"], enc["image_grid_thw"]  # [sum patches, D], [n, 3]
-        self.patches = self.grid.prod(-1)  # [n]
-        self.start = torch.cat([torch.zeros(1, dtype=torch.long), self.patches.cumsum(0)])
+        self.start = torch.cat([torch.zeros(1, dtype=torch.long), self.grid.prod(-1).cumsum(0)])  # [n + 1]
         labels = []
         for k, (scene, img) in enumerate(zip(ds["scene"], images, strict=True)):
             th, tw = int(self.grid[k, 1]) // merge, int(self.grid[k, 2]) // merge
-            objs = json.loads(scene) if isinstance(scene, str) else scene
-            objs = [json.loads(o) if isinstance(o, str) else o for o in objs]
-            lab = token_labels(objs, img.width, img.height, th, tw)
+            lab = token_labels(json.loads(scene), img.width, img.height, th, tw)  # synth's JSON string
             rows, cols = np.divmod(np.arange(th * tw), tw)
             labels.append(np.stack([lab.colour, lab.shape, rows, cols], 1))  # [th*tw, 4]
         self.labels = [torch.from_numpy(x) for x in labels]

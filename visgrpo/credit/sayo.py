@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, top_fraction_mask
+from visgrpo.data.groups import dense_group_index
 from visgrpo.data.signals import SignalRequest, Signals
 
 PAIRINGS = ("authors", "same_position")
@@ -123,8 +124,7 @@ def within_group_std(x: Tensor, group_ids: Tensor) -> Tensor:
 
     The spread a group-normalised advantage sees: an extra reward equal for every response
     of a group cancels in ``R - mean(R)`` whatever its value."""
-    _, inv = torch.unique(group_ids, return_inverse=True)  # [B] compact group index
-    G = int(inv.max()) + 1 if inv.numel() else 0
+    inv, G = dense_group_index(group_ids)  # [B] compact group index
     x = x.float()
     count = torch.bincount(inv, minlength=G).float()  # [G]
     mean = x.new_zeros(G).scatter_add(0, inv, x) / count  # [G]

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, top_fraction_mask
+from visgrpo.data.groups import dense_group_index
 from visgrpo.data.signals import SignalRequest, Signals
 
 SCHEDULES = ("linear", "exponential", "step")
@@ -150,8 +151,7 @@ def focus_gate(
 def group_minmax(x: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
     """Min-max of ``x`` [B] within each group (degenerate group -> 0) and the group mean of
     the result, broadcast back to [B]. Vectorised with ``scatter_reduce``."""
-    _, inv = torch.unique(group_ids, return_inverse=True)  # [B] compact group index
-    G = int(inv.max()) + 1 if inv.numel() else 0
+    inv, G = dense_group_index(group_ids)  # [B] compact group index
     lo = x.new_full((G,), float("inf")).scatter_reduce(0, inv, x, "amin")  # [G]
     hi = x.new_full((G,), float("-inf")).scatter_reduce(0, inv, x, "amax")  # [G]
     span = (hi - lo)[inv]  # [B]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from visgrpo.objectives._common import dense_group_index
+from visgrpo.data.groups import dense_group_index
 from visgrpo.registry import Registry
 
 AdvantageFn = Callable[..., tuple[Tensor, dict[str, Tensor]]]

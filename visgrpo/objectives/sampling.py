@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from visgrpo.objectives._common import dense_group_index
+from visgrpo.data.groups import dense_group_index
 
 
 def dynamic_sampling_filter(
