@@ -155,6 +155,10 @@ class CreditMethod:
         (``num_layers`` is bound). Default: nothing."""
         return SignalRequest()
 
+    def set_progress(self, rollout_batches: int) -> None:
+        """Called at the start of every RL step with the number of rollout batches trained
+        so far (restored on resume): for settings on a schedule (PAPO's annealing)."""
+
     def extra_rewards(self, signals: Signals) -> tuple[Tensor | None, Metrics]:
         """Per-response reward [B] added to the outcome reward (None = nothing)."""
         return None, {}
@@ -242,6 +246,10 @@ class ComposedCredit(CreditMethod):
             while prefix in self.prefixes:
                 prefix, n = f"{m.name}{n}", n + 1
             self.prefixes.append(prefix)
+
+    def set_progress(self, rollout_batches: int) -> None:
+        for m in self.methods:
+            m.set_progress(rollout_batches)
 
     def request(self) -> SignalRequest:
         req = SignalRequest()

@@ -1,40 +1,43 @@
 """``RLVRModule``: GRPO-family RL of a VLM with visually grounded credit assignment.
 
-One training step (:meth:`RLVRModule.training_step`; docs/architecture.md, "One RL step"):
+One training step is one rollout batch (:meth:`RLVRModule.training_step`;
+docs/architecture.md, "One RL step"):
 
 1. rollout: the engine samples ``G`` responses per prompt (no grad);
 2. rewards: the reward head scores them (plus DAPO's overlong shaping); DAPO dynamic
-   sampling drops groups of equal rewards and draws more prompts until the batch is full
-   (at most ``max_sampling_tries`` rounds);
-3. the batch is cut into micro-batches of whole groups; what spans the whole batch is
-   computed once (:meth:`RLVRModule.plan`): the loss normalisers, the credit methods'
-   auxiliary-loss normalisers, and the batch statistics of credit methods that define one
-   over the batch (VGPO's focus min-max), all summed / min-maxed over ranks;
-4. advantages and credit, per micro-batch, from one teacher-forced forward with every
-   detached signal the credit methods asked for: credit rewards (SAYO), the objective's
-   group advantage, per-token credit reshaping (VGPO, AT-RL) with the batch statistics of
-   step 3; a no-grad pass of the reference (adapters disabled) gives ``ref_logp`` when the
-   KL is on;
-5. loss: the objective plus the credit methods' auxiliary losses (EASE: attention with
-   autograd), backward, one optimiser step per pass; a non-finite loss skips the step;
-6. log: metrics averaged over micro-batches.
+   sampling drops groups of equal rewards and draws more prompts until the batch is full;
+3. plan (:meth:`RLVRModule.plan`): the batch is cut into mini-batches of
+   ``mini_batch_size`` prompts (verl's ``ppo_mini_batch_size``; default the whole batch),
+   each into micro-batches of whole groups; each mini-batch's loss normalisers (objective
+   and auxiliary losses) are summed over its rows and all ranks (per optimiser step, as
+   verl / EasyR1); the credit methods' batch statistics (VGPO's and VPPO's min-max) are
+   taken once over the WHOLE rollout batch and all ranks, never per mini-batch;
+4. advantages and credit from the rollout policy, per micro-batch, from one
+   teacher-forced forward with every detached signal the credit methods asked for
+   (credit rewards, group advantage, per-token reshaping with the statistics of step 3;
+   ``ref_logp`` from the reference when the KL is on);
+5. loss: for each of the ``ppo_epochs`` passes, for each mini-batch: the objective plus
+   the credit methods' auxiliary losses over its micro-batches (gradients accumulate),
+   then one optimiser step; a non-finite loss skips that step; the learning-rate schedule
+   steps once per rollout batch (as verl);
+6. log: metrics averaged over micro-batches, ``train/optimizer_steps`` per rollout batch.
 
-Steps 4 and 5 are one function, :meth:`RLVRModule._micro_step`. With ``ppo_epochs == 1``
-the rollout policy is the current policy, so they share one forward with grad (``fused``,
-``old_logp = logp.detach()``: ratio exactly 1, the on-policy gradient). Otherwise a no-grad
-pass runs step 4 for every micro-batch (``old_logp``, advantages, ``ref_logp``) and each of
-the ``ppo_epochs`` passes runs step 5, its forward requesting what the auxiliary losses need
-(:meth:`CreditMethod.loss_request`).
+Steps 4 and 5 are one function, :meth:`RLVRModule._micro_step`. With one optimiser step
+per rollout batch (``ppo_epochs == 1``, no ``mini_batch_size``) the rollout policy is the
+current policy, so they share one forward with grad (``fused``: ``old_logp =
+logp.detach()``, ratio exactly 1). Otherwise a no-grad pass runs step 4 for every
+micro-batch before the first update (``old_logp``, advantages, ``ref_logp`` of the rollout
+policy) and every update runs step 5, its forward requesting what the auxiliary losses
+need (:meth:`CreditMethod.loss_request`).
 
-Groups are whole inside micro-batches, and every batch-scope quantity comes from step 3,
-so advantages, losses and gradients do not depend on ``micro_batch_size``. The price: when
-a credit method has batch statistics and the batch spans several micro-batches (or ranks),
-step 3 runs one extra no-grad forward of the batch to gather them.
+Every RL step takes ``ppo_epochs * ceil(prompts / mini-batch prompts)`` optimiser steps
+(``global_step`` counts them; a short or empty batch fills them with empty steps).
+Checkpoints fall between rollout batches; a run stopped inside one resumes at its start
+and redoes it exactly (docs/architecture.md, "Mini-batches").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -47,7 +50,7 @@ from visgrpo.credit.mechanism import target_methods, target_request
 from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.base import PolicyModule
-from visgrpo.lightning.batching import group_micro_batches
+from visgrpo.lightning.batching import Prepared, StepPlan, group_micro_batches, group_mini_batches
 from visgrpo.lightning.errors import ConfigError, check_hyperparameters
 from visgrpo.lightning.steps import collect_rollouts, reduce_metrics, score, signals_of
 from visgrpo.models.loading import PolicyConfig
@@ -59,38 +62,6 @@ from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig
 
 _REDUCE = {"min": torch.minimum, "max": torch.maximum, "sum": torch.add}
-
-
-@dataclass
-class StepPlan:
-    """What every micro-batch of one RL step shares (step 3 of the module docstring).
-
-    Attributes:
-        rollout: the step's responses; rewards: [B] outcome rewards.
-        micro: index tensors of the micro-batches (whole groups).
-        normaliser: the objective's loss normaliser over the global batch.
-        aux_normaliser: the credit methods' auxiliary-loss normalisers (global batch).
-        batch_stats: the credit methods' batch statistics over the global batch, or None when
-            every micro-batch is the whole batch (a method then takes them from its signals).
-    """
-
-    rollout: RolloutBatch
-    rewards: Tensor
-    micro: list[Tensor]
-    normaliser: Tensor
-    aux_normaliser: dict | Tensor | None
-    batch_stats: dict[str, Tensor] | None
-
-
-@dataclass
-class Prepared:
-    """What the loss of a micro-batch takes from the rollout policy: ``old_logp`` [b, T]
-    (None: on-policy, the loss forward's own ``logp.detach()``), advantages [b, T] and
-    ``ref_logp`` [b, T] (None without KL)."""
-
-    old_logp: Tensor | None
-    adv: Tensor
-    ref: Tensor | None
 
 
 class RLVRModule(PolicyModule):
@@ -110,8 +81,15 @@ class RLVRModule(PolicyModule):
         max_grad_norm: gradient clipping norm (0 = off).
         micro_batch_size: responses per forward/backward (groups are kept whole; the results
             do not depend on it, see the module docstring).
-        ppo_epochs: optimisation passes over each rollout batch.
-        fused: fold the rollout log-prob pass into the training pass (default: ``ppo_epochs == 1``).
+        mini_batch_size: PROMPTS per optimiser step (verl's ``ppo_mini_batch_size``, EasyR1's
+            ``worker.actor.global_batch_size``): a rollout batch of N prompts is updated in
+            ``ceil(N / mini_batch_size)`` mini-batches of whole groups, one optimiser step
+            each, micro-batches accumulating gradients inside a mini-batch. None (default):
+            the whole rollout batch, one optimiser step per epoch. With DDP it counts the
+            prompts of all ranks (must be a multiple of the number of ranks).
+        ppo_epochs: optimisation passes over each rollout batch (each pass: every mini-batch).
+        fused: fold the rollout log-prob pass into the training pass (default: one optimiser
+            step per rollout batch, ``ppo_epochs == 1`` and ``mini_batch_size`` None).
         logprob_chunk_size: rows per chunk of the full-vocabulary log-softmax.
         attention_chunk_size: query rows per chunk of the attention probe.
         share_prefix: in the teacher-forced forward, run the decoder once per prompt group
@@ -148,11 +126,14 @@ class RLVRModule(PolicyModule):
         seed: int = 0,
         target_diagnostics: bool = True,
         share_prefix: bool = True,
+        mini_batch_size: int | None = None,
     ) -> None:
         if isinstance(objective_overrides, dict):  # Python callers may pass a plain mapping
             objective_overrides = ObjectiveOverrides.from_mapping(objective_overrides)
         # Bad values are refused here, before the policy loads, naming the config key.
         check_hyperparameters(max_grad_norm=max_grad_norm, micro_batch_size=micro_batch_size, ppo_epochs=ppo_epochs)
+        if mini_batch_size is not None:
+            check_hyperparameters(mini_batch_size=mini_batch_size)
         try:
             objective_config = get_preset(objective, **(objective_overrides or ObjectiveOverrides()).changes())
         except KeyError as err:
@@ -167,16 +148,18 @@ class RLVRModule(PolicyModule):
         self.automatic_optimization = False
         self.objective = objective_config
         self.credit = ComposedCredit(list(credit or []))
-        self.fused = (ppo_epochs == 1) if fused is None else fused
-        if self.fused and ppo_epochs != 1:
-            raise ConfigError("model.init_args.fused", "fused=True needs ppo_epochs == 1 (the rollout policy must "
-                              "be the current one)")
+        one_update = ppo_epochs == 1 and mini_batch_size is None
+        self.fused = one_update if fused is None else fused
+        if self.fused and not one_update:
+            raise ConfigError("model.init_args.fused", "fused=True needs ppo_epochs == 1 and mini_batch_size None "
+                              "(one optimiser step per rollout batch: the rollout policy must be the current one)")
         self.reference = ReferencePolicy(self.policy) if self.objective.kl_coef > 0 else None
         self.target_diagnostics = target_diagnostics
         self.set_credit(self.credit)
         self.last_rollout = None
         self.last_rewards: Tensor | None = None
         self.last_metrics: dict[str, float] = {}
+        self.rollout_batches = 0  # RL steps done (saved in checkpoints: resume-exact schedules)
 
     def set_credit(self, credit: ComposedCredit) -> None:
         """Use ``credit``: the signals of the credit forward and of the loss forward."""
@@ -200,28 +183,64 @@ class RLVRModule(PolicyModule):
         step = self.global_step  # before this RL step's optimiser step(s)
         torch.manual_seed(self.hparams.seed * 1_000_003 + step)
         self.perturb_seed = self.hparams.seed * 1_000_003 + step  # masked-image signal (all passes)
+        self.credit.set_progress(self.rollout_batches)  # schedules counted in rollout batches (PAPO)
+        n_updates = self.updates_per_rollout(len(batch.prompts))
         # 1-2. rollout -> rewards (DAPO: dynamic sampling until the batch is full)
         rollout, rewards, metrics = self.collect_rollouts(batch)
-        if rollout is None:  # every group had equal rewards in every round: an empty step
-            self._optimizer_step(True, [])
-            self._log_step(step, {**metrics, "train/skipped_empty": 1.0})
-            return
-        self.last_rollout, self.last_rewards = rollout, rewards
-        # 3. what the micro-batches share: normalisers, credit batch statistics
-        plan = self.plan(rollout, rewards)
         log: list[dict] = []
         skipped = 0
+        if rollout is None:  # every group had equal rewards in every round: an empty step
+            for _ in range(n_updates):
+                self._optimizer_step(True, [])
+            self._end_rollout_batch(step, {**metrics, "train/skipped_empty": 1.0}, log, 0, n_updates)
+            return
+        self.last_rollout, self.last_rewards = rollout, rewards
+        # 3. what the micro-batches share: mini-batches, normalisers, credit batch statistics
+        plan = self.plan(rollout, rewards)
         if self.fused:  # 4-5 in one forward per micro-batch: credit -> advantages -> loss
             skipped += self._optimizer_step(self.train_pass(plan, log), log)
-        else:  # 4. credit -> advantages with the rollout policy; 5. loss, ppo_epochs passes
+        else:  # 4. credit -> advantages with the rollout policy, before any update
             with torch.no_grad():
                 prepared = [self._micro_step(plan, idx, log, backward=False)[0] for idx in plan.micro]
-            for _ in range(self.hparams.ppo_epochs):  # one optimiser step per pass
-                skipped += self._optimizer_step(self.train_pass(plan, log, prepared), log)
-        # 6. log
+            # 5. loss: for each of the ppo_epochs passes, one optimiser step per mini-batch
+            # (verl's order: ``for epoch: for mini_batch``, dp_actor.py#L258-L262 of VPPO-RL a23c54b)
+            for _ in range(self.hparams.ppo_epochs):
+                for j in range(len(plan.mini)):
+                    skipped += self._optimizer_step(self.train_pass(plan, log, prepared, j), log)
+                for _ in range(len(plan.mini), n_updates // self.hparams.ppo_epochs):
+                    self._optimizer_step(True, [])  # a short (dynamic-sampling) batch: fewer mini-batches
+        self._end_rollout_batch(step, metrics, log, skipped, n_updates)
+
+    def updates_per_rollout(self, prompts: int) -> int:
+        """Optimiser steps of one rollout batch of ``prompts`` prompts (per rank):
+        ``ppo_epochs * ceil(prompts / mini-batch prompts)``; every RL step takes this many
+        (a short or empty batch fills them with empty steps), so ``global_step`` is always
+        ``rollout batches x updates_per_rollout``."""
+        minis = 1 if self.mini_prompts is None else -(-prompts // self.mini_prompts)
+        return self.hparams.ppo_epochs * minis
+
+    @property
+    def mini_prompts(self) -> int | None:
+        """Prompts of one mini-batch on this rank (``mini_batch_size / world_size``), or None."""
+        size = self.hparams.get("mini_batch_size")
+        if size is None:
+            return None
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if size % world:
+            raise ConfigError("model.init_args.mini_batch_size", f"{size} prompts do not split over {world} ranks "
+                              "(use a multiple of the number of ranks)")
+        return size // world
+
+    def _end_rollout_batch(self, step: int, metrics: dict, log: list[dict], skipped: int, n_updates: int) -> None:
+        """Log the RL step, step the learning-rate schedule once per rollout batch (as
+        verl / EasyR1, ``lr_scheduler.step()`` after ``update_policy``: fsdp_workers.py#L567
+        of VPPO-RL a23c54b) and count the rollout batch."""
         metrics.update(reduce_metrics(log))
         metrics["train/nonfinite_skipped"] = float(skipped)
-        metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]
+        metrics["train/optimizer_steps"] = float(n_updates)
+        metrics["train/lr"] = self.optimizers().param_groups[0]["lr"]  # the rate this rollout batch used
+        self.lr_schedulers().step()
+        self.rollout_batches += 1
         self._log_step(step, metrics)
 
     def collect_rollouts(self, batch: PromptBatch):
@@ -234,23 +253,32 @@ class RLVRModule(PolicyModule):
         )
 
     def plan(self, rollout: RolloutBatch, rewards: Tensor) -> StepPlan:
-        """Micro-batches and everything computed over the whole (global) batch."""
+        """Mini-batches, their micro-batches and normalisers, and the credit statistics of
+        the whole rollout batch."""
         self.policy.train()
-        micro = group_micro_batches(rollout.group_ids, self.hparams.micro_batch_size)
-        return StepPlan(
-            rollout, rewards, micro, self._global_normaliser(rollout.response_mask),
-            self._aux_normaliser(rollout, rewards), self._batch_statistics(rollout, rewards, micro),
-        )
+        micro, mini, norm, aux = [], [], [], []
+        for rows in group_mini_batches(rollout.group_ids, self.mini_prompts):
+            parts = group_micro_batches(rollout.group_ids[rows], self.hparams.micro_batch_size)
+            mini.append(list(range(len(micro), len(micro) + len(parts))))
+            micro.extend(rows[p] for p in parts)
+            norm.append(self._global_normaliser(rollout.response_mask[rows]))
+            target = None if rollout.evidence_target is None else rollout.evidence_target[rows]
+            aux.append(self._aux_normaliser(target, rollout.response_mask[rows], rewards[rows]))
+        return StepPlan(rollout, rewards, micro, mini, norm, aux, self._batch_statistics(rollout, rewards, micro))
 
-    def train_pass(self, plan: StepPlan, log: list[dict], prepared: list[Prepared] | None = None) -> bool:
-        """Forward + loss + backward of every micro-batch; True if a loss was not finite."""
+    def train_pass(self, plan: StepPlan, log: list[dict], prepared: list[Prepared] | None = None,
+                   mini: int = 0) -> bool:
+        """Forward + loss + backward of every micro-batch of mini-batch ``mini``; True if a
+        loss was not finite."""
         failed = False
-        for k, idx in enumerate(plan.micro):
-            failed |= self._micro_step(plan, idx, log, None if prepared is None else prepared[k])[1]
+        for k in plan.mini[mini]:
+            failed |= self._micro_step(plan, plan.micro[k], log, None if prepared is None else prepared[k],
+                                       mini=mini)[1]
         return failed
 
     def _micro_step(
-        self, plan: StepPlan, idx: Tensor, log: list[dict], prepared: Prepared | None = None, backward: bool = True
+        self, plan: StepPlan, idx: Tensor, log: list[dict], prepared: Prepared | None = None, backward: bool = True,
+        mini: int = 0,
     ) -> tuple[Prepared, bool]:
         """One micro-batch: forward; without ``prepared``, credit -> advantages (and
         ``ref_logp``) from its detached signals; with ``backward``, loss and backward.
@@ -271,10 +299,10 @@ class RLVRModule(PolicyModule):
         if backward:
             old_logp = out.logp.detach() if prepared.old_logp is None else prepared.old_logp
             loss, lm = policy_objective(
-                self.objective, out.logp, old_logp, prepared.adv, mb.response_mask, prepared.ref, plan.normaliser
+                self.objective, out.logp, old_logp, prepared.adv, mb.response_mask, prepared.ref, plan.normaliser[mini]
             )
             m.update({f"policy/{k}": v for k, v in lm.items()})
-            failed = self._backward(loss + self._aux_loss(out, mb, r, plan.aux_normaliser, m), m)
+            failed = self._backward(loss + self._aux_loss(out, mb, r, plan.aux_normaliser[mini], m), m)
         log.append(m)
         return prepared, failed
 
@@ -304,10 +332,10 @@ class RLVRModule(PolicyModule):
         metrics.update(m)
         return adv_tok
 
-    def _aux_normaliser(self, rollout, rewards: Tensor):
-        """The credit methods' auxiliary-loss normalisers over the FULL batch (all ranks), so
-        the loss does not depend on micro-batching or the number of ranks."""
-        norm = self.credit.auxiliary_normaliser(rewards, rollout.evidence_target, rollout.response_mask)
+    def _aux_normaliser(self, evidence_target: Tensor | None, response_mask: Tensor, rewards: Tensor):
+        """The credit methods' auxiliary-loss normalisers over a whole mini-batch (all ranks),
+        so the loss does not depend on micro-batching or the number of ranks."""
+        norm = self.credit.auxiliary_normaliser(rewards, evidence_target, response_mask)
         if norm is None or self.trainer.world_size == 1:
             return norm
         reduce = self.trainer.strategy.reduce
@@ -374,8 +402,16 @@ class RLVRModule(PolicyModule):
             opt.zero_grad(set_to_none=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        self.lr_schedulers().step()
         return nonfinite
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["rollout_batches"] = self.rollout_batches
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints from before mini-batches took one optimiser step per rollout batch.
+        self.rollout_batches = int(checkpoint.get("rollout_batches", checkpoint.get("global_step", 0)))
 
     # ----------------------------------------------------------------- logging
     def _log_step(self, step: int, metrics: dict[str, float]) -> None:
