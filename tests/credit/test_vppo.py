@@ -119,3 +119,52 @@ def test_vppo_and_ease_train_a_step_independent_of_micro_batching(in_workspace, 
         assert torch.isfinite(g).all()
         scale = max(float(x.abs().max()) for x in whole["grads"].values())
         torch.testing.assert_close(part["grads"][name], g, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_entropy_selection_matches_the_authors_code(seed):
+    sig, adv = _batch(seed)
+    B, T = sig.response_mask.shape
+    g = torch.Generator().manual_seed(100 + seed)
+    sig.entropies = torch.rand(B, T, generator=g, dtype=torch.float64) * sig.response_mask
+    a = adv[:, None].expand(B, T).clone()
+    args = (adv.tolist(), sig.logp.tolist(), sig.masked_logp.tolist(), sig.response_mask.long().tolist(),
+            [list(range(B))])
+    assert VPPOCredit().request().entropies is False
+    assert VPPOCredit(entropy_filtering=True).request().entropies is True
+    # entropy OR perception, advantage shaping on (the authors' flags all True)
+    got, m = VPPOCredit(entropy_filtering=True, k_rounding="float32").token_advantages(a, sig)
+    want = torch.tensor(authors_vppo(*args, entropy=sig.entropies.tolist()), dtype=torch.float64)
+    assert float((got * sig.response_mask - want).abs().max()) < 1e-6
+    perception_only, _ = VPPOCredit(k_rounding="float32").token_advantages(a, sig)
+    assert ((got != 0).sum() > (perception_only != 0).sum())  # the entropy mask added tokens
+    assert float(m["entropy_token_frac"]) > 0
+    # entropy only (perception and shaping off)
+    got, _ = VPPOCredit(token_filtering=False, advantage_shaping=False, entropy_filtering=True,
+                        k_rounding="float32").token_advantages(a, sig)
+    want = torch.tensor(authors_vppo(*args, entropy=sig.entropies.tolist(), perception=False), dtype=torch.float64)
+    assert float((got * sig.response_mask - want).abs().max()) < 1e-12
+
+
+def test_float32_k_is_the_authors_and_exact_k_is_the_default():
+    # Lengths where 0.3 * n rounds up past an integer in float32 (50 -> 16 tokens, not 15),
+    # and lengths where it does not (10, 7, 11, 33, 64).
+    lengths = torch.tensor([10, 50, 90, 100, 7, 11, 33, 64])
+    B, T = len(lengths), int(lengths.max())
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    g = torch.Generator().manual_seed(0)
+    logp = (-torch.rand(B, T, generator=g, dtype=torch.float64) * 3) * mask
+    masked = (logp + torch.randn(B, T, generator=g, dtype=torch.float64)) * mask
+    sig = Signals(response_mask=mask, group_ids=torch.arange(B) // 2, rewards=torch.zeros(B),
+                  image_mask=torch.ones(B, 1, dtype=torch.bool), logp=logp, masked_logp=masked)
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    a = adv[:, None].expand(B, T).clone()
+    want = torch.tensor(authors_vppo(adv.tolist(), logp.tolist(), masked.tolist(), mask.long().tolist(),
+                                     [list(range(B))], top_p=0.3), dtype=torch.float64)
+    theirs, _ = VPPOCredit(top_frac=0.3, k_rounding="float32").token_advantages(a, sig)
+    assert float((theirs * mask - want).abs().max()) < 1e-6
+    exact, _ = VPPOCredit(top_frac=0.3).token_advantages(a, sig)
+    assert (exact != 0).sum(-1).tolist() == [3, 15, 27, 30, 3, 4, 10, 20]
+    assert (theirs != 0).sum(-1).tolist() == [3, 16, 28, 31, 3, 4, 10, 20]
+    with pytest.raises(ValueError, match="k_rounding"):
+        VPPOCredit(k_rounding="double")

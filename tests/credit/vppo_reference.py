@@ -6,12 +6,18 @@ time, transcribing ``update_policy`` of the authors' actor
 the mini-batch pre-pass (sensitivity scores, 0% / 100% quantiles), then per micro-batch
 the perception top-p mask (``k = ceil(n * top_p)``, descending sort), the advantage
 scaling with the micro-batch mean ``mu_norm`` and ``target_max``, and the entropy penalty
-``-masked_mean(log_probs)``. Used by tests/credit/test_vppo.py.
+``-masked_mean(log_probs)``; with ``entropy`` the entropy top-p mask of
+``use_vppo_on_entropy`` (dp_actor.py#L325-L353 of a23c54b), OR-ed with the perception
+mask (#L428-L429). ``k`` is their float32 product (``response_mask.sum(1) * top_p``: a long
+tensor times a Python float), transcribed with numpy float32. Used by
+tests/credit/test_vppo.py.
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 
 def _k3(aug: float, old: float) -> float:
@@ -19,12 +25,25 @@ def _k3(aug: float, old: float) -> float:
     return min(max(math.exp(d) - d - 1.0, 0.0), 10.0)
 
 
-def authors_vppo(adv, old, aug, mask, micro, top_p=0.4, target_min=0.9):
+def _k(n: int, top_p: float) -> int:
+    """``torch.ceil(num_valid_tokens * top_p).int()`` with a long ``num_valid_tokens``: float32."""
+    return int(math.ceil(float(np.float32(n) * np.float32(top_p))))
+
+
+def _top(scores, mask_row, k):
+    order = sorted((t for t in range(len(scores)) if mask_row[t]), key=lambda t: -scores[t])
+    return set(order[:k])
+
+
+def authors_vppo(adv, old, aug, mask, micro, top_p=0.4, target_min=0.9, entropy=None, top_p_entropy=0.2,
+                 perception=True):
     """Effective per-token advantages (``A * scaling * loss_token_mask``) of one mini-batch.
 
     Args:
         adv: [B] sequence advantages; old, aug: [B][T] log-probs; mask: [B][T] 0/1.
         micro: list of lists of row indices (the micro-batches, in order).
+        entropy: [B][T] token entropies (``use_vppo_on_entropy``), or None (off).
+        perception: ``use_vppo_on_perception`` (the perception top-p mask).
     Returns:
         [B][T] floats.
     """
@@ -34,7 +53,7 @@ def authors_vppo(adv, old, aug, mask, micro, top_p=0.4, target_min=0.9):
     scores = [sum(kl[b][t] * mask[b][t] for t in range(T)) / max(n[b], 1) for b in range(B)]
     valid = [scores[b] for b in range(B) if n[b] > 0]
     gmin = gmax = None
-    if len(valid) > 1:
+    if perception and len(valid) > 1:  # their pre-pass runs with use_vppo_on_perception only
         gmin, gmax = min(valid), max(valid)
     out = [[0.0] * T for _ in range(B)]
     for rows in micro:
@@ -47,9 +66,10 @@ def authors_vppo(adv, old, aug, mask, micro, top_p=0.4, target_min=0.9):
             for b in vrows:
                 scaling[b] = target_min + normed[b] * (tmax - target_min)
         for b in rows:
-            k = math.ceil(n[b] * top_p)
-            order = sorted((t for t in range(T) if mask[b][t]), key=lambda t: -kl[b][t])
-            keep = set(order[:k])
+            keep = _top(kl[b], mask[b], _k(n[b], top_p)) if perception else set(range(T))
+            if entropy is not None:
+                by_entropy = _top(entropy[b], mask[b], _k(n[b], top_p_entropy))
+                keep = (keep | by_entropy) if perception else by_entropy
             for t in range(T):
                 if mask[b][t] and t in keep:
                     out[b][t] = adv[b] * scaling[b]

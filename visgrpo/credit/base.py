@@ -85,14 +85,17 @@ def top_fraction_mask(scores: Tensor, mask: Tensor, frac: float, rounding: str =
     tolerance keeps float error in ``frac * n``, e.g. ``0.15 * 20 = 3.0000000000000004``,
     from adding one), so every row with ``n >= 1`` and ``frac > 0`` gets at least one entry.
     ``rounding="floor"``: ``k = max(1, floor(frac * n))`` for ``n >= 1`` (as
-    ``max(1, int(n * frac))`` in the SAYO and VGPO authors' code). Ties are broken by
+    ``max(1, int(n * frac))`` in the SAYO and VGPO authors' code).
+    ``rounding="ceil_float32"``: ``k = ceil(n * frac)`` in float32, as VPPO's authors'
+    ``torch.ceil(response_mask.sum(1) * top_p)`` (a long tensor times a Python float is
+    float32): round-off there can add one token (``ceil(10 * 0.3) = 4``). Ties are broken by
     position (earlier first; stable sort). Vectorised: one sort per call.
 
     Args:
         scores: [B, T] float.
         mask: [B, T] bool, entries eligible for selection.
         frac: fraction in [0, 1].
-        rounding: ``"ceil"`` or ``"floor"``.
+        rounding: ``"ceil"``, ``"floor"`` or ``"ceil_float32"``.
 
     Returns:
         (selected [B, T] bool, k [B] long).
@@ -103,10 +106,12 @@ def top_fraction_mask(scores: Tensor, mask: Tensor, frac: float, rounding: str =
     n = mask.sum(-1)  # [B]
     if rounding == "ceil":
         k = torch.ceil(n.double() * frac - 1e-6).clamp_min(0).long()  # [B]
+    elif rounding == "ceil_float32":
+        k = torch.ceil(n.float() * frac).long().minimum(n)  # [B]
     elif rounding == "floor":
         k = torch.floor(n.double() * frac).long().clamp_min(1).minimum(n)  # [B]
     else:
-        raise ValueError(f"unknown rounding {rounding!r}; valid: ceil, floor")
+        raise ValueError(f"unknown rounding {rounding!r}; valid: ceil, floor, ceil_float32")
     masked = scores.detach().masked_fill(~mask, -math.inf)  # [B, T]
     order = masked.sort(dim=-1, descending=True, stable=True).indices  # [B, T]
     ar = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)  # [B, T]

@@ -18,6 +18,10 @@ the sampled tokens' log-probs). The filtered tokens' loss terms are zeroed but t
 still averaged over ALL response tokens (their ``compute_policy_loss`` multiplies by the
 token mask, then ``average_loss`` over ``response_mask``): zeroing the advantage and keeping
 the objective's normaliser is the same thing.
+
+Options the authors' code has, off by default as in their scripts: entropy-based token
+selection (``use_vppo_on_entropy``: the top ``ceil(0.2 |o|)`` tokens by entropy also keep
+their gradient, OR-ed with the perception mask) and their float32 ``ceil(n * top_p)``.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ def advantage_scale(score: Tensor, valid: Tensor, lo: Tensor, hi: Tensor, mean: 
     return torch.where(valid, beta_min + norm * (b_max - beta_min), alpha), b_max
 
 
+_ROUNDING = {"exact": "ceil", "float32": "ceil_float32"}  # k_rounding -> top_fraction_mask's rounding
+
+
 @CREDIT_METHODS.register("vppo")
 class VPPOCredit(CreditMethod):
     """VPPO (arXiv 2510.09285): masked-image dependency filters tokens and scales advantages.
@@ -69,6 +76,16 @@ class VPPOCredit(CreditMethod):
             Qwen2/2.5-VL as the authors' 14).
         token_filtering: keep only the top ``top_frac`` tokens (the authors' ``use_vppo_on_perception``).
         advantage_shaping: scale advantages by ``alpha_i`` (``use_advantage_shaping``).
+        entropy_filtering: also keep the top ``entropy_top_frac`` tokens of each response by
+            the sampling entropy (``use_vppo_on_entropy``, off in their scripts); with
+            ``token_filtering`` a token kept by either keeps its gradient (their OR), alone
+            it is the only filter. The entropy is the rollout policy's (theirs: the current
+            policy's in each update; equal with one update per rollout batch).
+        entropy_top_frac: the authors' ``top_p_entropy_tokens`` (0.2).
+        k_rounding: ``"exact"`` (default): ``k = ceil(n * frac)`` without float round-off;
+            ``"float32"``: the authors' float32 product, which keeps one more token when
+            ``n * frac`` rounds up past an integer (none for n <= 4096 at 0.4 and 0.2,
+            166 lengths of 4096 at 0.3; docs/methods.md).
     """
 
     name = "vppo"
@@ -82,6 +99,9 @@ class VPPOCredit(CreditMethod):
         patch_size: int | None = None,
         token_filtering: bool = True,
         advantage_shaping: bool = True,
+        entropy_filtering: bool = False,
+        entropy_top_frac: float = 0.2,
+        k_rounding: str = "exact",
     ) -> None:
         super().__init__()
         if not 0.0 < top_frac <= 1.0:
@@ -90,12 +110,17 @@ class VPPOCredit(CreditMethod):
             raise ValueError(f"VPPOCredit: beta_min must be in [0, 1], got {beta_min}")
         self.top_frac, self.beta_min, self.entropy_coef = top_frac, beta_min, entropy_coef
         self.mask_prob, self.patch_size = mask_prob, patch_size
+        if not 0.0 < entropy_top_frac <= 1.0:
+            raise ValueError(f"VPPOCredit: entropy_top_frac must be in (0, 1], got {entropy_top_frac}")
+        if k_rounding not in _ROUNDING:
+            raise ValueError(f"VPPOCredit: k_rounding must be one of {', '.join(_ROUNDING)}, got {k_rounding!r}")
         self.token_filtering, self.advantage_shaping = token_filtering, advantage_shaping
+        self.entropy_filtering, self.entropy_top_frac, self.k_rounding = entropy_filtering, entropy_top_frac, k_rounding
         # One mask per response (the authors mask each row of the repeated batch).
         self.perturbation = Perturbation("patch_blackening", mask_prob, patch_size, per_response=True)
 
     def request(self) -> SignalRequest:
-        return SignalRequest(masked_logp=self.perturbation)
+        return SignalRequest(masked_logp=self.perturbation, entropies=self.entropy_filtering)
 
     def loss_request(self, num_layers: int) -> SignalRequest:
         return SignalRequest()  # the entropy penalty reads logp, which every forward gives
@@ -124,8 +149,16 @@ class VPPOCredit(CreditMethod):
         mask = signals.response_mask.bool()  # [B, T]
         dep = self._dependency(signals)  # [B, T]
         metrics: Metrics = {"dependency": (dep.sum() / mask.sum().clamp_min(1))}
+        rounding = _ROUNDING[self.k_rounding]
+        keep = None
         if self.token_filtering:
-            keep, _ = top_fraction_mask(dep, mask, self.top_frac, rounding="ceil")  # [B, T]
+            keep, _ = top_fraction_mask(dep, mask, self.top_frac, rounding=rounding)  # [B, T]
+        if self.entropy_filtering:  # the authors' OR of the entropy and perception masks
+            signals.require("entropies", method=self.name)
+            by_entropy, _ = top_fraction_mask(signals.entropies, mask, self.entropy_top_frac, rounding=rounding)
+            metrics["entropy_token_frac"] = by_entropy.sum() / mask.sum().clamp_min(1)
+            keep = by_entropy if keep is None else keep | by_entropy
+        if keep is not None:
             advantages = advantages * keep
             metrics["token_frac"] = keep.sum() / mask.sum().clamp_min(1)
         if self.advantage_shaping:
