@@ -94,3 +94,78 @@ def test_papo_trains_a_step_independent_of_micro_batching(in_workspace, monkeypa
     assert scale > 0
     for name, g in whole["grads"].items():
         torch.testing.assert_close(part["grads"][name], g, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("clip", "top_p"), [(0.2, None), (None, 0.2), (0.2, 0.2), (0.05, 0.5)])
+def test_kl_clipping_and_token_mask_match_the_authors_code(seed, clip, top_p):
+    mask, logp, masked = _batch(seed)
+    x = logp.clone().requires_grad_(True)
+    method = PAPOCredit(gamma=0.5, eta_aug=0.03, eta_ori=0.03, kl_clip=clip, kl_token_top_frac=top_p)
+    loss, metrics = method.auxiliary_loss(_signals(mask, x, masked))
+    args = (masked.tolist(), mask.long().tolist(), 0.5, 0.03, 0.03, clip, top_p)
+    want, kl = authors_papo_terms(logp.tolist(), *args)
+    assert abs(float(loss.detach()) - want) < 1e-9 and abs(float(metrics["kl_prcp"]) - kl) < 1e-9
+    plain = authors_papo_terms(logp.tolist(), masked.tolist(), mask.long().tolist(), 0.5, 0.03, 0.03)[1]
+    assert kl < plain  # the option changed KL_prcp
+    loss.backward()
+    h = 1e-6
+    for b, t in mask.nonzero().tolist()[:10]:
+        up, dn = logp.tolist(), logp.tolist()
+        up[b][t] += h
+        dn[b][t] -= h
+        num = (authors_papo_terms(up, *args)[0] - authors_papo_terms(dn, *args)[0]) / (2 * h)
+        assert abs(float(x.grad[b, t]) - num) < 1e-6, (b, t)
+
+
+def test_annealing_follows_the_authors_controller():
+    from .papo_reference import AnnealingKLController
+
+    method = PAPOCredit(gamma=0.02, eta_aug=0.05, eta_ori=0.05, schedule="annealing", anneal_steps=5)
+    ctrl = AnnealingKLController(0.02, 0.0, 5)
+    mask, logp, masked = _batch(7)
+    for step in range(8):
+        coef = ctrl.kl_coef  # the authors store the coefficient, then update the controller
+        ctrl.update(None, 1)
+        method.set_progress(step)
+        assert method.current_gamma() == pytest.approx(coef, abs=1e-15)
+        loss, _ = method.auxiliary_loss(_signals(mask, logp, masked))
+        want = authors_papo_terms(logp.tolist(), masked.tolist(), mask.long().tolist(), 0.02, 0.05, 0.05, coef=coef)[0]
+        assert abs(float(loss) - want) < 1e-9, step
+    assert method.current_gamma() == 0.0
+    with pytest.raises(ValueError, match="anneal_steps"):
+        PAPOCredit(schedule="annealing")
+
+
+def test_recomputed_masked_logprobs_carry_the_gradient():
+    mask, logp, masked = _batch(8)
+    x, y = logp.clone().requires_grad_(True), masked.clone().requires_grad_(True)
+    PAPOCredit().auxiliary_loss(_signals(mask, x, y))[0].backward()
+    assert y.grad is None  # the default: constants, as RECOMPUTE_AUG_LOG_PROBS = False
+    method = PAPOCredit(recompute_masked_logp=True)
+    assert method.loss_request(4).masked_logp.with_grad and method.request().masked_logp.with_grad
+    method.auxiliary_loss(_signals(mask, x, y))[0].backward()
+    h = 1e-6
+    for b, t in mask.nonzero().tolist()[:10]:
+        up, dn = masked.tolist(), masked.tolist()
+        up[b][t] += h
+        dn[b][t] -= h
+        num = (authors_papo_terms(logp.tolist(), up, mask.long().tolist())[0]
+               - authors_papo_terms(logp.tolist(), dn, mask.long().tolist())[0]) / (2 * h)
+        assert abs(float(y.grad[b, t]) - num) < 1e-6, (b, t)
+
+
+@pytest.mark.slow
+def test_recompute_trains_through_the_masked_forward(in_workspace, monkeypatch):  # noqa: F811
+    from tests.lightning.fixed_step import rl_module, run_step
+
+    runs = {}
+    for recompute in (False, True):
+        module = rl_module("grpo", "none", micro_batch_size=16)
+        module.set_credit(ComposedCredit([PAPOCredit(gamma=0.02, eta_aug=0.05, eta_ori=0.05,
+                                                     recompute_masked_logp=recompute)]))
+        runs[recompute] = run_step(module, monkeypatch)
+    scale = max(float(g.abs().max()) for g in runs[False]["grads"].values())
+    diff = max(float((runs[True]["grads"][n] - g).abs().max()) for n, g in runs[False]["grads"].items())
+    assert all(bool(torch.isfinite(g).all()) for g in runs[True]["grads"].values())
+    assert diff > 1e-4 * scale  # the masked forward's graph added its gradient (H_aug, KL_prcp)

@@ -72,7 +72,8 @@ class ForwardResult:
         response_attention: layer -> [B, T, T].
         own_image_attention: layer -> [B, T, N] detached attention of the query at
             ``P + t`` (layers of ``request.own_attention_layers``).
-        masked_logp: [B, T] detached log-probs on the perturbed image
+        masked_logp: [B, T] log-probs on the perturbed image (detached unless its
+            perturbation asks for grad: PAPO's recompute option)
             (``request.masked_logp``; :mod:`visgrpo.attention.masked`), or None.
     """
 

@@ -74,7 +74,8 @@ def masked_logprobs(
     layout: PixelLayout,
     seed: int,
 ) -> Tensor:
-    """[B, T] detached log-probs of the response tokens with perturbed images.
+    """[B, T] log-probs of the response tokens with perturbed images: detached, unless
+    ``perturbation.with_grad`` and grad is enabled.
 
     Args:
         forward: runs the teacher-forced forward of a batch dict (the flag: whether the rows
@@ -98,8 +99,11 @@ def masked_logprobs(
     seeds = image_seeds(row_seeds(gids, seed, perturbation.per_response), counts)
     masked = dict(batch)
     masked["pixel_values"] = perturb_pixels(pixels, grid.cpu(), layout, perturbation, seeds)
+    share = not perturbation.per_response and group_ids is not None
+    if perturbation.with_grad and torch.is_grad_enabled():  # PAPO's recomputed log-probs: keep the graph
+        return forward(masked, share)
     with torch.no_grad():
-        return forward(masked, not perturbation.per_response and group_ids is not None).detach()
+        return forward(masked, share).detach()
 
 
 __all__ = ["image_seeds", "masked_logprobs", "pixel_layout", "row_seeds"]

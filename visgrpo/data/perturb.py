@@ -42,12 +42,15 @@ class Perturbation:
         per_response: draw a mask for every response (VPPO's code); False: one per prompt,
             shared by the G responses of its group (PAPO's code), which also lets the masked
             forward encode each group's images once.
+        with_grad: a forward with grad keeps the masked forward's graph (PAPO's
+            ``RECOMPUTE_AUG_LOG_PROBS``); False: the masked log-probs are constants.
     """
 
     name: str = "patch_blackening"
     prob: float = 0.5
     patch_size: int | None = None
     per_response: bool = True
+    with_grad: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in PERTURBATIONS:
