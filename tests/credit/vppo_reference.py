@@ -7,7 +7,7 @@ the mini-batch pre-pass (sensitivity scores, 0% / 100% quantiles), then per micr
 the perception top-p mask (``k = ceil(n * top_p)``, descending sort), the advantage
 scaling with the micro-batch mean ``mu_norm`` and ``target_max``, and the entropy penalty
 ``-masked_mean(log_probs)``; with ``entropy`` the entropy top-p mask of
-``use_vppo_on_entropy`` (dp_actor.py#L325-L353 of a23c54b), OR-ed with the perception
+``use_vppo_on_entropy`` (lines 325-353 of dp_actor.py at a23c54b), OR-ed with the perception
 mask (#L428-L429). ``k`` is their float32 product (``response_mask.sum(1) * top_p``: a long
 tensor times a Python float), transcribed with numpy float32. Used by
 tests/credit/test_vppo.py.

@@ -168,3 +168,30 @@ def test_crash_inside_a_rollout_batch_resumes_exactly(in_workspace, monkeypatch)
     for n, w in a.items():
         torch.testing.assert_close(b[n], w, rtol=0, atol=1e-6, msg=n)
     assert resumed.last_metrics["reward/outcome"] == straight.last_metrics["reward/outcome"]
+
+
+def test_papo_updates_reuse_the_rollout_policys_masked_logprobs(in_workspace, monkeypatch):
+    """Both authors' codes compute the masked-image log-probs once per rollout batch with the
+    rollout policy: the second mini-batch's PAPO loss sees those, not the updated policy's."""
+    from visgrpo.credit.papo import PAPOCredit
+
+    seen = []
+    real = PAPOCredit.auxiliary_loss
+
+    def spy(self, signals, normaliser=None):
+        seen.append(signals.masked_logp.detach().clone())
+        return real(self, signals, normaliser)
+
+    monkeypatch.setattr(PAPOCredit, "auxiliary_loss", spy)
+    module = rl_module("grpo", "none", mini_batch_size=2, micro_batch_size=8)
+    module.set_credit(ComposedCredit([PAPOCredit(gamma=0.02, eta_aug=0.05, eta_ori=0.05)]))
+    _fit(module)
+    assert len(seen) == 2  # one micro-batch per mini-batch
+    fresh = rl_module("grpo", "none")  # the rollout policy: the initial weights
+    fresh.perturb_seed = module.perturb_seed
+    request = SignalRequest(masked_logp=module.credit.methods[0].perturbation)
+    with torch.no_grad():
+        want = fresh.forward_signals(fresh.policy, module.last_rollout.select(torch.arange(8, 16)), request).masked_logp
+        now = module.forward_signals(module.policy, module.last_rollout.select(torch.arange(8, 16)), request).masked_logp
+    torch.testing.assert_close(seen[1], want, rtol=0, atol=1e-5)
+    assert float((now - want).abs().max()) > 1e-3  # the updated policy's would differ

@@ -37,7 +37,7 @@ def perception_kl(logp: Tensor, masked_logp: Tensor) -> Tensor:
 def kl_token_mask(kl: Tensor, response_mask: Tensor, top_frac: float) -> Tensor:
     """[B, T] bool: the tokens whose ``kl`` reaches the per-row ``1 - top_frac`` quantile of
     the row's response tokens (``torch.nanquantile``, linear interpolation), as the authors'
-    ``use_kl_prcp_token_level_mask`` (PAPO dp_actor.py#L341-L350 of fb63bf4)."""
+    ``use_kl_prcp_token_level_mask`` (https://github.com/MikeWangWZHL/PAPO/blob/fb63bf4/verl/workers/actor/dp_actor.py#L341-L350)."""
     mask = response_mask.bool()
     thresh = torch.nanquantile(kl.detach().masked_fill(~mask, float("nan")), 1.0 - top_frac, dim=1, keepdim=True)
     return kl.detach() >= thresh  # [B, T]; rows without tokens: NaN threshold, nothing kept
@@ -148,7 +148,8 @@ class PAPOCredit(CreditMethod):
 
     def current_gamma(self) -> float:
         """``gamma`` at this rollout batch: the authors' ``AnnealingKLController`` value before
-        its update (PAPO core_algos.py#L75-L90, ray_trainer.py#L576-L580 of fb63bf4)."""
+        its update (https://github.com/MikeWangWZHL/PAPO/blob/fb63bf4/verl/trainer/core_algos.py#L75-L90,
+        https://github.com/MikeWangWZHL/PAPO/blob/fb63bf4/verl/trainer/ray_trainer.py#L576-L580)."""
         if self.schedule == "fixed":
             return self.gamma
         start = self.gamma if self.anneal_start is None else self.anneal_start
@@ -159,8 +160,9 @@ class PAPOCredit(CreditMethod):
         return SignalRequest(masked_logp=self.perturbation)
 
     def loss_request(self, num_layers: int) -> SignalRequest:
-        # The loss needs logp_m in every loss forward (PPO epochs included); no grad unless recomputed.
-        return SignalRequest(masked_logp=self.perturbation)
+        # By default every update reuses the rollout policy's logp_m (the training module keeps
+        # them from its rollout-policy pass); recomputed, each loss forward runs the masked forward.
+        return SignalRequest(masked_logp=self.perturbation if self.recompute_masked_logp else None)
 
     def auxiliary_normaliser(self, rewards, evidence_target=None, response_mask=None):
         return None if response_mask is None else response_mask.sum()
@@ -168,7 +170,7 @@ class PAPOCredit(CreditMethod):
     def auxiliary_loss(self, signals: Signals, normaliser=None) -> tuple[Tensor, Metrics]:
         signals.require("logp", "masked_logp", method=self.name)
         gamma = self.current_gamma()
-        # Their discount of the entropy terms when the coefficient moved (dp_actor.py#L364-L366).
+        # Their discount of the entropy terms when the coefficient moved (their dp_actor.py, lines 364-366).
         scale = gamma / self.gamma if gamma != self.gamma else 1.0
         masked = signals.masked_logp if self.recompute_masked_logp else signals.masked_logp.detach()
         loss, metrics = papo_loss(signals.logp, masked, signals.response_mask, gamma, self.eta_aug, self.eta_ori,

@@ -61,10 +61,11 @@ def group_mini_batches(group_ids: Tensor, groups_per_batch: int | None) -> list[
     groups each, in first-appearance order of the groups (the last may hold fewer).
 
     verl's ``ppo_mini_batch_size`` / EasyR1's ``worker.actor.global_batch_size`` count
-    prompts, and their rows are grouped by prompt (``split`` of the repeated batch,
-    https://github.com/huaixuheqing/VPPO-RL/blob/a23c54b/verl/workers/actor/dp_actor.py#L255,
-    ``global_batch_size *= rollout.n`` in ``verl/workers/fsdp_workers.py#L135``): a mini-batch
-    is the responses of ``groups_per_batch`` prompts.
+    prompts, and their rows are grouped by prompt: ``split`` of the repeated batch in
+    https://github.com/huaixuheqing/VPPO-RL/blob/a23c54b/verl/workers/actor/dp_actor.py#L255
+    after ``global_batch_size *= rollout.n`` in
+    https://github.com/huaixuheqing/VPPO-RL/blob/a23c54b/verl/workers/fsdp_workers.py#L135.
+    A mini-batch is the responses of ``groups_per_batch`` prompts.
 
     Args:
         group_ids: [B] long group id of each response.
@@ -111,9 +112,12 @@ class StepPlan:
 @dataclass
 class Prepared:
     """What the loss of a micro-batch takes from the rollout policy: ``old_logp`` [b, T]
-    (None: on-policy, the loss forward's own ``logp.detach()``), advantages [b, T] and
-    ``ref_logp`` [b, T] (None without KL)."""
+    (None: on-policy, the loss forward's own ``logp.detach()``), advantages [b, T],
+    ``ref_logp`` [b, T] (None without KL) and the masked-image log-probs [b, T] (None when no
+    credit method asked), which every update reuses unless its loss forward recomputes them
+    (both authors' codes compute them once per rollout batch)."""
 
     old_logp: Tensor | None
     adv: Tensor
     ref: Tensor | None
+    masked_logp: Tensor | None = None

@@ -203,7 +203,7 @@ class RLVRModule(PolicyModule):
             with torch.no_grad():
                 prepared = [self._micro_step(plan, idx, log, backward=False)[0] for idx in plan.micro]
             # 5. loss: for each of the ppo_epochs passes, one optimiser step per mini-batch
-            # (verl's order: ``for epoch: for mini_batch``, dp_actor.py#L258-L262 of VPPO-RL a23c54b)
+            # (verl's order: ``for epoch: for mini_batch``, lines 258-262 of VPPO-RL's dp_actor.py)
             for _ in range(self.hparams.ppo_epochs):
                 for j in range(len(plan.mini)):
                     skipped += self._optimizer_step(self.train_pass(plan, log, prepared, j), log)
@@ -233,7 +233,7 @@ class RLVRModule(PolicyModule):
 
     def _end_rollout_batch(self, step: int, metrics: dict, log: list[dict], skipped: int, n_updates: int) -> None:
         """Log the RL step, step the learning-rate schedule once per rollout batch (as
-        verl / EasyR1, ``lr_scheduler.step()`` after ``update_policy``: fsdp_workers.py#L567
+        verl / EasyR1, ``lr_scheduler.step()`` after ``update_policy``: fsdp_workers.py line 567
         of VPPO-RL a23c54b) and count the rollout batch."""
         metrics.update(reduce_metrics(log))
         metrics["train/nonfinite_skipped"] = float(skipped)
@@ -289,10 +289,12 @@ class RLVRModule(PolicyModule):
         """
         mb, r, m = plan.rollout.select(idx), plan.rewards[idx], {}
         out = self.forward_signals(self.policy, mb, self.signal_request if prepared is None else self.loss_request)
+        if prepared is not None and out.masked_logp is None:  # the rollout policy's (PAPO's auxiliary loss)
+            out.masked_logp = prepared.masked_logp
         if prepared is None:
             signals = signals_of(out, mb, r, detach=True)
             adv = self._credit_advantages(mb, r, signals, plan.batch_stats, m)
-            prepared = Prepared(None if backward else out.logp, adv, self._reference_logp(mb))
+            prepared = Prepared(None if backward else out.logp, adv, self._reference_logp(mb), out.masked_logp)
             m["policy/entropy"] = masked_mean(out.entropy, mb.response_mask)
             m.update(batch_diagnostics(signals, layer=self.diagnostics_layer))
         failed = False
