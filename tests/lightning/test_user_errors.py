@@ -102,12 +102,18 @@ def test_unreachable_model_path_is_named(in_workspace, capsys, monkeypatch):
     ("max_grad_norm", "-1", "must be >= 0, got -1.0"),
     ("micro_batch_size", "0", "must be >= 1, got 0"),
     ("ppo_epochs", "0", "must be >= 1, got 0"),
+    ("mini_batch_size", "0", "must be >= 1, got 0"),
     ("logprob_chunk_size", "0", "must be >= 1, got 0"),
     ("attention_chunk_size", "0", "must be >= 1, got 0"),
 ])
 def test_bad_hyperparameter_refused_before_the_model_loads(in_workspace, capsys, no_model_load, key, value, rule):
     line = one_error_line(capsys, [f"--model.init_args.{key}={value}"])
     assert line == f"error: model.init_args.{key}: {rule} (--debug for the traceback)"
+
+
+def test_fused_with_mini_batches_is_refused(in_workspace, capsys, no_model_load):
+    line = one_error_line(capsys, ["--model.init_args.mini_batch_size=2", "--model.init_args.fused=true"])
+    assert line.startswith("error: model.init_args.fused: fused=True needs ppo_epochs == 1 and mini_batch_size None")
 
 
 def test_bad_objective_override_names_the_key(in_workspace, capsys, no_model_load):

@@ -41,7 +41,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from visgrpo.credit import ComposedCredit, CreditMethod
@@ -52,7 +52,13 @@ from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.base import PolicyModule
 from visgrpo.lightning.batching import Prepared, StepPlan, group_micro_batches, group_mini_batches
 from visgrpo.lightning.errors import ConfigError, check_hyperparameters
-from visgrpo.lightning.steps import collect_rollouts, reduce_metrics, score, signals_of
+from visgrpo.lightning.steps import (
+    batch_statistics,
+    collect_rollouts,
+    reduce_metrics,
+    score,
+    signals_of,
+)
 from visgrpo.models.loading import PolicyConfig
 from visgrpo.models.reference import ReferencePolicy
 from visgrpo.objectives import compute_advantages, get_preset, global_normaliser, policy_objective
@@ -60,8 +66,6 @@ from visgrpo.objectives._common import masked_mean
 from visgrpo.objectives.presets import ObjectiveOverrides
 from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig
-
-_REDUCE = {"min": torch.minimum, "max": torch.maximum, "sum": torch.add}
 
 
 class RLVRModule(PolicyModule):
@@ -134,6 +138,10 @@ class RLVRModule(PolicyModule):
         check_hyperparameters(max_grad_norm=max_grad_norm, micro_batch_size=micro_batch_size, ppo_epochs=ppo_epochs)
         if mini_batch_size is not None:
             check_hyperparameters(mini_batch_size=mini_batch_size)
+        one_update = ppo_epochs == 1 and mini_batch_size is None
+        if fused and not one_update:
+            raise ConfigError("model.init_args.fused", "fused=True needs ppo_epochs == 1 and mini_batch_size None "
+                              "(one optimiser step per rollout batch: the rollout policy must be the current one)")
         try:
             objective_config = get_preset(objective, **(objective_overrides or ObjectiveOverrides()).changes())
         except KeyError as err:
@@ -148,11 +156,7 @@ class RLVRModule(PolicyModule):
         self.automatic_optimization = False
         self.objective = objective_config
         self.credit = ComposedCredit(list(credit or []))
-        one_update = ppo_epochs == 1 and mini_batch_size is None
         self.fused = one_update if fused is None else fused
-        if self.fused and not one_update:
-            raise ConfigError("model.init_args.fused", "fused=True needs ppo_epochs == 1 and mini_batch_size None "
-                              "(one optimiser step per rollout batch: the rollout policy must be the current one)")
         self.reference = ReferencePolicy(self.policy) if self.objective.kl_coef > 0 else None
         self.target_diagnostics = target_diagnostics
         self.set_credit(self.credit)
@@ -177,6 +181,14 @@ class RLVRModule(PolicyModule):
         credit = repr(self.credit.methods) if self.credit.methods else "none"
         for logger in self.loggers:
             logger.log_hyperparams({"credit": credit})
+        prompts = getattr(self.trainer.datamodule, "batch_size", None) if self.trainer.datamodule else None
+        if self.mini_prompts is not None and isinstance(prompts, int):  # refuses a size that does not split
+            n = self.updates_per_rollout(prompts)
+            for cb in self.trainer.checkpoint_callbacks:
+                every = getattr(cb, "_every_n_train_steps", 0)
+                if every and every % n:
+                    rank_zero_warn(f"checkpoints every {every} optimiser steps, but a rollout batch takes {n}: "
+                                   f"they are written only when global_step is a multiple of both")
 
     # ----------------------------------------------------------------- the RL step
     def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
@@ -360,30 +372,11 @@ class RLVRModule(PolicyModule):
         self.manual_backward(loss * self.trainer.world_size)
         return not bool(torch.isfinite(loss.detach()))
 
-    @torch.no_grad()
     def _batch_statistics(self, rollout: RolloutBatch, rewards: Tensor, micro: list[Tensor]) -> dict | None:
-        """The credit methods' batch statistics over the whole batch and all ranks (None
-        when no method has one, or one micro-batch on one rank is the whole batch).
-
-        One no-grad forward per micro-batch, combined with each statistic's reduction. The
-        scope is the global batch (VGPO's authors min-max per micro-batch; docs/methods.md
-        lists this departure).
-        """
-        reductions = self.credit.batch_reductions
-        world = self.trainer.world_size
-        if not reductions or (len(micro) == 1 and world == 1):
-            return None
-        stats: dict[str, Tensor] = {}
-        for idx in micro:
-            mb = rollout.select(idx)
-            out = self.forward_signals(self.policy, mb, self.signal_request)
-            part = self.credit.batch_statistics(signals_of(out, mb, rewards[idx], detach=True))
-            stats = {k: _REDUCE[reductions[k]](stats[k], v) if k in stats else v for k, v in part.items()}
-        if world > 1:
-            ops = {"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}
-            for k, v in stats.items():
-                dist.all_reduce(v, op=ops[reductions[k]])
-        return stats
+        """The credit methods' batch statistics over the whole rollout batch and all ranks
+        (:func:`steps.batch_statistics`)."""
+        forward = partial(self.forward_signals, self.policy, request=self.signal_request)
+        return batch_statistics(self.credit, forward, rollout, rewards, micro, self.trainer.world_size)
 
     def _optimizer_step(self, nonfinite: bool, log: list[dict]) -> bool:
         """Clip and step, unless a loss (on any rank) or the gradient norm is not finite: then

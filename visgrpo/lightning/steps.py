@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from visgrpo.data.batch import PromptBatch, RolloutBatch
@@ -125,6 +126,36 @@ def signals_of(out, rollout: RolloutBatch, rewards: Tensor, detach: bool = True)
         if getattr(signals, "logp", None) is not None:  # the credit signals are constants
             signals.logp = signals.logp.detach()
     return signals
+
+
+_REDUCE = {"min": torch.minimum, "max": torch.maximum, "sum": torch.add}
+
+
+@torch.no_grad()
+def batch_statistics(credit, forward, rollout: RolloutBatch, rewards: Tensor, micro: list[Tensor],
+                     world_size: int) -> dict[str, Tensor] | None:
+    """The credit methods' batch statistics over the whole rollout batch and all ranks (None
+    when no method has one, or one micro-batch on one rank is the whole batch: a method then
+    takes them from its own signals).
+
+    One no-grad forward (``forward(rows)``) per micro-batch, combined with each statistic's
+    reduction and all-reduced over ranks. The scope is the rollout batch, never a
+    mini-batch (VGPO's and VPPO's authors min-max per micro- / mini-batch; docs/methods.md
+    lists these departures).
+    """
+    reductions = credit.batch_reductions
+    if not reductions or (len(micro) == 1 and world_size == 1):
+        return None
+    stats: dict[str, Tensor] = {}
+    for idx in micro:
+        mb = rollout.select(idx)
+        part = credit.batch_statistics(signals_of(forward(mb), mb, rewards[idx], detach=True))
+        stats = {k: _REDUCE[reductions[k]](stats[k], v) if k in stats else v for k, v in part.items()}
+    if world_size > 1:
+        ops = {"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}
+        for k, v in stats.items():
+            dist.all_reduce(v, op=ops[reductions[k]])
+    return stats
 
 
 def reduce_metrics(per_micro_batch: list[dict]) -> dict[str, float]:
