@@ -266,9 +266,7 @@ def main() -> None:
     out = (
         Path(args.out)
         if args.out
-        else Path(__file__).with_name(
-            f"results_probe{'_tiny' if args.model == 'tiny' else ''}{'_quick' if args.quick else ''}.json"
-        )
+        else Path("runs/bench") / f"results_probe{'_tiny' if args.model == 'tiny' else ''}{'_quick' if args.quick else ''}.json"
     )
     meta = dict(
         model=args.model,
@@ -284,6 +282,7 @@ def main() -> None:
         python=platform.python_version(),
         machine=platform.machine(),
     )
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(meta=meta, rows=rows, summary=summary), indent=2) + "\n")
     print(f"wrote {out}")
 

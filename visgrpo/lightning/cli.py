@@ -28,8 +28,8 @@ from visgrpo.credit import CREDIT_METHODS
 from visgrpo.lightning.callbacks import StepProgressBar, mlflow_client, run_summary
 from visgrpo.lightning.checkpoint_io import WeightsOnlyCheckpointIO, refusal
 from visgrpo.lightning.compose import expand_config_args
-from visgrpo.lightning.datamodule import EvidenceDataModule, check_split_paths
-from visgrpo.lightning.errors import ConfigError
+from visgrpo.lightning.datamodule import EvidenceDataModule
+from visgrpo.lightning.errors import ConfigError, check_split_paths
 from visgrpo.lightning.mlflow_store import prepare_store
 from visgrpo.lightning.record import log_effective_config
 from visgrpo.lightning.rlvr import RLVRModule

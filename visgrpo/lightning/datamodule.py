@@ -126,31 +126,6 @@ class ResumableLoader:
         self.order.load_state_dict(state)
 
 
-#: The dataset splits each subcommand reads: subcommand -> ((config key, required), ...).
-SPLITS_READ = {
-    "fit": (("train_path", True), ("val_path", False)),
-    "validate": (("val_path", True),),
-    "test": (("test_path", True),),
-}
-
-
-def check_split_paths(subcommand: str, train_path: str | None, val_path: str | None, test_path: str | None) -> None:
-    """Refuse, before any model loads, a split the subcommand needs that is not set, or a
-    set one that is not a directory (:class:`ConfigError` naming ``data.<split>_path``)."""
-    from pathlib import Path
-
-    paths = {"train_path": train_path, "val_path": val_path, "test_path": test_path}
-    for key, required in SPLITS_READ.get(subcommand, ()):
-        path = paths[key]
-        if path is None:
-            if required:
-                raise ConfigError(f"data.{key}", f"`visgrpo {subcommand}` needs this split; set it to a dataset "
-                                  "directory (`visgrpo-data synth|convert` and `masks` build one)")
-        elif not Path(path).is_dir():
-            raise ConfigError(f"data.{key}", f"{path}: no such dataset directory; build it with "
-                              "`visgrpo-data synth|convert` and `masks`")
-
-
 def undecoded_images(ds):
     """``ds`` with its image columns read as ``{"bytes", "path"}``: the collator decodes them
     (:func:`visgrpo.rollout.prompts.row_images`: pixel limit first, then one orientation and

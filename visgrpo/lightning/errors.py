@@ -68,6 +68,29 @@ def require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
+#: The dataset splits each subcommand reads: subcommand -> ((config key, required), ...).
+SPLITS_READ = {
+    "fit": (("train_path", True), ("val_path", False)),
+    "validate": (("val_path", True),),
+    "test": (("test_path", True),),
+}
+
+
+def check_split_paths(subcommand: str, train_path: str | None, val_path: str | None, test_path: str | None) -> None:
+    """Refuse, before any model loads, a split the subcommand needs that is not set, or a
+    set one that is not a directory (:class:`ConfigError` naming ``data.<split>_path``)."""
+    paths = {"train_path": train_path, "val_path": val_path, "test_path": test_path}
+    for key, required in SPLITS_READ.get(subcommand, ()):
+        path = paths[key]
+        if path is None:
+            if required:
+                raise ConfigError(f"data.{key}", f"`visgrpo {subcommand}` needs this split; set it to a dataset "
+                                  "directory (`visgrpo-data synth|convert` and `masks` build one)")
+        elif not Path(path).is_dir():
+            raise ConfigError(f"data.{key}", f"{path}: no such dataset directory; build it with "
+                              "`visgrpo-data synth|convert` and `masks`")
+
+
 def check_length_norm(objective, sampling) -> None:
     """Dr.GRPO's constant ``L_max`` (``objective.max_response_length``, the divisor of
     seq_mean_token_sum_norm when ``loss_length_norm`` is unset) must be at least the
@@ -115,7 +138,7 @@ def parser_error_line(err: BaseException, args: list[str] | None = None) -> str:
     if not lines:
         return type(err).__name__
     detail = [ln.removeprefix("- ") for ln in lines[1:] if not ln.startswith(_NOISE)]
-    line = " ".join([lines[0], *detail[:2]])
+    line = " ".join([lines[0], *detail[:4]])
     unknown = unknown_key(str(err))
     if unknown is not None:
         key, suggestion = unknown
