@@ -226,13 +226,17 @@ def run_summary(trainer) -> str:
     run are (printed by the CLI at the end of ``fit``, ``validate`` and ``test``)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    parts = [f"run dir {trainer.default_root_dir}"]
+    def shown(path) -> str:  # relative to the working directory when under it
+        path = Path(path).resolve()
+        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+    parts = [f"run dir {shown(trainer.default_root_dir)}"]
     ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
     if ckpt and trainer.state.fn == "fit":
-        parts.append(f"checkpoint {ckpt}")
+        parts.append(f"checkpoint {shown(ckpt)}")
     elif trainer.ckpt_path:
-        parts.append(f"loaded {trainer.ckpt_path}")
-    parts += [f"export {cb.exported}" for cb in trainer.callbacks if isinstance(cb, ExportModel) and cb.exported]
+        parts.append(f"loaded {shown(trainer.ckpt_path)}")
+    parts += [f"export {shown(cb.exported)}" for cb in trainer.callbacks if isinstance(cb, ExportModel) and cb.exported]
     for logger in trainer.loggers:
         if isinstance(logger, MLFlowLogger):
             name = logger.experiment.get_run(logger.run_id).info.run_name
