@@ -2,9 +2,12 @@
 ``visgrpo eval`` (benchmarks, visgrpo/evaluation/cli.py).
 
 User errors (a bad config key or value, a missing or mismatched dataset, a model path that is
-neither a local directory nor on a reachable hub, an unsafe checkpoint) print one line
-``error: ...`` naming the key or file and exit with code 2; ``--debug`` (or
+neither a local directory nor on a reachable hub, an unsafe checkpoint, an unreadable record)
+print one line ``error: ...`` naming the key or file and exit with code 2; ``--debug`` (or
 ``VISGRPO_DEBUG=1``) shows the full traceback instead. Anything else is a bug: traceback.
+
+The heavy stack (torch, Lightning, transformers) is imported only by the subcommand that
+runs, so ``visgrpo --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -12,14 +15,35 @@ from __future__ import annotations
 import os
 import sys
 
-from jsonargparse import ArgumentError
-
-from visgrpo.evaluation.cli import main as eval_main
-from visgrpo.lightning.cli import run_cli
-from visgrpo.lightning.compose import expand_config_args
-from visgrpo.lightning.errors import ConfigError, find_user_error
-
 USER_ERROR_EXIT = 2
+
+#: Subcommands: name -> (module whose ``main(argv) -> int`` runs it, or None: the Lightning
+#: CLI; one line for ``visgrpo --help``). A new subcommand is one entry here.
+SUBCOMMANDS: dict[str, tuple[str | None, str]] = {
+    "fit": (None, "train (RL or SFT) from composed configs: visgrpo fit --config configs/experiment/X.yaml"),
+    "validate": (None, "greedy decoding on data.val_path (with --ckpt_path last: this run's checkpoint)"),
+    "test": (None, "greedy decoding on data.test_path"),
+    "predict": (None, "Lightning's predict loop"),
+    "eval": ("visgrpo.evaluation.cli", "a model on standard benchmarks from local copies (visgrpo eval --help)"),
+}
+
+
+def top_level_help() -> str:
+    """``visgrpo --help``: the subcommands, without importing the training stack."""
+    width = max(map(len, SUBCOMMANDS))
+    lines = [
+        "usage: visgrpo {" + ",".join(SUBCOMMANDS) + "} [options]",
+        "",
+        "RLVR of vision-language models with visually grounded credit; compose configs/ with",
+        "repeated --config. `visgrpo SUBCOMMAND --help` lists a subcommand's options.",
+        "",
+        "subcommands:",
+        *(f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()),
+        "",
+        "options:",
+        "  --debug  show the full traceback of a user error (also VISGRPO_DEBUG=1)",
+    ]
+    return "\n".join(lines)
 
 
 def _debug_requested(args: list[str]) -> bool:
@@ -31,26 +55,42 @@ def _debug_requested(args: list[str]) -> bool:
     return os.environ.get("VISGRPO_DEBUG", "").lower() in ("1", "true", "yes", "on")
 
 
-def parser_error_line(err: ArgumentError) -> str:
-    """The useful part of a jsonargparse error: the key and the innermost reason, one line
-    (a class's Union wrapper, the subtype list and the echoed value are dropped)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    if not lines:
-        return type(err).__name__
-    noise = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
-             "- Expected a <class 'NoneType'>")
-    detail = [ln.removeprefix("- ") for ln in lines[1:] if not ln.startswith(noise)]
-    return " ".join([lines[0], *detail[:2]])
+def run_cli(args: list[str] | None = None) -> None:
+    """``visgrpo fit|validate|test|predict ...`` (imports the Lightning stack on first use)."""
+    from visgrpo.lightning.cli import run_cli as run_lightning_cli
+
+    run_lightning_cli(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the Lightning CLI (or ``eval``)."""
+    """Run a subcommand (see :data:`SUBCOMMANDS`)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["eval"]:
-        return eval_main(args[1:])
+    if not args or args[0] in ("-h", "--help"):
+        print(top_level_help())
+        return 0 if args else USER_ERROR_EXIT
+    module = SUBCOMMANDS.get(args[0], (None, ""))[0]
+    if module is not None:
+        from importlib import import_module
+
+        return import_module(module).main(args[1:])
+    if args[0] not in SUBCOMMANDS and not args[0].startswith("-"):
+        from difflib import get_close_matches
+
+        close = get_close_matches(args[0], SUBCOMMANDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"error: unknown subcommand {args[0]!r}{hint} (valid: {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        return USER_ERROR_EXIT
     debug = _debug_requested(args)
+    from jsonargparse import ArgumentError
+
+    from visgrpo.lightning.errors import ConfigError, find_user_error, parser_error_line
+    from visgrpo.lightning.noise import silence_third_party_noise
+
+    silence_third_party_noise()
     try:
         if argv is None:
+            from visgrpo.lightning.compose import expand_config_args
+
             # Expanded experiment parts and merged callbacks replace the originals in sys.argv
             # itself: LightningCLI reads them there, and DDP's launcher re-runs the same command
             # line for the other ranks.
@@ -66,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if user is not None:
             line = str(user).strip().splitlines()[0] if str(user).strip() else type(user).__name__
         elif isinstance(err, ArgumentError):
-            line = parser_error_line(err)
+            line = parser_error_line(err, args)
         else:
             raise
         print(f"error: {line} (--debug for the traceback)", file=sys.stderr)

@@ -1,6 +1,7 @@
 """``python -m experiments.bench [--quick]``: visgrpo vs TRL, credit overhead, micro-benchmarks.
 
-Writes experiments/bench/results.json and results.md (see experiments/bench/README.md).
+Writes runs/bench/results.json and results.md, or ``--out PATH`` (the committed
+experiments/bench/results.json only when named; see experiments/bench/README.md).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--skip-micro", action="store_true")
     p.add_argument("--workdir", help="where the tiny model and data are built (default: a temp dir)")
-    p.add_argument("--out", default=str(HERE / "results.json"))
+    p.add_argument("--out", default="runs/bench/results.json",
+                   help="JSON results (and the .md beside it); default under runs/, so the committed "
+                   "experiments/bench/results.json changes only when named explicitly")
     p.add_argument("--from-json", help="re-derive summaries, ratios and markdown from the runs of a "
                    "results.json (no measurement); writes --out")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -354,6 +357,7 @@ def write_markdown(res: dict) -> str:
 def write_results(results: dict, out: Path) -> Path:
     """``out`` (JSON) and ``out`` with ``.md`` (markdown), each written atomically."""
     md = out.with_suffix(".md")
+    out.parent.mkdir(parents=True, exist_ok=True)
     for path, text in ((out, json.dumps(results, indent=1, default=str) + "\n"), (md, write_markdown(results))):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)

@@ -183,6 +183,12 @@ def run_one(name: str, args) -> dict:
     )
 
 
+def default_out(model: str, quick: bool) -> Path:
+    """The JSON written without ``--out``: under ``runs/bench/`` (the committed
+    ``experiments/bench/results_probe*.json`` only when named)."""
+    return Path("runs/bench") / f"results_probe{'_tiny' if model == 'tiny' else ''}{'_quick' if quick else ''}.json"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -263,13 +269,7 @@ def main() -> None:
         f"probe (all layers) extra / eager output_attentions extra = "
         f"{summary['probe_all_extra_over_eager_attn_extra']:.4f} (target {summary['target']})"
     )
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(__file__).with_name(
-            f"results_probe{'_tiny' if args.model == 'tiny' else ''}{'_quick' if args.quick else ''}.json"
-        )
-    )
+    out = Path(args.out) if args.out else default_out(args.model, args.quick)
     meta = dict(
         model=args.model,
         layers=args.layers,
@@ -284,6 +284,7 @@ def main() -> None:
         python=platform.python_version(),
         machine=platform.machine(),
     )
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(meta=meta, rows=rows, summary=summary), indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -376,7 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--resume", action="store_true", help="load points already saved under OUT/points")
     p.add_argument("--report-only", action="store_true", help="with --resume: report the saved points, measure none")
     p.add_argument("--workdir", help="where models and data are built (default: a temp dir)")
-    p.add_argument("--out", default=str(HERE / "results"), help="output directory")
+    p.add_argument("--out", default="runs/bench/scaling",
+                   help="output directory (default under runs/; experiments/bench/results only when named)")
     a = p.parse_args(argv)
     rounds = a.rounds or (2 if a.quick else 3)
     points = grid(a.quick)

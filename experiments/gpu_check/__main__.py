@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 
 from experiments.gpu_check.workspace import SIZES, build_model, build_rows
+from visgrpo.credit import CREDIT_METHODS
 
 HERE = Path(__file__).resolve().parent
 NAMES = ("setup", "probe_exactness_bfloat16", "probe_exactness_float32", "memory_throughput",
-         "train_none", "train_sayo", "train_vgpo", "train_atrl", "train_ease",
-         "train_dapo_dynamic_sampling", "qlora_nf4")
+         *(f"train_{credit}" for credit in CREDIT_METHODS.names()), "train_dapo_dynamic_sampling", "qlora_nf4")
 
 
 def _versions() -> dict:

@@ -14,9 +14,10 @@ import torch
 
 from experiments.gpu_check.workspace import probe_inputs
 from visgrpo.attention.probe import AttentionProbe
+from visgrpo.credit import CREDIT_METHODS, build_credit
 from visgrpo.models.loading import PolicyConfig, load_policy
 
-CREDIT = ("none", "sayo", "vgpo", "atrl", "ease")
+CREDIT = tuple(CREDIT_METHODS.names())  # every registered credit method is trained (``none``: the plain objective)
 
 
 def _sync(device: str) -> None:
@@ -176,10 +177,7 @@ class _StepTimer:
 
 
 def _credit(name: str) -> list:
-    import visgrpo.credit as credit
-
-    classes = {"sayo": credit.SAYOCredit, "vgpo": credit.VGPOCredit, "atrl": credit.ATRLCredit, "ease": credit.EASECredit}
-    return [] if name == "none" else [classes[name]()]
+    return build_credit(name).methods  # the registered method with its defaults ([] for none)
 
 
 def train_steps(model_dir, rows, size, dtype: str, device: str, credit: str, deadline: float,

@@ -25,7 +25,7 @@ from experiments.shapes.warmstart import stage0
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=".", help="where artifacts/, runs/ and mlflow.db go")
-    parser.add_argument("--results", default="experiments/mechanism/results",
+    parser.add_argument("--results", default="runs/mechanism/results",
                         help="per-run JSON results (resume key) and the report")
     parser.add_argument("--quick", action="store_true", help="pilot scale: 3 seeds, 60 steps")
     parser.add_argument("--configs", default="", help="comma-separated subset of the arms (default: all)")

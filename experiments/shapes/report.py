@@ -209,7 +209,7 @@ def build_report(tracking_uri: str, out: Path, study: str = "full", experiment: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the shapes report from the MLflow runs.")
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
-    parser.add_argument("--out", default="experiments/shapes/results")
+    parser.add_argument("--out", default="runs/shapes/results")
     parser.add_argument("--study", default="full", help="the runs' study tag (full or demo)")
     parser.add_argument("--experiment", default="shapes_rl")
     args = parser.parse_args(argv)

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--study", default="full")
-    parser.add_argument("--out", default="experiments/shapes/results")
+    parser.add_argument("--out", default="runs/shapes/results")
     args = parser.parse_args(argv)
     work = Workdir(Path(args.workdir).resolve())
     budget = replace(recipe.FULL, steps=args.steps, val_every=args.val_every,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -166,3 +167,20 @@ def test_credit_class_requests_grad_layer_and_scales_by_lambda():
         method.auxiliary_loss(sig)
     with pytest.raises(ValueError, match="direction"):
         EASECredit(direction="both")
+
+
+def test_warns_once_when_no_reward_reaches_the_threshold():
+    # A random-weight start: every reward below 0.5, EASE is silently off (ease/loss 0) -> one warning.
+    m = EASECredit()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert int(m.auxiliary_normaliser(torch.tensor([0.0, 0.2, -0.5]))) == 0
+        assert int(m.auxiliary_normaliser(torch.tensor([0.1, 0.1]))) == 0
+        assert int(m.auxiliary_normaliser(torch.tensor([1.0, 0.0]))) == 1
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "EASE: no response reached reward_threshold=0.5 (best reward 0.2)" in messages[0]
+    quiet = EASECredit()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet.auxiliary_normaliser(torch.tensor([1.0, 0.0]))  # one passes: no warning
+    assert not caught

@@ -1,4 +1,5 @@
-"""Each credit method's target quantity (visgrpo/credit/mechanism.py) on hand-checked batches."""
+"""Each credit method's target quantity (its ``target_metrics``, gathered by
+visgrpo/credit/mechanism.py) on hand-checked batches."""
 
 from __future__ import annotations
 
@@ -8,18 +9,14 @@ import pytest
 import torch
 
 from visgrpo.credit.atrl import ATRLCredit
+from visgrpo.credit.diagnostics import binned_slope
 from visgrpo.credit.ease import EASECredit
 from visgrpo.credit.mechanism import (
-    atrl_target,
-    binned_slope,
-    ease_target,
     layer_evidence_ratios,
-    sayo_target,
+    methods_with_targets,
     target_methods,
     target_metrics,
     target_request,
-    vgpo_target,
-    vppo_target,
 )
 from visgrpo.credit.sayo import SAYOCredit
 from visgrpo.credit.vgpo import VGPOCredit
@@ -53,7 +50,7 @@ def test_ease_target_at_its_layer_ungated():
                 evidence_mask=torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     m = EASECredit()
     m.signal_request(3)
-    out = ease_target(m, s)
+    out = m.target_metrics(s)
     kl = 0.25 * (math.log(0.625) + 3 * math.log(1.25)) / 2
     assert float(out["kl"]) == pytest.approx(kl, rel=1e-5)
     assert float(out["evidence_ratio"]) == pytest.approx(1.3, rel=1e-6)
@@ -72,7 +69,7 @@ def test_sayo_target_selected_tokens_region_ratio():
                 evidence_mask=torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     m = SAYOCredit(rho=0.5, layer="last", entropy_attention_pairing="same_position")
     m.signal_request(2)
-    out = sayo_target(m, s)
+    out = m.target_metrics(s)
     assert float(out["region_ratio"]) == pytest.approx(1.6, rel=1e-6)
     assert float(out["reward"]) == pytest.approx(0.438202, abs=1e-6)
 
@@ -83,7 +80,7 @@ def test_vgpo_target_forgetting_curve_and_slope():
     c = torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2])
     hidden = torch.stack([c, (1 - c**2).sqrt()], -1)[None] * 3.0  # [1, 5, 2] (norm 3: cosine ignores it)
     s = signals(5, own_hidden=hidden, image_hidden_mean=torch.tensor([[2.0, 0.0]]))
-    out = vgpo_target(VGPOCredit(), s, bins=5)
+    out = VGPOCredit().target_metrics(s, bins=5)
     assert [float(out[f"focus_pos{k:02d}"]) for k in range(5)] == pytest.approx(c.tolist(), abs=1e-6)
     assert out["focus_slope"] == pytest.approx(-1.0, abs=1e-6)
     assert float(out["focus_mean"]) == pytest.approx(0.6, abs=1e-6)
@@ -97,21 +94,21 @@ def test_atrl_target_spread_and_the_single_cluster_case():
     s = signals(4, N=2, image_attention={0: attn}, response_attention={0: torch.eye(4)[None]})
     m = ATRLCredit(layers=0, clustering=False)
     m.signal_request(1)
-    out = atrl_target(m, s)
+    out = m.target_metrics(s)
     assert float(out["weight_std"]) == pytest.approx(math.sqrt(0.6875 / 4), rel=1e-5)
     assert float(out["anchor_share"]) == pytest.approx(0.25)
     # Shipped clustering, 4 tokens <= cluster_size 16: one cluster, every weight 1 -> std 0.
     m = ATRLCredit(layers=0)
     m.signal_request(1)
-    out = atrl_target(m, s)
+    out = m.target_metrics(s)
     assert float(out["clusters_per_response"]) == 1.0 and float(out["weight_std"]) == 0.0
 
 
 def test_target_methods_keep_the_trained_instance_and_request_what_they_read():
     trained = EASECredit(lambda_attn=0.1, layer=1)
     methods = target_methods([trained], num_layers=4)
-    assert [m.name for m in methods] == ["ease", "sayo", "vgpo", "atrl", "vppo"]
-    assert methods[0] is trained
+    assert [m.name for m in methods] == methods_with_targets() == ["atrl", "ease", "sayo", "vgpo", "vppo"]
+    assert methods[1] is trained
     req = target_request(methods, 4)
     assert req.image_attention_layers == frozenset(range(4))  # every layer's evidence ratio
     assert req.grad_attention_layers == frozenset()  # measurements need no graph
@@ -141,7 +138,7 @@ def test_vppo_target_visual_dependency_hand_values():
     mask = torch.tensor([[True, True, True, False]])
     s = signals(4, response_mask=mask, logp=logp, masked_logp=masked)
     dep = [0.5 + math.log(2.0) - 1.0, 0.0, math.exp(2.0) - 3.0]
-    out = vppo_target(VPPOCredit(top_frac=0.4), s)  # keeps ceil(0.4 * 3) = 2 tokens: dep[2] and dep[0]
+    out = VPPOCredit(top_frac=0.4).target_metrics(s)  # keeps ceil(0.4 * 3) = 2 tokens: dep[2] and dep[0]
     assert float(out["dependency"]) == pytest.approx(sum(dep) / 3, rel=1e-5)
     assert float(out["dependency_top"]) == pytest.approx((dep[0] + dep[2]) / 2, rel=1e-5)
-    assert vppo_target(VPPOCredit(), signals(4, logp=logp)) == {}  # no masked-image forward: nothing
+    assert VPPOCredit().target_metrics(signals(4, logp=logp)) == {}  # no masked-image forward: nothing

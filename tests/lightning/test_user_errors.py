@@ -43,36 +43,109 @@ def no_model_load(monkeypatch):
 
 
 def test_fingerprint_mismatch(in_workspace, workspace, capsys):
+    # The README's `--processor qwen2_5_vl` (the released processor) for the tiny model: the
+    # refusal names the exact --processor to rebuild the masks with.
     other = in_workspace / "other"
     assert data_main(["masks", "--dataset", str(workspace / "raw"), "--processor", "qwen2_5_vl",
                       "--out", str(other), "--no-progress"]) == 0
     line = one_error_line(capsys, [*tracking_args(in_workspace), "--data.train_path", str(other / "train")])
     assert line.startswith(f"error: data.train_path: {other / 'train'}: evidence masks were built for another "
                            "processor (max_pixels: dataset=")
+    assert "rebuild them with `visgrpo-data masks --processor tiny:qwen2_5_vl`" in line
 
 
-def test_missing_dataset(in_workspace, capsys):
+def test_missing_dataset_before_the_model_loads(in_workspace, capsys, no_model_load):
     line = one_error_line(capsys, [*tracking_args(in_workspace), "--data.train_path", "nope/train"])
     assert line.startswith("error: data.train_path: nope/train: no such dataset directory")
 
 
-def test_missing_validation_set_in_validate(in_workspace, capsys):
+def test_missing_validation_set_in_validate(in_workspace, capsys, no_model_load):
     line = one_error_line(capsys, [*tracking_args(in_workspace), "--data.val_path", "nope/val"], "validate")
     assert line.startswith("error: data.val_path: nope/val: no such dataset directory")
+
+
+def test_test_without_a_test_split_fails_clearly(in_workspace, capsys, no_model_load):
+    # (it used to exit 0 having done nothing)
+    line = one_error_line(capsys, [*tracking_args(in_workspace)], "test")
+    assert line.startswith("error: data.test_path: `visgrpo test` needs this split")
+
+
+def test_datamodule_test_loader_without_a_test_split_refuses():
+    from visgrpo.lightning.datamodule import EvidenceDataModule
+    from visgrpo.lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.test_path"):
+        EvidenceDataModule("unused").test_dataloader()
 
 
 def test_data_without_masks(in_workspace, workspace, capsys):
     raw = workspace / "raw" / "train"
     line = one_error_line(capsys, [*tracking_args(in_workspace), "--data.train_path", str(raw)])
-    assert line.startswith(f"error: data.train_path: {raw}: no processor fingerprint; run `visgrpo-data masks`")
+    assert line.startswith(f"error: data.train_path: {raw}: no processor fingerprint; run `visgrpo-data masks "
+                           "--processor tiny:qwen2_5_vl`")
 
 
 def test_unknown_key_and_bad_value(in_workspace, capsys, no_model_load):
     line = one_error_line(capsys, ["--model.init_args.learning_rat=1"])
     assert line.startswith('error: Parser key "model": Problem with given class_path '
                            "'visgrpo.lightning.RLVRModule': Option 'learning_rat' is not accepted")
+    assert "did you mean 'learning_rate'? (model.init_args.learning_rat is set on the command line)" in line
     line = one_error_line(capsys, ["--trainer.max_steps=abc"])
     assert line.startswith('error: Parser key "trainer.max_steps": Expected a <class \'int\'>. Got value: abc')
+
+
+@pytest.mark.parametrize(("yaml_text", "key", "suggestion"), [
+    ("model:\n  init_args:\n    lerning_rate: 1.0\n", "model.init_args.lerning_rate", "learning_rate"),
+    ("trainer:\n  max_stepz: 3\n", "trainer.max_stepz", "max_steps"),
+    ("data:\n  trian_path: x\n", "data.trian_path", "train_path"),
+    ("model:\n  init_args:\n    sampling: {temprature: 1.0}\n", "model.init_args.sampling.temprature", "temperature"),
+    ("model:\n  init_args:\n    objective_overrides: {kl_coeff: 0.1}\n",
+     "model.init_args.objective_overrides.kl_coeff", "kl_coef"),
+])
+def test_misspelt_key_gets_did_you_mean_and_its_file(in_workspace, capsys, no_model_load, yaml_text, key, suggestion):
+    mine = in_workspace / "mine.yaml"
+    mine.write_text(yaml_text)
+    line = one_error_line(capsys, ["--config", str(mine)])
+    assert f"did you mean {suggestion!r}? ({key} is set in {mine})" in line
+
+
+def test_misspelt_key_in_an_experiments_part_names_that_part(in_workspace, capsys, no_model_load):
+    part = in_workspace / "part.yaml"
+    part.write_text("trainer:\n  max_stepz: 3\n")
+    exp = in_workspace / "exp.yaml"
+    exp.write_text(f"defaults:\n  - {SMOKE}\n  - part.yaml\n")
+    code = main(["fit", "--config", str(exp)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"(trainer.max_stepz is set in {part})" in err, err
+
+
+def test_unknown_subcommand_gets_did_you_mean(capsys):
+    assert main(["tset"]) == 2
+    assert "unknown subcommand 'tset'; did you mean 'test'?" in capsys.readouterr().err
+
+
+def test_max_response_length_below_the_generation_cap_is_refused(in_workspace, capsys, no_model_load):
+    line = one_error_line(capsys, ["--model.init_args.objective=dr_grpo",
+                                   "--model.init_args.objective_overrides.max_response_length=8",
+                                   "--model.init_args.objective_overrides.overlong_cache_length=4"])
+    assert line.startswith("error: model.init_args.objective_overrides.max_response_length: 8 is below the "
+                           "generation cap model.init_args.sampling.max_new_tokens=24")
+
+
+def test_unreadable_record_is_one_line(in_workspace, capsys, monkeypatch):
+    # A truncated image passes `convert --check-images header`; decoding it at the first step
+    # raises BadRecord (visgrpo/rollout/prompts.py), which Lightning re-raises wrapped.
+    from visgrpo.data.images import BadRecord
+
+    def fit_hits_a_truncated_image(args):
+        try:
+            raise BadRecord("record 'q7': field 'image': cannot decode image: OSError: image file is truncated")
+        except BadRecord as err:
+            raise RuntimeError("in the training loop") from err
+    monkeypatch.setenv("VISGRPO_DEBUG", "0")
+    monkeypatch.setattr(visgrpo.cli, "run_cli", fit_hits_a_truncated_image)
+    line = one_error_line(capsys, [])
+    assert line.startswith("error: record 'q7': field 'image': cannot decode image")
 
 
 def test_missing_config_file(in_workspace, capsys):
@@ -164,3 +237,21 @@ def test_console_command_exits_2_with_one_line(in_workspace):
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == ("error: model.init_args.learning_rate: must be > 0, got -0.0001 "
                                                    "(--debug for the traceback)")
+
+
+def test_truncated_image_is_a_bad_record_naming_it():
+    import io
+
+    from PIL import Image
+
+    from visgrpo.data.images import BadRecord
+    from visgrpo.lightning.errors import find_user_error
+    from visgrpo.rollout.prompts import row_images
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
+    truncated = buf.getvalue()[: len(buf.getvalue()) // 2]  # the header (size) is intact
+    with pytest.raises(BadRecord, match="record 'q7': field 'image'") as e:
+        row_images({"id": "q7", "image": {"bytes": truncated, "path": None}, "width": 64, "height": 48})
+    assert find_user_error(RuntimeError("wrapped")) is None
+    assert find_user_error(e.value) is e.value

@@ -1,9 +1,10 @@
-"""Credit assignment that follows the policy's visual attention (docs/methods.md, SAYO to EASE).
+"""Credit assignment that follows the policy's visual attention (docs/methods.md).
 
-One file per method (``sayo``, ``vgpo``, ``atrl``, ``ease``, ``none``), all built on the
-interface of :mod:`visgrpo.credit.base`; importing this package imports every module in it,
-so each method registers itself in :data:`CREDIT_METHODS` with its decorator. A new method
-is one new file here (plus its config, test and docs section): this file needs no edit.
+One file per method, all built on the interface of :mod:`visgrpo.credit.base`; importing
+this package imports every module in it, so each method registers itself in
+:data:`CREDIT_METHODS` with its decorator (``CREDIT_METHODS.names()`` lists them) and
+declares its own validation target (``target_metrics``). A new method is one new file here
+(plus its config, test and docs section): this file needs no edit.
 """
 
 import importlib

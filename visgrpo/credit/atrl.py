@@ -290,6 +290,25 @@ class ATRLCredit(CreditMethod):
         self._warn_if_single_cluster(mask)
         return out, metrics
 
+    def target_metrics(self, signals: Signals) -> Metrics:
+        """AT-RL's target: :func:`atrl_token_weights` with its layers, clustering and cluster
+        size: ``clusters_per_response``, ``anchor_share`` and ``weight_std``, the standard
+        deviation of the weights over real tokens (0 when it cannot act, e.g. one cluster
+        per response)."""
+        layers = self.resolve(self.layers)
+        mask = signals.response_mask.bool()
+        W, m = atrl_token_weights(
+            signals.layer_maps("image_attention", layers), signals.image_mask, mask,
+            signals.mean_response_attention(layers) if self.uses_graph else None,
+            anchor_frac=self.anchor_frac, top_k=self.top_k, cluster_size=self.cluster_size,
+            w_min=self.w_min, w_max=self.w_max, anchors_only=self.anchors_only, clustering=self.clustering,
+            edge_scale=self.edge_scale, seed=self.seed,
+        )
+        real = W[mask].double()
+        std = real.std(unbiased=False) if real.numel() else real.new_zeros(())
+        return {"clusters_per_response": m["clusters_per_response"], "anchor_share": m["anchor_share"],
+                "weight_std": std.float()}
+
     def _warn_if_single_cluster(self, mask: Tensor) -> None:
         """Warn once when no response is longer than ``cluster_size``: every response is one
         cluster, every weight is exactly 1 and AT-RL is a no-op."""

@@ -1,7 +1,7 @@
 """Credit-method interface: what the forward pass must produce, what it produced, and the
 three hooks through which a method changes training.
 
-A credit method (docs/methods.md, SAYO to EASE) sees the detached signals of one teacher-forced
+A credit method (docs/methods.md) sees the detached signals of one teacher-forced
 forward pass (:class:`Signals`) and may
 
 * add a per-response reward before the group advantage (SAYO, ``extra_rewards``),
@@ -10,7 +10,8 @@ forward pass (:class:`Signals`) and may
   computed per micro-batch by ``batch_statistics``, so micro-batching does not change them,
 * add an auxiliary loss computed on attention WITH autograd (EASE, ``auxiliary_loss``).
 
-Methods compose through :class:`ComposedCredit` (e.g. EASE + AT-RL). Each method declares
+Each method also declares the validation metrics of its own target
+(:meth:`CreditMethod.target_metrics`). Methods compose through :class:`ComposedCredit` (e.g. EASE + AT-RL). Each method declares
 the signals it needs with :meth:`CreditMethod.request` (the base class binds the decoder
 depth first, so layer specs resolve there) and the forward pass probes only those layers.
 """
@@ -223,8 +224,32 @@ class CreditMethod:
         """
         return None
 
+    def target_metrics(self, signals: Signals) -> Metrics | None:
+        """The validation metrics of this method's target: what it is meant to move, measured
+        at its own layers and tokens with its own settings (issue 14), from detached
+        ``signals`` of any batch (held-out validation included). Every run logs them as
+        ``val/<name>/<metric>`` for every method that declares a target (a default instance
+        when the method is not trained, so a baseline reports the same quantities;
+        :mod:`visgrpo.credit.mechanism`). The signals it needs must be in :meth:`request`.
+
+        Returns:
+            ``{metric: scalar}`` (empty when the batch lacks what it needs), or None: the
+            method declares no target of its own (default).
+        """
+        return None
+
+    @classmethod
+    def declares_target(cls) -> bool:
+        """Whether the class overrides :meth:`target_metrics`."""
+        return cls.target_metrics is not CreditMethod.target_metrics
+
+    def settings(self) -> dict:
+        """The method's hyper-parameters as set (its public attributes, depth excluded): what
+        the run logs as its effective credit config."""
+        return {k: v for k, v in vars(self).items() if k != "num_layers" and not k.startswith("_")}
+
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "num_layers" and not k.startswith("_"))
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
 
 
@@ -332,7 +357,7 @@ class ComposedCredit(CreditMethod):
         return f"ComposedCredit({self.methods!r})"
 
 
-#: name -> CreditMethod subclass (``none``, ``sayo``, ``vgpo``, ``atrl``, ``ease``).
+#: name -> CreditMethod subclass; every module of the package registers its method here.
 CREDIT_METHODS: Registry[type[CreditMethod]] = Registry("credit method")
 
 

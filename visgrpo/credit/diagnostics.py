@@ -17,11 +17,27 @@ All pure functions over detached tensors.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from visgrpo.credit.base import Metrics, top_fraction_mask
 from visgrpo.data.signals import Signals
+
+
+def binned_slope(curve: Tensor) -> float:
+    """Least-squares slope of ``curve`` [bins] against the bin centres ``(k + 0.5) / bins``
+    (relative position in [0, 1]), over the finite bins; NaN with fewer than two."""
+    bins = curve.numel()
+    x = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
+    y = curve.double().cpu()
+    ok = torch.isfinite(y)
+    if int(ok.sum()) < 2:
+        return math.nan
+    x, y = x[ok], y[ok]
+    dx = x - x.mean()
+    return float((dx * (y - y.mean())).sum() / (dx * dx).sum())
 
 
 def visual_mass(attn: Tensor, image_mask: Tensor, response_mask: Tensor) -> Tensor:

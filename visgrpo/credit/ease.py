@@ -28,10 +28,14 @@ from :func:`visgrpo.data.evidence.smoothed_evidence_target`.
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 from torch import Tensor
 
 from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics
+from visgrpo.credit.diagnostics import evidence_attention_ratio
 from visgrpo.data.signals import SignalRequest, Signals
 
 DIRECTIONS = ("forward", "reverse")
@@ -159,15 +163,52 @@ class EASECredit(CreditMethod):
         self.lambda_attn, self.layer = lambda_attn, layer
         self.reward_threshold, self.max_tokens, self.direction = reward_threshold, max_tokens, direction
         self.eps = eps
+        self._warned_no_gate = False
 
     def request(self) -> SignalRequest:
         return SignalRequest(grad_attention_layers=frozenset(self.resolve(self.layer)))
+
+    def _warn_if_gate_empty(self, rewards: Tensor, passed: Tensor) -> None:
+        """Warn (once per instance) when no response reaches ``reward_threshold``: EASE is
+        then silently off for the batch (e.g. a random-weight start, where it never acts)."""
+        if self._warned_no_gate or bool(passed.any()) or rewards.numel() == 0:
+            return
+        self._warned_no_gate = True
+        warnings.warn(
+            f"EASE: no response reached reward_threshold={self.reward_threshold} (best reward "
+            f"{float(rewards.max()):.3g}), so its attention loss is 0 for this batch; it acts only on "
+            "responses with reward >= reward_threshold (lower it, or start from a policy that solves "
+            "some prompts). Warned once.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def target_metrics(self, signals: Signals) -> Metrics:
+        """EASE's target at its layer: the ungated KL(p || q) of :func:`ease_attention_loss`
+        (every response with evidence counts, not only the high-reward ones; ``kl``) and the
+        evidence attention ratio (``evidence_ratio``); ``layer`` is the layer index."""
+        layers = self.resolve(self.layer)
+        attn = signals.mean_image_attention(layers).detach()  # [B, T, N]
+        out: Metrics = {"layer": float(layers[0])}
+        if signals.evidence_target is not None:
+            ones = torch.ones(attn.shape[0], device=attn.device)  # every response passes the gate
+            _, m = ease_attention_loss(attn, signals.image_mask, signals.evidence_target, signals.response_mask, ones,
+                                       reward_threshold=0.5, max_tokens=self.max_tokens, direction=self.direction,
+                                       eps=self.eps)
+            if m["gated"] > 0:
+                out["kl"] = m["kl"]
+        if signals.evidence_mask is not None:
+            _, m = evidence_attention_ratio(attn, signals.image_mask, signals.evidence_mask, signals.response_mask)
+            if not math.isnan(float(m["evidence_ratio"])):
+                out["evidence_ratio"] = m["evidence_ratio"]
+        return out
 
     def auxiliary_normaliser(
         self, rewards: Tensor, evidence_target: Tensor | None = None, response_mask: Tensor | None = None
     ) -> Tensor:
         """Number of trajectories of the FULL batch that pass the gate (and have evidence)."""
         gate = rewards >= self.reward_threshold  # [B]
+        self._warn_if_gate_empty(rewards, gate)
         if evidence_target is not None:
             gate = gate & (evidence_target.to(gate.device).sum(-1) > 0)
         return gate.sum()

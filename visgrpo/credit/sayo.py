@@ -223,5 +223,21 @@ class SAYOCredit(CreditMethod):
             metrics["group_spread"] = within_group_std(r, signals.group_ids)  # before the weight
         return self.reward_weight * r, metrics
 
+    def target_metrics(self, signals: Signals) -> Metrics:
+        """SAYO's target on its selected tokens (its layer, entropy selection and pairing):
+        the bonus ``reward`` (``r_attn``) and the region-to-image attention ratio
+        ``region_ratio`` (``a_reg / a_img``, batch means of numerator and denominator)."""
+        if signals.entropies is None or (signals.evidence_mask is None and signals.region_labels is None):
+            return {}
+        own = self.entropy_attention_pairing == "authors"
+        attn = signals.mean_image_attention(self.resolve(self.layer), own=own)  # [B, T, N]
+        _, m = sayo_attention_reward(attn, signals.image_mask, region_mask_from(signals, self.region_threshold),
+                                     signals.entropies, signals.response_mask, rho=self.rho, eps=self.eps,
+                                     pairing=self.entropy_attention_pairing, rounding=self.selection_rounding)
+        out: Metrics = {"reward": m["reward"]}
+        if float(m["a_img"]) > 0:
+            out["region_ratio"] = m["a_reg"] / m["a_img"]
+        return out
+
 
 __all__ = ["SAYOCredit", "region_mask_from", "sayo_attention_reward", "sayo_candidates", "within_group_std"]

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from visgrpo.credit.base import CREDIT_METHODS, CreditMethod, Metrics, top_fraction_mask
+from visgrpo.credit.diagnostics import binned_slope, visual_mass_by_position
 from visgrpo.data.groups import dense_group_index
 from visgrpo.data.signals import SignalRequest, Signals
 
@@ -359,6 +360,24 @@ class VGPOCredit(CreditMethod):
             alpha_range=(self.alpha_min, self.alpha_max),
             gate_rounding=self.gate_rounding,
         )
+
+    def target_metrics(self, signals: Signals, bins: int = 10) -> Metrics:
+        """VGPO's target: the visual focus :func:`focus_cosine` (its hidden position, raw,
+        no min-max) binned by relative response position (``focus_pos<k>``, the
+        "forgetting curve"), its mean over real tokens and its least-squares slope per unit
+        of relative position (``focus_slope``; negative: the focus fades along the response)."""
+        hidden = getattr(signals, self._hidden_field)
+        if hidden is None or signals.image_hidden_mean is None:
+            return {}
+        w = focus_cosine(hidden.float(), signals.image_hidden_mean)  # [B, T]
+        curve, counts = visual_mass_by_position(w, signals.response_mask, bins)  # [bins]
+        out: Metrics = {f"focus_pos{k:02d}": curve[k] for k in range(bins) if counts[k] > 0}
+        resp = signals.response_mask.bool()
+        out["focus_mean"] = (w * resp).sum() / resp.sum().clamp_min(1)
+        slope = binned_slope(curve)
+        if not math.isnan(slope):
+            out["focus_slope"] = slope
+        return out
 
 
 __all__ = [

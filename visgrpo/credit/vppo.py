@@ -186,4 +186,20 @@ class VPPOCredit(CreditMethod):
         return self.entropy_coef * ent, {"entropy_penalty": ent.detach()}
 
 
+    def target_metrics(self, signals: Signals) -> Metrics:
+        """VPPO's target, the visual dependency of the response tokens (:func:`token_dependency`,
+        the k3 estimate of KL(pi(.|image) || pi(.|masked image)) at the sampled token): its
+        mean over response tokens (``dependency``) and over the top ``top_frac`` tokens VPPO
+        keeps (``dependency_top``). Every arm is measured with this one perturbation (PAPO's
+        runs too, as DAPO's), so the arms compare on one scale."""
+        if signals.masked_logp is None or signals.logp is None:
+            return {}
+        mask = signals.response_mask.bool()  # [B, T]
+        if not bool(mask.any()):
+            return {}
+        dep = token_dependency(signals.logp.detach(), signals.masked_logp, signals.response_mask)  # [B, T]
+        keep, _ = top_fraction_mask(dep, mask, self.top_frac, rounding="ceil")  # [B, T]
+        return {"dependency": dep[mask].mean(), "dependency_top": (dep * keep).sum() / keep.sum().clamp_min(1)}
+
+
 __all__ = ["VPPOCredit", "advantage_scale", "token_dependency", "trajectory_dependency"]

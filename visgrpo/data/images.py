@@ -39,6 +39,12 @@ class ImageTooLarge(ImageError):
     """An image has more pixels than the configured limit."""
 
 
+class BadRecord(ValueError):
+    """A dataset record that cannot be used at training or evaluation time (e.g. a truncated
+    image that passed ``convert --check-images header``); the message names the record and
+    the field. The CLI prints it as one ``error:`` line (a user error, not a bug)."""
+
+
 def orientation(im: Image.Image) -> int:
     """The EXIF orientation tag of ``im`` (1 = upright, also when there is none)."""
     try:

@@ -52,17 +52,21 @@ class FingerprintMismatch(ValueError):
     """The dataset's evidence fields were built for another processor configuration."""
 
 
-def check_fingerprint(dataset_fp: dict | None, model_fp: dict, where: str = "dataset") -> None:
+def check_fingerprint(dataset_fp: dict | None, model_fp: dict, where: str = "dataset",
+                      processor: str | None = None) -> None:
     """Raise :class:`FingerprintMismatch` naming each differing key.
 
     Args:
         dataset_fp: fingerprint stored with the dataset (``None``: no masks built).
         model_fp: fingerprint of the processor the model uses.
         where: dataset path, for the message.
+        processor: the model's ``name_or_path`` (``tiny:qwen2_5_vl``, a directory, a hub id):
+            the message then gives the exact ``--processor`` to rebuild the masks with.
     """
+    fix = f"--processor {processor}" if processor else "--processor <model dir>"
     if not dataset_fp:
         raise FingerprintMismatch(
-            f"{where}: no processor fingerprint; run `visgrpo-data masks` for this model's processor"
+            f"{where}: no processor fingerprint; run `visgrpo-data masks {fix}` for this model's processor"
         )
     diffs = [
         f"{k}: dataset={dataset_fp.get(k)!r} model={model_fp.get(k)!r}"
@@ -73,5 +77,5 @@ def check_fingerprint(dataset_fp: dict | None, model_fp: dict, where: str = "dat
         raise FingerprintMismatch(
             f"{where}: evidence masks were built for another processor ("
             + "; ".join(diffs)
-            + "); rebuild them with `visgrpo-data masks --processor <model dir>`"
+            + f"); rebuild them with `visgrpo-data masks {fix}`"
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 from visgrpo.models.reference import is_peft_model
 
@@ -25,6 +26,17 @@ def mlflow_client(trainer):
         if isinstance(logger, MLFlowLogger):
             return logger.experiment, logger.run_id
     return None, None
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, labelled ``Epoch N`` (not ``Epoch 0/-2``) when the run
+    is bounded by ``max_steps`` alone (``max_epochs`` is then -1)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        description = f"Epoch {current_epoch}"
+        return f"{description:{len(self.validation_description)}}"
 
 
 class RolloutTable(L.Callback):
@@ -195,6 +207,7 @@ class ExportModel(L.Callback):
     def __init__(self, dirpath: str | None = None, merged: bool = True) -> None:
         self.dirpath = dirpath
         self.merged = merged
+        self.exported: Path | None = None  # where the last export went (the end-of-run summary)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -202,6 +215,30 @@ class ExportModel(L.Callback):
         out = export_hf(
             pl_module.policy, pl_module.processor, self.dirpath or Path(trainer.default_root_dir) / "export", self.merged
         )
+        self.exported = out
         client, run_id = mlflow_client(trainer)
         if client is not None:
             client.log_artifacts(run_id, str(out), artifact_path="model")
+
+
+def run_summary(trainer) -> str:
+    """One line: where the run's directory, checkpoint (written or loaded), export and MLflow
+    run are (printed by the CLI at the end of ``fit``, ``validate`` and ``test``)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    def shown(path) -> str:  # relative to the working directory when under it
+        path = Path(path).resolve()
+        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+    parts = [f"run dir {shown(trainer.default_root_dir)}"]
+    ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
+    if ckpt and trainer.state.fn == "fit":
+        parts.append(f"checkpoint {shown(ckpt)}")
+    elif trainer.ckpt_path:
+        parts.append(f"loaded {shown(trainer.ckpt_path)}")
+    parts += [f"export {shown(cb.exported)}" for cb in trainer.callbacks if isinstance(cb, ExportModel) and cb.exported]
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger):
+            name = logger.experiment.get_run(logger.run_id).info.run_name
+            parts.append(f"MLflow run {name!r} ({logger.run_id}) in {logger._tracking_uri}")
+    return "visgrpo: " + "; ".join(parts)

@@ -259,7 +259,8 @@ class EvidenceDataModule(pl.LightningDataModule):
         derived = [c for c in DERIVED_FEATURES if c in ds.column_names and c != "grid_thw"]
         if self.require_evidence:
             try:
-                check_fingerprint(meta.get("processor"), geom.fingerprint(), where=str(path))
+                check_fingerprint(meta.get("processor"), geom.fingerprint(), where=str(path),
+                                  processor=self.model_path)
             except FingerprintMismatch as err:
                 raise FingerprintMismatch(f"{key}: {err}") from err
             if len(derived) < 3:
@@ -267,7 +268,8 @@ class EvidenceDataModule(pl.LightningDataModule):
                                   "masks; run `visgrpo-data masks` on it")
         elif derived or "grid_thw" in ds.column_names:
             try:
-                check_fingerprint(meta.get("processor"), geom.fingerprint(), where=str(path))
+                check_fingerprint(meta.get("processor"), geom.fingerprint(), where=str(path),
+                                  processor=self.model_path)
             except ValueError as err:
                 warnings.warn(f"{err}; ignoring its evidence columns", stacklevel=2)
                 ds = ds.remove_columns([c for c in DERIVED_FEATURES if c in ds.column_names])
@@ -342,6 +344,8 @@ class EvidenceDataModule(pl.LightningDataModule):
         return self._eval_loader("val")
 
     def test_dataloader(self):
+        if not self.test_path:
+            raise ConfigError("data.test_path", "`visgrpo test` needs a test split; set it to a dataset directory")
         return self._eval_loader("test")
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):

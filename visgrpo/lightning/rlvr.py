@@ -51,7 +51,7 @@ from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.data.signals import SignalRequest
 from visgrpo.lightning.base import PolicyModule
 from visgrpo.lightning.batching import Prepared, StepPlan, group_micro_batches, group_mini_batches
-from visgrpo.lightning.errors import ConfigError, check_hyperparameters
+from visgrpo.lightning.errors import ConfigError, check_hyperparameters, check_length_norm
 from visgrpo.lightning.steps import (
     batch_statistics,
     collect_rollouts,
@@ -63,9 +63,10 @@ from visgrpo.models.loading import PolicyConfig
 from visgrpo.models.reference import ReferencePolicy
 from visgrpo.objectives import compute_advantages, get_preset, global_normaliser, policy_objective
 from visgrpo.objectives._common import masked_mean
-from visgrpo.objectives.presets import ObjectiveOverrides
+from visgrpo.objectives.presets import ObjectiveOverrides, PresetName
 from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig
+from visgrpo.rollout.engines import EngineName
 
 
 class RLVRModule(PolicyModule):
@@ -73,12 +74,13 @@ class RLVRModule(PolicyModule):
 
     Args:
         policy: how to load the policy (hub id or local dir, dtype, LoRA, QLoRA, ...).
-        objective: preset name (``grpo``, ``dapo``, ``dr_grpo``, ``gspo``, ``sapo``).
+        objective: objective preset (``--help`` lists the registered ones; docs/methods.md).
         objective_overrides: preset fields to change (e.g. ``{kl_coef: 0.001}``); unset keep the preset's.
-        credit: credit methods (``class_path``/``init_args``), composed in order; empty = none.
+        credit: credit methods (``class_path``/``init_args``; ``--help`` lists the registered
+            classes), composed in order; empty = none.
         rewards: reward components of the reward head (default accuracy 1.0 + format 0.1).
         sampling: rollout sampling parameters (``num_generations`` = G).
-        rollout_engine: ``hf`` (default) or ``vllm`` (CUDA only).
+        rollout_engine: generation engine (``hf``, the default; ``vllm`` needs CUDA).
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up steps.
@@ -111,12 +113,12 @@ class RLVRModule(PolicyModule):
     def __init__(
         self,
         policy: PolicyConfig,
-        objective: str = "dapo",
+        objective: PresetName = "dapo",
         objective_overrides: ObjectiveOverrides = ObjectiveOverrides(),
         credit: list[CreditMethod] | None = None,
         rewards: list[RewardSpec] | None = None,
         sampling: SamplingConfig | None = None,
-        rollout_engine: str = "hf",
+        rollout_engine: EngineName = "hf",
         learning_rate: float = 1e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -148,6 +150,7 @@ class RLVRModule(PolicyModule):
             raise ConfigError("model.init_args.objective", err.args[0]) from err
         except ValueError as err:
             raise ConfigError("model.init_args.objective_overrides", str(err)) from err
+        check_length_norm(objective_config, sampling or SamplingConfig())
         super().__init__(
             policy, rewards, sampling, rollout_engine, learning_rate, weight_decay, warmup_steps,
             logprob_chunk_size, attention_chunk_size, diagnostics_layer, seed,

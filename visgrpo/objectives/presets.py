@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -36,29 +37,42 @@ from visgrpo.objectives.kl import KL_ESTIMATORS, kl_penalty
 from visgrpo.objectives.policy_loss import POLICY_LOSSES
 from visgrpo.registry import Registry
 
+# The registered names when this module is imported, as CLI choices (``--help`` lists them).
+AdvantageName = Literal[tuple(ADVANTAGES.names())]
+PolicyLossName = Literal[tuple(POLICY_LOSSES.names())]
+AggregationName = Literal[tuple(AGGREGATIONS.names())]
+KLEstimatorName = Literal[tuple(KL_ESTIMATORS.names())]
+
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
     """All settings of the policy objective; validated on construction.
 
     Attributes:
-        advantage: name in ``ADVANTAGES`` (grpo | dr_grpo).
+        advantage: group advantage, a name in ``ADVANTAGES`` (grpo: mean/std; dr_grpo: mean only).
         adv_eps: epsilon added to the group std (grpo).
-        policy_loss: name in ``POLICY_LOSSES`` (ppo_clip | gspo | sapo).
-        eps_low, eps_high: ppo_clip range ``[1-eps_low, 1+eps_high]``.
-        clip_ratio_c: dual-clip constant (> 1) for ppo_clip, or None.
-        gspo_eps_low, gspo_eps_high: GSPO sequence clip range.
-        sapo_tau_pos, sapo_tau_neg: SAPO gate temperatures.
-        aggregation: name in ``AGGREGATIONS``.
-        loss_length_norm: Dr.GRPO token-sum divisor; None -> ``max_response_length``.
-        kl_coef: beta (>= 0); 0 disables the KL term and the reference forward.
-        kl_estimator: name in ``KL_ESTIMATORS`` (k1 | k2 | k3).
-        dynamic_sampling: drop all-equal-reward groups and resample (DAPO).
+        policy_loss: surrogate, a name in ``POLICY_LOSSES`` (ppo_clip, gspo, sapo).
+        eps_low: ppo_clip lower range: the ratio is clipped at ``1 - eps_low``.
+        eps_high: ppo_clip upper range: the ratio is clipped at ``1 + eps_high`` (DAPO's clip-higher 0.28).
+        clip_ratio_c: dual-clip constant (> 1) for ppo_clip, or None (off).
+        gspo_eps_low: GSPO sequence-ratio clip, lower side.
+        gspo_eps_high: GSPO sequence-ratio clip, upper side.
+        sapo_tau_pos: SAPO soft-gate temperature for positive advantages.
+        sapo_tau_neg: SAPO soft-gate temperature for negative advantages.
+        aggregation: how token losses become one scalar, a name in ``AGGREGATIONS``.
+        loss_length_norm: Dr.GRPO token-sum divisor (seq_mean_token_sum_norm); None: ``max_response_length``.
+        kl_coef: KL weight beta (>= 0); 0 disables the KL term and the reference forward.
+        kl_estimator: KL estimator, a name in ``KL_ESTIMATORS`` (k1, k2, k3).
+        dynamic_sampling: drop all-equal-reward groups and sample more prompts (DAPO).
         dynamic_sampling_atol: reward spread counted as all-equal.
         max_sampling_tries: maximum dynamic-sampling rounds per batch.
-        overlong_shaping: add the DAPO overlong penalty to rewards.
-        max_response_length: ``L_max`` (also the generation cap).
-        overlong_cache_length: ``L_c`` of the overlong penalty.
+        overlong_shaping: add DAPO's overlong penalty to the rewards (its ``L_max`` is the
+            generation cap ``sampling.max_new_tokens``).
+        max_response_length: Dr.GRPO's constant ``L_max``, the divisor of
+            seq_mean_token_sum_norm when ``loss_length_norm`` is None; not the generation
+            cap (``sampling.max_new_tokens``), which the training module requires it to
+            be at least.
+        overlong_cache_length: ``L_c`` of the overlong penalty (capped to the generation cap).
     """
 
     advantage: str = "grpo"
@@ -156,9 +170,9 @@ class ObjectiveOverrides:
         objective_overrides: {kl_coef: 0.001, max_sampling_tries: 2}
     """
 
-    advantage: str | None = None
+    advantage: AdvantageName | None = None
     adv_eps: float | None = None
-    policy_loss: str | None = None
+    policy_loss: PolicyLossName | None = None
     eps_low: float | None = None
     eps_high: float | None = None
     clip_ratio_c: float | None = None
@@ -166,10 +180,10 @@ class ObjectiveOverrides:
     gspo_eps_high: float | None = None
     sapo_tau_pos: float | None = None
     sapo_tau_neg: float | None = None
-    aggregation: str | None = None
+    aggregation: AggregationName | None = None
     loss_length_norm: float | None = None
     kl_coef: float | None = None
-    kl_estimator: str | None = None
+    kl_estimator: KLEstimatorName | None = None
     dynamic_sampling: bool | None = None
     dynamic_sampling_atol: float | None = None
     max_sampling_tries: int | None = None
@@ -191,6 +205,12 @@ class ObjectiveOverrides:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+# The CLI's help for each override is ObjectiveConfig's (one text per field, kept in one place).
+ObjectiveOverrides.__doc__ = (
+    ObjectiveOverrides.__doc__.rstrip() + "\n\n    Attributes:" + ObjectiveConfig.__doc__.split("Attributes:", 1)[1]
+)
+
+
 PRESETS: Registry[Callable[[], ObjectiveConfig]] = Registry("objective preset")
 PRESETS.add("grpo", lambda: ObjectiveConfig(kl_coef=0.04, kl_estimator="k3"))
 PRESETS.add(
@@ -208,6 +228,9 @@ PRESETS.add(
 )
 PRESETS.add("gspo", lambda: ObjectiveConfig(policy_loss="gspo"))
 PRESETS.add("sapo", lambda: ObjectiveConfig(policy_loss="sapo", aggregation="token_mean"))
+
+#: The preset names as a CLI choice (``model.init_args.objective``; ``--help`` lists them).
+PresetName = Literal[tuple(PRESETS.names())]
 
 
 def get_preset(name: str, **overrides: object) -> ObjectiveConfig:

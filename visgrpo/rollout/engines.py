@@ -6,11 +6,16 @@ only when an engine is constructed).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from visgrpo.rollout.base import ROLLOUT_ENGINES, RolloutEngine
 from visgrpo.rollout.hf import HFRolloutEngine
 from visgrpo.rollout.vllm_engine import VLLMRolloutEngine
 
-__all__ = ["HFRolloutEngine", "VLLMRolloutEngine", "build_rollout_engine"]
+__all__ = ["EngineName", "HFRolloutEngine", "VLLMRolloutEngine", "build_rollout_engine"]
+
+#: The registered engine names as a CLI choice (``model.init_args.rollout_engine``).
+EngineName = Literal[tuple(ROLLOUT_ENGINES.names())]
 
 
 def build_rollout_engine(name: str = "hf", **kwargs) -> RolloutEngine:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from visgrpo.data.geometry import Geometry
-from visgrpo.data.images import DEFAULT_MAX_PIXELS, ImageError, decode_value
+from visgrpo.data.images import DEFAULT_MAX_PIXELS, BadRecord, ImageError, decode_value
 
 DEFAULT_PROMPT_TEMPLATE = (
     "{question}\nThink inside <think></think> and give the final answer inside <answer></answer>."
@@ -43,24 +43,24 @@ def row_images(row: dict, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list:
     the prompt-length filter were computed from.
 
     Raises:
-        ValueError: no image column, an image that cannot be used, or a size mismatch;
-            the message names the record and the field.
+        BadRecord: no image column, an image that cannot be used (undecodable, truncated,
+            too large), or a size mismatch; the message names the record and the field.
     """
     if "images" in row and row["images"] is not None:
         imgs, fields = list(row["images"]), [f"images[{j}]" for j in range(len(row["images"]))]
     elif "image" in row and row["image"] is not None:
         imgs, fields = [row["image"]], ["image"]
     else:
-        raise ValueError(f"record {row.get('id')!r}: no 'image' or 'images' column")
+        raise BadRecord(f"record {row.get('id')!r}: no 'image' or 'images' column")
     sizes = image_sizes(row) if row.get("height") is not None else [None] * len(imgs)
     out = []
     for im, f, hw in zip(imgs, fields, sizes, strict=False):
         try:
             im = decode_value(im, max_pixels)
         except (ImageError, OSError) as e:
-            raise ValueError(f"record {row.get('id')!r}: field {f!r}: {e}") from None
+            raise BadRecord(f"record {row.get('id')!r}: field {f!r}: {e}") from None
         if hw is not None and (im.height, im.width) != hw:
-            raise ValueError(
+            raise BadRecord(
                 f"record {row.get('id')!r}: field {f!r}: upright image is {im.width}x{im.height} "
                 f"but the width/height columns say {hw[1]}x{hw[0]} (an EXIF-rotated image "
                 "converted by an older visgrpo-data); re-run convert and masks"
