@@ -14,7 +14,7 @@ def test_overlong_settings_by_hand():
     assert overlong.overlong_settings([80, 100, 7]) == {"onset": 125, "cache": 32, "max_new_tokens": 157}
     # 6-token answers: onset 8, window 2
     assert overlong.overlong_settings([6, 6, 5]) == {"onset": 8, "cache": 2, "max_new_tokens": 10}
-    assert overlong.DAPO_WINDOW_TO_ONSET == pytest.approx(0.25)  # verl's DAPO recipe: 4096 of 20480
+    assert pytest.approx(0.25) == overlong.DAPO_WINDOW_TO_ONSET  # verl's DAPO recipe: 4096 of 20480
     with pytest.raises(ValueError, match="at least one"):
         overlong.overlong_settings([])
 
