@@ -1,27 +1,34 @@
 """The learning testbed (issue 22): a short-answer task where DAPO has room to learn.
 
-The shapes task (one colour question, a 6-token answer, 1/6 chance) with a warm start that
-*sees* the object but is unsure how to *name* it: its SFT data names each object's colour or
-the colour it is confusable with (red/orange, blue/purple, green/yellow), half of the time
-each (:func:`confuse`). So the warm start learns perception from all the SFT data (either
-name of a pair tells which pair the object belongs to) and answers the pair right but the
-colour right only about half the time. RL, rewarded against the true colours, has a
-learnable signal at every step: it must pick the right member of the pair from the image.
-A text-only policy stays at chance (the colour of the named shape is uniform), so the gain
-must come from the image (``val/accuracy_no_image``).
+The shapes task (one colour question, a 6-token answer, 1/6 chance, the shapes data) from a
+warm start with a strong answer prior: the committed shapes warm start (0.41 held-out
+greedy accuracy) fine-tuned for :attr:`Learning.sft_steps` more SFT steps on the training
+split with a share :attr:`Learning.share` of the answers replaced by one colour,
+:attr:`Learning.colour` (:func:`skew`). It keeps what it perceives and over-says that
+colour, so its greedy answers fall towards the prior while its perception still holds
+the right answer in its samples. RL, rewarded against the true colours (uniform over the
+six), has a learnable signal at every step: say the colour the image shows, not the prior.
+A text-only policy stays at chance (the colour of the named shape is uniform; the prior
+colour is right 1/6 of the time), so a gain has to come from the image
+(``val/accuracy_no_image``).
+
+A stand-in, stated plainly: the room to learn is a prior put in on purpose, the situation
+the papers describe (a pretrained model's answer priors over what the image shows), at a
+scale where RL can remove it in a CPU budget. It shows the RL loops raise held-out accuracy
+and gives the credit methods a baseline that learns; it does not show that a method
+improves perception.
 
 Why not the other warm starts (the recipes table in README.md): the shapes warm start
-(0.41) sits near what this tiny model's perception reaches with SFT (0.42-0.45), and RL
-must improve perception itself to move it (+0.026); a 150-step SFT warm start (0.22)
-ignores the image (its no-image accuracy equals its accuracy) and RL did not find it
-in 50 steps.
-
-Everything is built under the working directory's ``artifacts/`` and ``runs/`` from the
-shapes stage 0 data; the warm start is exported to :data:`WARMSTART` (committed, ~1 MB).
+(0.41) sits at what this tiny model's perception reaches with SFT (0.42-0.45), so RL must
+improve perception itself to move it (+0.026 in the shapes study); a 150-step SFT warm
+start (0.22) ignores the image (no-image accuracy equals its accuracy, 0.18); blurring the
+output rows of confusable colour pairs (red/orange, blue/purple, green/yellow) left greedy
+accuracy at 0.44 -- this model hardly told the pairs apart to begin with.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,75 +36,84 @@ from pathlib import Path
 import numpy as np
 
 from experiments.shapes import recipe
-from experiments.shapes.stages import Workdir, fit, write_json
+from experiments.shapes.stages import WARMSTART_DIR, Workdir, fit, write_json
 from experiments.shapes.warmstart import stage0
 from visgrpo.data.io import load_dataset_dir, save_dataset
 
 WARMSTART = Path(__file__).resolve().parent / "warmstart"
-CONFUSABLE = (("red", "orange"), ("blue", "purple"), ("green", "yellow"))
 CHANCE = 1 / 6  # six colours, uniform over the named object
-
-
-def partner(colour: str) -> str:
-    """The colour ``colour`` is confused with (itself when it has no pair)."""
-    for a, b in CONFUSABLE:
-        if colour == a:
-            return b
-        if colour == b:
-            return a
-    return colour
 
 
 @dataclass(frozen=True)
 class Learning:
-    """Settings of the learning testbed (the SFT data's confusion and the SFT budget)."""
+    """The warm start's answer prior: SFT steps on answers skewed to one colour."""
 
-    swap_share: float = 0.5  # share of SFT answers replaced by the pair partner
-    seed: int = 0
-    sft_steps: int = 300  # the shapes warm start's budget
+    colour: str = "red"
+    share: float = 0.5  # share of the SFT answers replaced by ``colour``
+    sft_steps: int = 60
     sft_lr: float = 1.0e-3
+    seed: int = 0
 
     def sft_data(self, work: Workdir) -> Path:
-        return work.root / "artifacts" / f"shapes_confused{self.swap_share:g}"
+        return work.root / "artifacts" / f"shapes_skew_{self.colour}{self.share:g}"
 
 
-def confuse(src: Path, dst: Path, share: float, seed: int) -> dict:
-    """Write ``src`` (a dataset directory) to ``dst`` with a ``share`` of its answers replaced
-    by their pair partner (:data:`CONFUSABLE`), drawn independently per record; returns
-    counts. Atomic (``save_dataset``): ``dst`` is complete or absent."""
+def skew(src: Path, dst: Path, colour: str, share: float, seed: int) -> dict:
+    """Write the dataset directory ``src`` to ``dst`` with a ``share`` of its answers (drawn
+    independently per record) replaced by ``colour``; returns counts. Atomic
+    (``save_dataset``): ``dst`` is complete or absent."""
     ds, meta = load_dataset_dir(src)
     rng = np.random.default_rng(seed)
     swap = rng.random(len(ds)) < share  # [N]
-    answers = [partner(a) if s else a for a, s in zip(ds["answer"], swap, strict=True)]
+    answers = [colour if s else a for a, s in zip(ds["answer"], swap, strict=True)]
     changed = sum(a != b for a, b in zip(answers, ds["answer"], strict=True))
     ds = ds.remove_columns("answer").add_column("answer", answers)
     save_dataset(ds, dst, meta=meta, overwrite=True)
-    return {"records": len(ds), "swapped": int(swap.sum()), "changed": int(changed)}
+    return {"records": len(ds), "replaced": int(swap.sum()), "changed": int(changed)}
 
 
 def build(work: Workdir, tb: Learning = Learning(), out: Path = WARMSTART, log: Path | None = None) -> Path:
-    """Stage 0 of the shapes experiment (if absent), the confused SFT data, the SFT warm start
-    (exported to ``out`` with ``warmstart.json``); every step is skipped when its output exists."""
+    """The shapes data (if absent), the skewed SFT data and the SFT from the committed shapes
+    warm start, exported to ``out`` with ``warmstart.json``; skipped when ``out`` exists."""
     if (out / "config.json").exists():
         return out
     if not (work.data / "validation").exists():
-        stage0(work)
+        stage0(work, with_model=False)
     data = tb.sft_data(work)
-    counts = confuse(work.data / "train", data / "train", tb.swap_share, tb.seed)
-    if not (data / "validation").exists():
-        shutil.copytree(work.data / "validation", data / "validation")  # validation answers stay true
+    counts = skew(work.data / "train", data / "train", tb.colour, tb.share, tb.seed)
     export = work.root / "runs" / "learning_sft" / "export"
     seconds = fit(work, [recipe.SFT_CONFIG], [
-        f"--trainer.max_steps={tb.sft_steps}", "--trainer.val_check_interval=50",
-        f"--model.init_args.learning_rate={tb.sft_lr}", f"--model.init_args.policy.name_or_path={work.model}",
-        f"--data.train_path={data / 'train'}", f"--data.val_path={data / 'validation'}",
+        f"--trainer.max_steps={tb.sft_steps}", f"--trainer.val_check_interval={tb.sft_steps}",
+        f"--model.init_args.learning_rate={tb.sft_lr}", "--model.init_args.warmup_steps=0",
+        f"--model.init_args.policy.name_or_path={WARMSTART_DIR}", f"--seed_everything={tb.seed}",
+        f"--data.train_path={data / 'train'}", f"--data.val_path={work.data / 'validation'}",
         f"--trainer.logger.init_args.tracking_uri={work.tracking_uri}",
         "--trainer.logger.init_args.experiment_name=learning_sft", "--trainer.default_root_dir=runs/learning_sft",
         "--trainer.callbacks+=visgrpo.lightning.callbacks.ExportModel", f"--trainer.callbacks.dirpath={export}",
     ], log=log)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(export, tmp)
+    write_json(tmp / "warmstart.json", {"testbed": asdict(tb), "source": "experiments/shapes/warmstart",
+                                        "sft_data": counts, "seconds": round(seconds, 1)})
     if out.exists():
         shutil.rmtree(out)
-    shutil.copytree(export, out)
-    write_json(out / "warmstart.json", {"testbed": asdict(tb), "confusable": CONFUSABLE, "sft_data": counts,
-                                        "data": asdict(recipe.DATA), "seconds": round(seconds, 1)})
+    tmp.replace(out)
     return out
+
+
+# The RL recipe on this testbed (the recipes table in README.md): 16 prompts x G = 8, lr 5e-4,
+# the shapes data and settings otherwise. Overlong shaping from the warm start's lengths
+# (overlong.py): every response is 6-7 tokens, so onset 9 and window 3 (L_max 12).
+RL_LR = 5.0e-4
+RL_PROMPTS = 16
+MAX_NEW_TOKENS = 12
+OVERLONG_CACHE = 3
+
+
+def rl_overrides() -> list[str]:
+    """CLI overrides of ``configs/experiment/shapes_rl.yaml`` for this testbed's RL recipe."""
+    return [f"--model.init_args.learning_rate={RL_LR}", f"--data.batch_size={RL_PROMPTS}",
+            f"--model.init_args.sampling.max_new_tokens={MAX_NEW_TOKENS}",
+            f"--model.init_args.objective_overrides={json.dumps({'max_sampling_tries': 2, 'overlong_cache_length': OVERLONG_CACHE})}"]

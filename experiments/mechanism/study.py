@@ -97,6 +97,13 @@ QUICK = StudyBudget(steps=60, seeds=(0, 1, 2), limit_val=200)
 # dapo+ease+atrl, +1.13 evidence ratio on shapes; SAYO at its shipped weight) and EASE + AT-RL.
 RELATIONAL = StudyBudget(steps=30, seeds=(0, 1, 2, 3, 4), limit_val=100)
 RELATIONAL_ARMS = ("dapo", "dapo+vgpo", "dapo+atrl", "ease_lambda0.1", "sayo_weight1", "dapo+ease+atrl")
+# The learning testbed (experiments/learning): DAPO learns there (the precondition), so the
+# credit comparison runs there: every registered method at its shipped setting, EASE also at
+# the dose with the best accuracy in the shapes dose-response (1e-2). AT-RL is left out: with
+# 6-token answers every response is one cluster and every weight is exactly 1 (shapes study).
+LEARNING = StudyBudget(steps=30, seeds=(0, 1, 2, 3, 4), limit_val=200, val_every=10)
+LEARNING_ARMS = ("dapo", "ease_lambda0.001", "ease_lambda0.01", "sayo_weight1", "dapo+vgpo", "dapo+vppo", "dapo+papo")
+PRIOR_ARMS = LEARNING_ARMS  # the language-prior testbed (experiments/learning/prior.py)
 
 
 @dataclass

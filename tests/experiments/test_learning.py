@@ -25,25 +25,18 @@ def test_relational_onset_would_have_cleared_the_warm_starts_chains():
     assert settings["onset"] > 108 and settings["max_new_tokens"] - settings["cache"] == settings["onset"]
 
 
-def test_partner_pairs_are_symmetric():
-    for a, b in testbed.CONFUSABLE:
-        assert testbed.partner(a) == b and testbed.partner(b) == a
-    assert testbed.partner("grey") == "grey"
-    assert sorted(c for pair in testbed.CONFUSABLE for c in pair) == sorted(
-        __import__("data_tools.drawing", fromlist=["COLOURS"]).COLOURS)  # every colour has a partner
-
-
-def test_confuse_swaps_the_share_to_the_partner_only(tmp_path):
+def test_skew_replaces_the_share_by_the_prior_colour_only(tmp_path):
     colours = ["red", "blue", "green", "orange", "purple", "yellow"] * 50
     ds = datasets.Dataset.from_dict({"id": [str(i) for i in range(len(colours))], "answer": colours,
                                      "question": ["q"] * len(colours)})
     save_dataset(ds, tmp_path / "src", meta={"k": 1})
-    counts = testbed.confuse(tmp_path / "src", tmp_path / "dst", share=0.5, seed=0)
+    counts = testbed.skew(tmp_path / "src", tmp_path / "dst", "red", share=0.5, seed=0)
     out, meta = load_dataset_dir(tmp_path / "dst")
     assert meta == {"k": 1} and out["id"] == ds["id"] and out["question"] == ds["question"]
     changed = [(a, b) for a, b in zip(ds["answer"], out["answer"], strict=True) if a != b]
-    assert all(b == testbed.partner(a) for a, b in changed)  # only ever the pair partner
-    assert counts == {"records": 300, "swapped": len(changed), "changed": len(changed)}
-    assert 120 <= len(changed) <= 180  # Binomial(300, 0.5): mean 150, sd 8.7
-    testbed.confuse(tmp_path / "src", tmp_path / "none", share=0.0, seed=0)
+    assert all(b == "red" for _, b in changed) and all(a != "red" for a, _ in changed)
+    assert counts["changed"] == len(changed) and 120 <= counts["replaced"] <= 180  # Binomial(300, 0.5): sd 8.7
+    # a replaced answer that was already red does not change: changed ~ replaced * 5/6
+    assert counts["changed"] == sum(a != "red" for a, r in zip(colours, out["answer"], strict=True) if r == "red")
+    testbed.skew(tmp_path / "src", tmp_path / "none", "red", share=0.0, seed=0)
     assert load_dataset_dir(tmp_path / "none")[0]["answer"] == colours
