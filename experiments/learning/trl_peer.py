@@ -23,7 +23,6 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from experiments.bench.harness import RunSpec
@@ -72,8 +71,11 @@ def train(work: Workdir, seed: int, steps: int, out_dir: Path) -> dict:
     tok = processor.tokenizer
     model.generation_config.eos_token_id = sorted({tok.eos_token_id, tok.pad_token_id} - {None})
     with tempfile.TemporaryDirectory(prefix="trl-peer-") as tmp:
-        args = replace(grpo_config(spec, tmp), logging_strategy="steps", logging_steps=1,
-                       reward_weights=[1.0, 0.1])
+        from transformers.trainer_utils import IntervalStrategy
+
+        args = grpo_config(spec, tmp)  # set after __post_init__ (a dataclass replace re-derives batch sizes)
+        args.logging_strategy, args.logging_steps = IntervalStrategy.STEPS, 1
+        args.reward_weights = [1.0, 0.1]
         trainer = GRPOTrainer(model=model, reward_funcs=[_component("accuracy"), _component("format")], args=args,
                               train_dataset=trl_dataset(spec.data_dir), processing_class=processor)
         trainer.train()
