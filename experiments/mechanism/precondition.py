@@ -105,8 +105,9 @@ def describe(result: dict) -> str:
         f"(needed {s['needed']:+.3f}: +0.10 or half the error).",
         f"Significance {word[g['ok']]}: {g['n']} seeds, 95% CI [{g['lo']:+.3f}, {g['hi']:+.3f}], t-test p = {g['p_t']:.2g}"
         f" (needed >= 5 seeds, CI above 0, p < 0.01).",
-        f"Sampled accuracy rising {word[r['ok']]}: last minus first steps {r['rise']:+.3f} "
-        f"[{r['lo']:+.3f}, {r['hi']:+.3f}] over {r['n']} seeds.",
+        f"Sampled accuracy rising {word[r['ok']]}: " + (
+            f"mean of the last minus the first 10 steps {r['rise']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] over "
+            f"{r['n']} seeds." if r["n"] else "not measured (no sampled-accuracy curves in the runs)."),
         f"Needs the image {word[i['ok']]}: no-image accuracy {_num(i['warm'])} at the warm start, "
         f"{_num(i['final'])} after RL (chance {i['chance']:.3f}, allowed up to {i['ceiling']:.3f}).",
     ])

@@ -244,7 +244,7 @@ def build(results: Path, label: str = "", chance: float | None = None) -> Path:
              "on the same seeds [bootstrap 95% CI], p = exact two-sided sign-flip test and paired t-test.", "",
              "## Learning precondition", "",
              ("**Met**: accuracy claims are tested below. " if pre and pre["met"] else
-              f"**Not met**: accuracy claims are {refused.removeprefix('refused: ')}. ")
+              f"**Not met**: accuracy claims are {refused}. ")
              + (precondition.describe(pre) if pre else ""), "",
              "## Claims", "", "| claim | arm | measured | Δ vs dapo [95% CI] | verdict |", "|---|---|---|---|---|"]
     # a claim whose arm did not run is left out unless dapo's runs already make it untestable
