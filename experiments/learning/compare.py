@@ -27,6 +27,8 @@ from experiments.mechanism import precondition, report
 from experiments.mechanism.stats import bootstrap_ci, paired
 
 BASELINE = "dapo"
+PEERS = ("trl_dapo",)  # the same recipe in another framework: its own precondition, not a credit arm
+EARLY = 10  # steps of the early sampled-accuracy mean (a finer speed measure than validation every 10 steps)
 # Each arm's own target quantity at its own layer (visgrpo.credit.mechanism), as in report.py.
 TARGETS = {
     "ease": "val/ease/evidence_ratio", "sayo": "val/sayo/region_ratio", "vgpo": "val/vgpo/focus_slope",
@@ -65,7 +67,7 @@ def compare(data: dict[str, dict[int, dict]], chance: float) -> dict:
     target_level = float(np.mean(list(base_acc.values()))) if base_acc else math.nan
     rows = []
     for arm, runs in data.items():
-        if arm == "warmstart":
+        if arm == "warmstart" or arm in PEERS:
             continue
         acc = report.values(runs, "val/accuracy")
         mean, lo, hi = bootstrap_ci(acc.values())
@@ -81,6 +83,8 @@ def compare(data: dict[str, dict[int, dict]], chance: float) -> dict:
             "p_t": d and d["p_t"], "sd_diff": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan,
             "steps_to_dapo_final": float(np.nanmean(reach)) if np.isfinite(reach).any() else math.nan,
             "reached": int(np.isfinite(reach).sum()), "target": tkey,
+            "early_sampled": float(np.mean([np.mean([x for _, x in sorted(m["_curves"][report.SAMPLED])][:EARLY])
+                                            for m in runs.values() if report.SAMPLED in m.get("_curves", {})] or [math.nan])),
             "target_value": bootstrap_ci(report.values(runs, tkey).values())[0] if tkey else None,
             "target_delta": t and t["mean"], "target_lo": t and t["lo"], "target_hi": t and t["hi"],
             "target_p_t": t and t["p_t"],
@@ -89,7 +93,11 @@ def compare(data: dict[str, dict[int, dict]], chance: float) -> dict:
     n = min((r["n"] for r in rows if r["arm"] != BASELINE), default=0)
     pooled = float(np.sqrt(np.mean(np.square(sds)))) if sds else math.nan
     others = [r for r in rows if r["arm"] != BASELINE and r["delta_hi"] is not None]
-    return {"precondition": report.learning(data, chance), "dapo_final": target_level, "rows": rows,
+    peers = {}
+    for peer in PEERS:
+        if peer in data:  # the peer's own precondition against the same warm start (its seeds only)
+            peers[peer] = report.learning({"warmstart": data.get("warmstart", {}), BASELINE: data[peer]}, chance)
+    return {"precondition": report.learning(data, chance), "peers": peers, "dapo_final": target_level, "rows": rows,
             "power": {"n": n, "sd_diff_pooled": pooled, "mde_80": mde(pooled, n),
                       "largest_gain_not_excluded": max((r["delta_hi"] for r in others), default=math.nan),
                       "winners_p05": [r["arm"] for r in others if r["delta"] > 0 and r["p_t"] < 0.05]}}
@@ -110,8 +118,9 @@ def markdown(out: dict, title: str) -> str:
              f"dapo's mean final accuracy (the speed target): {_f(out['dapo_final'])}. Δ = paired difference from dapo "
              "on the same seeds [bootstrap 95% CI]; p: exact sign-flip / paired t-test.", "",
              "| arm | seeds | held-out accuracy [95% CI] | Δ vs dapo [95% CI] | p sign-flip | p t-test | no-image acc | "
-             "target at its layer | target Δ vs dapo [95% CI], p t | steps to dapo's final acc (runs reaching) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "target at its layer | target Δ vs dapo [95% CI], p t | steps to dapo's final acc (runs reaching) | "
+             f"sampled acc, first {EARLY} steps |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         d = "—" if r["delta"] is None else f"{_f(r['delta'], sign=True)} [{_f(r['delta_lo'], sign=True)}, {_f(r['delta_hi'], sign=True)}]"
         tv = "—" if not r["target"] else f"{r['target'].split('/', 1)[1]} = {_f(r['target_value'])}"
@@ -120,7 +129,12 @@ def markdown(out: dict, title: str) -> str:
               f"{_f(r['target_p_t'], 2)}")
         lines.append(f"| {r['arm']} | {r['n']} | {_f(r['accuracy'])} [{_f(r['lo'])}, {_f(r['hi'])}] | {d} | "
                      f"{_f(r['p'])} | {_f(r['p_t'])} | {_f(r['no_image'])} | {tv} | {td} | "
-                     f"{_f(r['steps_to_dapo_final'], 1)} ({r['reached']}/{r['n']}) |")
+                     f"{_f(r['steps_to_dapo_final'], 1)} ({r['reached']}/{r['n']}) | {_f(r['early_sampled'])} |")
+    for peer, res in out["peers"].items():
+        lines += ["", f"## Peer: {peer} (the same recipe and warm start, TRL's GRPOTrainer)", "",
+                  ("Every part met. " if res and res["met"] else
+                   f"Parts not met: {', '.join(res['failed']) if res else 'no runs'}. ")
+                  + (precondition.describe(res) if res else "")]
     win = pw["winners_p05"]
     lines += ["", "## Power", "",
               f"Winners over dapo at p < 0.05 (paired t-test): {', '.join(win) if win else 'none'}. "
