@@ -66,7 +66,7 @@ def compare(data: dict[str, dict[int, dict]], chance: float) -> dict:
     base_acc = report.values(base, "val/accuracy")
     target_level = float(np.mean(list(base_acc.values()))) if base_acc else math.nan
     rows = []
-    for arm, runs in data.items():
+    for arm, runs in sorted(data.items(), key=lambda kv: (kv[0] != BASELINE, kv[0])):
         if arm == "warmstart" or arm in PEERS:
             continue
         acc = report.values(runs, "val/accuracy")
@@ -161,7 +161,9 @@ def curves_figure(data: dict[str, dict[int, dict]], path: Path, title: str) -> P
         val = [dict(map(tuple, m["_curves"]["val/accuracy"])) for m in runs.values() if "val/accuracy" in m.get("_curves", {})]
         if val:
             steps = sorted(set.intersection(*(set(v) for v in val)))
-            ax1.plot([s + 1 for s in steps], [np.mean([v[s] for v in val]) for s in steps], marker="o", label=f"{arm} ({len(val)})",
+            x0, y0 = ([0], [warm["val/accuracy"]]) if "val/accuracy" in warm else ([], [])
+            ax1.plot(x0 + [s + 1 for s in steps], y0 + [np.mean([v[s] for v in val]) for s in steps], marker="o",
+                     label=f"{arm} ({len(val)})",
                      lw=2.5 if arm == BASELINE else 1.2, zorder=3 if arm == BASELINE else 2)
         sampled = [np.array([x for _, x in sorted(m["_curves"][report.SAMPLED])]) for m in runs.values()
                    if report.SAMPLED in m.get("_curves", {})]
@@ -177,10 +179,11 @@ def curves_figure(data: dict[str, dict[int, dict]], path: Path, title: str) -> P
     if step0:
         for ax in (ax1, ax2):
             ax.axhline(float(np.mean(step0)), ls=":", c="grey", lw=1.5, label="warm start, sampled (step 1)")
-    ax1.set(xlabel="RL step", ylabel="accuracy", title="held-out greedy accuracy (mean over seeds)")
-    ax2.set(xlabel="RL step", title="sampled training accuracy, first round (mean over seeds, 5-step mean)")
-    ax1.legend(fontsize=7)
-    ax2.legend(fontsize=7)
+    ax1.set(xlabel="RL step", ylabel="accuracy", title="held-out greedy accuracy (mean over seeds; step 0 = warm start)")
+    ax2.set(xlabel="RL step", title="sampled training accuracy (first round; seeds, 5-step mean)")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=7)
+        ax.title.set_fontsize(9)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
