@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from experiments.learning import prior
+from experiments.learning import testbed as learning
 from experiments.mechanism import report, study, testbed
 from experiments.shapes.stages import Workdir
 from experiments.shapes.warmstart import stage0
@@ -33,13 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=0, help="override the budget's steps")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--testbed", choices=("shapes", "relational"), default="shapes",
+    parser.add_argument("--testbed", choices=("shapes", "relational", "learning", "prior"), default="shapes",
                         help="shapes: the committed shapes warm start; relational: build the relational data, "
-                             "tiny model and SFT warm start first (experiments/mechanism/testbed.py)")
+                             "tiny model and SFT warm start first (experiments/mechanism/testbed.py); learning: "
+                             "the shapes data from a warm start with an answer prior; prior: a question-text cue right in training, "
+                             "wrong on held-out (experiments/learning)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--label", default="", help="heading note of the report (e.g. the pilot's scale)")
     args = parser.parse_args(argv)
-    budget = study.QUICK if args.quick else study.RELATIONAL if args.testbed == "relational" else study.FULL
+    budget = (study.QUICK if args.quick else study.RELATIONAL if args.testbed == "relational"
+              else study.LEARNING if args.testbed in ("learning", "prior") else study.FULL)
     if args.seeds:
         budget = replace(budget, seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.steps:
@@ -51,8 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         st.extra = testbed.rl_overrides(work)
         st.experiment = "mechanism_relational"
         st.warmstart = testbed.WARMSTART
+    elif args.testbed == "learning":
+        st.extra = learning.rl_overrides()
+        st.experiment = "mechanism_learning"
+        st.warmstart = learning.WARMSTART
+    elif args.testbed == "prior":
+        st.extra = learning.rl_overrides() + prior.data_overrides(work)
+        st.experiment = "mechanism_prior"
+        st.warmstart = prior.WARMSTART
     arms = study.configurations()
-    default = list(study.RELATIONAL_ARMS) if args.testbed == "relational" else list(arms)
+    default = {"relational": list(study.RELATIONAL_ARMS), "learning": list(study.LEARNING_ARMS),
+               "prior": list(study.PRIOR_ARMS)}.get(args.testbed, list(arms))
     names = [c.strip() for c in args.configs.split(",") if c.strip()] or default
     unknown = sorted(set(names) - set(arms))
     if unknown:
@@ -64,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             testbed.build_data(work)
             testbed.warm_start(work, log=logs / "relational_sft.log")
             print(f"[{time.time() - t0:6.0f}s] relational testbed: data, masks and warm start ready", flush=True)
-        elif not (work.data / "validation").exists():
+        elif args.testbed == "learning":
+            learning.build(work, log=logs / "learning_sft.log")
+        elif args.testbed == "prior":
+            prior.build(work, log=logs / "prior_sft.log")
+        if args.testbed != "relational" and not (work.data / "validation").exists():
             stage0(work, with_model=False)
             print(f"[{time.time() - t0:6.0f}s] testbed data + masks written", flush=True)
         study.warmstart_result(st, budget, log=logs / "warmstart.log")
@@ -82,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
             list(pool.map(one, jobs))
-    path = report.build(results, label=args.label)
+    path = report.build(results, label=args.label, chance=learning.CHANCE)  # 1/6 on every testbed
     print(f"[{time.time() - t0:6.0f}s] report written to {path}", flush=True)
     return 0
 

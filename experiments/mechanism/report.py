@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.mechanism import study
+from experiments.mechanism import precondition, study
 from experiments.mechanism.stats import bootstrap_ci, paired
 
 BASELINE = "dapo"
@@ -64,8 +64,26 @@ def load(results: Path) -> dict[str, dict[int, dict]]:
     out: dict[str, dict[int, dict]] = {}
     for path in sorted((results / "runs").glob("*.json")):
         r = json.loads(path.read_text())
-        out.setdefault(r["config"], {})[int(r["seed"])] = r["final"] | {"_steps": r.get("steps")}
+        out.setdefault(r["config"], {})[int(r["seed"])] = r["final"] | {"_steps": r.get("steps"),
+                                                                          "_curves": r.get("curves", {})}
     return out
+
+
+SAMPLED = "reward/first_round/accuracy"
+
+
+def learning(data: dict[str, dict[int, dict]], chance: float | None) -> dict | None:
+    """The learning precondition (:mod:`.precondition`) of ``dapo`` against the warm start
+    (None without both)."""
+    warm = next(iter(data.get("warmstart", {}).values()), {})
+    base = data.get(BASELINE, {})
+    if "val/accuracy" not in warm or not base:
+        return None
+    return precondition.check(
+        warm["val/accuracy"], values(base, "val/accuracy"),
+        {s: m["_curves"][SAMPLED] for s, m in base.items() if SAMPLED in m.get("_curves", {})},
+        math.nan if chance is None else chance, warm.get("val/accuracy_no_image"),
+        values(base, "val/accuracy_no_image"))
 
 
 def values(runs: dict[int, dict], key: str) -> dict[int, float]:
@@ -201,14 +219,20 @@ def figures(data, results: Path) -> dict[str, Path]:
     return out
 
 
-def build(results: Path, label: str = "") -> Path:
-    """Write the report under ``results``; returns the README path."""
+def build(results: Path, label: str = "", chance: float | None = None) -> Path:
+    """Write the report under ``results``; returns the README path. ``chance``: the task's
+    chance accuracy, for the precondition's no-image part (None: that part fails)."""
     results = Path(results)
     data = load(results)
     rows = summary(data)
+    pre = learning(data, chance)
+    refused = precondition.refusal(pre)
     tmp = results / "summary.json.tmp"
     tmp.write_text(json.dumps(rows, indent=1) + "\n")
     tmp.replace(results / "summary.json")
+    tmp = results / "precondition.json.tmp"
+    tmp.write_text(json.dumps(pre, indent=1) + "\n")
+    tmp.replace(results / "precondition.json")
     figs = figures(data, results) if data else {}
     index = {(r["config"], r["quantity"]): r for r in rows}
     steps = sorted({m.get("_steps") for c, runs in data.items() if c != "warmstart" for m in runs.values()} - {None})
@@ -218,6 +242,10 @@ def build(results: Path, label: str = "") -> Path:
              f"seeds {seeds}, {steps} RL steps each. Every quantity is measured on held-out validation images at the "
              "end of training (greedy answers). Mean [bootstrap 95% CI over seeds]; Δ = paired difference from dapo "
              "on the same seeds [bootstrap 95% CI], p = exact two-sided sign-flip test and paired t-test.", "",
+             "## Learning precondition", "",
+             ("**Met**: accuracy claims are tested below. " if pre and pre["met"] else
+              f"**Not met**: accuracy claims are {refused}. ")
+             + (precondition.describe(pre) if pre else ""), "",
              "## Claims", "", "| claim | arm | measured | Δ vs dapo [95% CI] | verdict |", "|---|---|---|---|---|"]
     # a claim whose arm did not run is left out unless dapo's runs already make it untestable
     not_run = sorted({arm for _, arm, key, _ in CLAIMS if arm not in data and _testable(arm, key, data) is None})
@@ -227,8 +255,8 @@ def build(results: Path, label: str = "") -> Path:
         r = index.get((arm, key))
         measured = "n/a" if r is None else _fmt(r["mean"], r["lo"], r["hi"])
         delta = "n/a" if r is None else _fmt(r["delta"], r["delta_lo"], r["delta_hi"])
-        lines.append(f"| {claim} | {arm} | {QUANTITIES[key]}: {measured} | {delta} | "
-                     f"{verdict(r, sign, _testable(arm, key, data))} |")
+        word = refused if key == "val/accuracy" and refused else verdict(r, sign, _testable(arm, key, data))
+        lines.append(f"| {claim} | {arm} | {QUANTITIES[key]}: {measured} | {delta} | {word} |")
     if not_run:
         lines += ["", f"Arms of the other claims, not run on this testbed: {', '.join(not_run)}."]
     warm = next(iter(data.get("warmstart", {}).values()), {})

@@ -33,6 +33,7 @@ VGPO = "visgrpo.credit.vgpo.VGPOCredit"
 ATRL = "visgrpo.credit.atrl.ATRLCredit"
 VPPO = "visgrpo.credit.vppo.VPPOCredit"
 PAPO = "visgrpo.credit.papo.PAPOCredit"
+NO_IMAGE = "visgrpo.lightning.no_image.NoImageValidation"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class RunConfig:
     def credit_yaml(self) -> dict:
         return {"model": {"init_args": {"objective": self.objective, "credit": [
             {"class_path": cls, "init_args": dict(args)} for cls, args in self.credit]}},
-            "trainer": {"callbacks": []}}  # no checkpoint, export or overlays: the result is the metrics
+            # no checkpoint, export or overlays (the result is the metrics); val/accuracy_no_image
+            "trainer": {"callbacks": [{"class_path": NO_IMAGE}]}}
 
 
 def _dose_name(prefix: str, x: float) -> str:
@@ -95,6 +97,13 @@ QUICK = StudyBudget(steps=60, seeds=(0, 1, 2), limit_val=200)
 # dapo+ease+atrl, +1.13 evidence ratio on shapes; SAYO at its shipped weight) and EASE + AT-RL.
 RELATIONAL = StudyBudget(steps=30, seeds=(0, 1, 2, 3, 4), limit_val=100)
 RELATIONAL_ARMS = ("dapo", "dapo+vgpo", "dapo+atrl", "ease_lambda0.1", "sayo_weight1", "dapo+ease+atrl")
+# The learning testbed (experiments/learning): DAPO learns there (the precondition), so the
+# credit comparison runs there: every registered method at its shipped setting, EASE also at
+# the dose with the best accuracy in the shapes dose-response (1e-2). AT-RL is left out: with
+# 6-token answers every response is one cluster and every weight is exactly 1 (shapes study).
+LEARNING = StudyBudget(steps=30, seeds=(0, 1, 2, 3, 4), limit_val=200, val_every=10)
+LEARNING_ARMS = ("dapo", "ease_lambda0.001", "ease_lambda0.01", "sayo_weight1", "dapo+vgpo", "dapo+vppo", "dapo+papo")
+PRIOR_ARMS = LEARNING_ARMS  # the language-prior testbed (experiments/learning/prior.py)
 
 
 @dataclass
@@ -127,8 +136,17 @@ class Study:
         return path
 
 
-def final_metrics(tracking_uri: str, run_name: str, experiment: str = EXPERIMENT) -> dict[str, float]:
-    """The last value of every ``val/`` metric of the newest finished MLflow run ``run_name``."""
+PREFIXES = ("val/", "reward/", "ease/", "sayo/", "vgpo/", "atrl/", "vppo/", "papo/", "dapo/", "policy/entropy",
+            "rollout/response_length")
+CURVES = ("reward/first_round/accuracy", "reward/filtered/accuracy", "val/accuracy", "val/accuracy_no_image")
+
+
+def final_metrics(tracking_uri: str, run_name: str, experiment: str = EXPERIMENT, histories: bool = False) -> dict:
+    """The last value of every study metric (:data:`PREFIXES`) of the newest finished MLflow
+    run ``run_name``; with ``histories``, ``{"final": ..., "run_mean": ..., "curves": ...}``:
+    the last values, the mean over the run's steps of every training metric (issue 22: a
+    last step alone misreads a noisy run) and the ``[[step, value], ...]`` histories of
+    :data:`CURVES` (learning curves and steps-to-reach, recomputable from the JSON)."""
     from experiments.shapes.runs import client_for
 
     client = client_for(tracking_uri)
@@ -138,9 +156,20 @@ def final_metrics(tracking_uri: str, run_name: str, experiment: str = EXPERIMENT
     if not runs:
         raise RuntimeError(f"no finished MLflow run named {run_name!r} in experiment {experiment!r}")
     run = runs[0]
-    return {k: float(v) for k, v in run.data.metrics.items() if k.startswith(("val/", "reward/", "ease/", "sayo/",
-                                                                                  "vgpo/", "atrl/"))} | {
+    final = {k: float(v) for k, v in run.data.metrics.items() if k.startswith(PREFIXES)} | {
         "mlflow_run_id": run.info.run_id}
+    if not histories:
+        return final
+    means, curves = {}, {}
+    for key in final:
+        if key == "mlflow_run_id" or (key.startswith("val/") and key not in CURVES):
+            continue
+        hist = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp))
+        if not key.startswith("val/"):
+            means[key] = float(sum(m.value for m in hist) / len(hist))
+        if key in CURVES:
+            curves[key] = [[int(m.step), float(m.value)] for m in hist]
+    return {"final": final, "run_mean": means, "curves": curves}
 
 
 def run_one(study: Study, cfg: RunConfig, seed: int, budget: StudyBudget, log: Path | None = None) -> dict | None:
@@ -164,7 +193,7 @@ def run_one(study: Study, cfg: RunConfig, seed: int, budget: StudyBudget, log: P
     fit(study.work, [recipe.RL_CONFIG, study.config_file(cfg)], overrides, log=log, threads=study.threads)
     result = {"config": cfg.name, "group": cfg.group, "dose": cfg.dose, "objective": cfg.objective, "seed": seed,
               "steps": budget.steps, "limit_val": budget.limit_val, "seconds": round(time.time() - t0, 1),
-              "final": final_metrics(study.work.tracking_uri, name, study.experiment)}
+              **final_metrics(study.work.tracking_uri, name, study.experiment, histories=True)}
     write_json(out, result)
     return result
 

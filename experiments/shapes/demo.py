@@ -1,12 +1,14 @@
-"""The README's main command: a short version of the shapes experiment (one seed).
+"""The README's main command: DAPO learning on held-out data, beside EASE's mechanism (one seed).
 
 ``python -m experiments.shapes.demo`` (from the repository root, <= 10 min on 2 CPU cores):
 
 1. stage 0: the synthetic evidence VQA data and its evidence masks for the committed
    warm start's processor (``artifacts/shapes``);
-2. validation of the committed SFT warm start (``experiments/shapes/warmstart``);
+2. validation of the committed warm start of the learning testbed
+   (``experiments/learning/warmstart``: the shapes warm start with an answer prior, 0.285
+   held-out greedy accuracy, where DAPO learns; ``--testbed shapes``: the shapes warm start);
 3. stage 2: RL from the warm start with DAPO, then DAPO + EASE with lambda 0.1 (seed 0, the
-   full experiment's budget of 100 steps; the progress bar shows the reward);
+   learning testbed's recipe: 30 steps of 16 prompts x 8 responses, lr 5e-4);
 4. the report from the MLflow store ``mlflow.db``: ``runs/shapes_demo/report/README.md``
    and its PNG plots (``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows the runs).
 
@@ -25,20 +27,25 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from experiments.learning import testbed as learning
 from experiments.shapes import recipe
 from experiments.shapes.report import EDGE, build_report
 from experiments.shapes.stages import Workdir
 from experiments.shapes.warmstart import stage0
 
 DEMO_METHODS = ("dapo", "dapo+ease")
+LEARNING_DEMO = recipe.Budget(steps=30, val_every=10, seeds=(0,))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=".")
     parser.add_argument("--methods", default=",".join(DEMO_METHODS))
-    parser.add_argument("--steps", type=int, default=recipe.DEMO.steps)
-    parser.add_argument("--val-every", type=int, default=recipe.DEMO.val_every)
+    parser.add_argument("--testbed", choices=("learning", "shapes"), default="learning",
+                        help="learning: the warm start with an answer prior, where DAPO learns (default); "
+                             "shapes: the shapes warm start and recipe (100 steps of 8 prompts)")
+    parser.add_argument("--steps", type=int, default=0, help="RL steps (default: the testbed's)")
+    parser.add_argument("--val-every", type=int, default=0, help="validation period (default: the testbed's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per run (1 is fastest for the tiny model on a shared CPU)")
@@ -47,18 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/shapes_demo/report")
     args = parser.parse_args(argv)
     work = Workdir(Path(args.workdir).resolve())
-    budget = replace(recipe.DEMO, steps=args.steps, val_every=args.val_every, seeds=(args.seed,))
+    base = LEARNING_DEMO if args.testbed == "learning" else recipe.DEMO
+    budget = replace(base, steps=args.steps or base.steps, val_every=args.val_every or base.val_every, seeds=(args.seed,))
+    warmstart = learning.WARMSTART if args.testbed == "learning" else recipe.WARMSTART_DIR
+    extra = learning.rl_overrides() if args.testbed == "learning" else []
     t0 = time.time()
     print("stage 0: synthetic data + evidence masks ...", flush=True)
     stage0(work, with_model=False)
     print(f"[{time.time() - t0:.0f}s] validating the committed warm start ...", flush=True)
-    recipe.validate_warmstart(work, "demo", budget, threads=args.threads)
+    recipe.validate_warmstart(work, "demo", budget, warmstart=warmstart, threads=args.threads, extra=extra)
     for method in args.methods.split(","):
         method = method.strip()
         configs = [recipe.ease_config(args.ease_lambda)] if method == "dapo+ease" else []
         note = f" (lambda {args.ease_lambda:g})" if configs else ""
         print(f"[{time.time() - t0:.0f}s] RL: {method}{note}, {budget.steps} steps, seed {args.seed}", flush=True)
-        recipe.rl_run(work, "demo", method, args.seed, budget, threads=args.threads, configs=configs)
+        recipe.rl_run(work, "demo", method, args.seed, budget, warmstart=warmstart, threads=args.threads, configs=configs,
+                      extra=extra)
     out = Path(args.out)
     if not out.is_absolute():
         out = work.root / out

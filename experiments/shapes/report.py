@@ -24,7 +24,7 @@ from experiments.shapes.runs import RunData, by_method, client_for, load_runs, m
 
 KEYS = [
     "val/accuracy", "val/reward", "val/evidence_ratio", "val/response_length", "val/ease/evidence_ratio",
-    "reward/outcome", "reward/accuracy", "reward/total", "diag/evidence_ratio", "rollout/response_length",
+    "reward/first_round/outcome", "reward/first_round/accuracy", "reward/filtered/total", "diag/evidence_ratio", "rollout/response_length",
     *[f"val/visual_mass_pos{k:02d}" for k in range(10)],
 ]
 BASELINE = "dapo"
@@ -42,8 +42,8 @@ def headline(groups: dict[str, list[RunData]], start_acc: float, start_ease: flo
     rows = []
     for method, runs in groups.items():
         acc, acc_sd, n = mean_std(r.last("val/accuracy") for r in runs)
-        first, first_sd, _ = mean_std(_edge_mean(r, "reward/accuracy", head=True) for r in runs)
-        last, last_sd, _ = mean_std(_edge_mean(r, "reward/accuracy", head=False) for r in runs)
+        first, first_sd, _ = mean_std(_edge_mean(r, "reward/first_round/accuracy", head=True) for r in runs)
+        last, last_sd, _ = mean_std(_edge_mean(r, "reward/first_round/accuracy", head=False) for r in runs)
         ev, ev_sd, _ = mean_std(r.last("val/evidence_ratio") for r in runs)
         ln, ln_sd, _ = mean_std(r.last("val/response_length") for r in runs)
         ez, ez_sd, _ = mean_std(r.last("val/ease/evidence_ratio") for r in runs)
@@ -174,10 +174,10 @@ def build_report(tracking_uri: str, out: Path, study: str = "full", experiment: 
     out.mkdir(parents=True, exist_ok=True)
     figs = {
         "accuracy": plots.curves_figure(groups, [("val/accuracy", "validation accuracy (greedy)", 1),
-                                                 ("reward/accuracy", "training accuracy (sampled)", TRAIN_WINDOW)],
+                                                 ("reward/first_round/accuracy", "training accuracy (sampled)", TRAIN_WINDOW)],
                                         out / "accuracy.png", start),
-        "reward": plots.curves_figure(groups, [("reward/outcome", "training outcome reward", TRAIN_WINDOW),
-                                               ("reward/total", "total reward (incl. SAYO bonus)", TRAIN_WINDOW)],
+        "reward": plots.curves_figure(groups, [("reward/first_round/outcome", "training outcome reward", TRAIN_WINDOW),
+                                               ("reward/filtered/total", "total reward after filtering (incl. SAYO bonus)", TRAIN_WINDOW)],
                                       out / "reward.png"),
         "evidence_ratio": plots.curves_figure(groups, [("val/ease/evidence_ratio", "evidence ratio at EASE's layer (validation)", 1),
                                                        ("val/evidence_ratio", "evidence ratio, last layer (validation)", 1),

@@ -148,6 +148,8 @@ def fit(work: Workdir, configs: list[str | Path], overrides: list[str] = (), log
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env.setdefault("PYTHONWARNINGS", "ignore")
+    # the run imports this checkout's visgrpo, whatever the caller's PYTHONPATH (cwd is work.root)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     t0 = time.time()
     if log is None:
         proc = subprocess.run(cmd, cwd=work.root, env=env)

@@ -52,7 +52,7 @@ def test_arms_cover_the_doses_and_the_registry():
     assert {"dapo", "dapo+vgpo", "dapo+atrl", "dapo+ease+atrl", "grpo"} <= set(arms)
     cfg = arms["ease_lambda0.1"].credit_yaml()
     assert cfg["model"]["init_args"]["credit"] == [{"class_path": study.EASE, "init_args": {"lambda_attn": 0.1}}]
-    assert cfg["trainer"]["callbacks"] == []
+    assert cfg["trainer"]["callbacks"] == [{"class_path": study.NO_IMAGE}]
 
 
 def _result(results, config, seed, **final):

@@ -30,7 +30,7 @@ def _store(tmp_path: Path) -> str:
             client.log_metric(rid, "val/accuracy", acc - 0.1, step=10)
             client.log_metric(rid, "val/accuracy", acc, step=20)
             for step in range(20):  # training accuracy step / 100 + seed / 100
-                client.log_metric(rid, "reward/accuracy", step / 100 + seed / 100, step=step)
+                client.log_metric(rid, "reward/first_round/accuracy", step / 100 + seed / 100, step=step)
             client.log_metric(rid, "val/evidence_ratio", 1.0 + seed, step=20)
             client.log_metric(rid, "val/ease/evidence_ratio", 1.5 + seed, step=20)  # EASE's layer
             client.set_terminated(rid)

@@ -19,7 +19,8 @@ from .conftest import CONFIGS, tracking_args
 pytestmark = pytest.mark.slow
 
 COMMON = {
-    "reward", "reward/outcome", "reward/accuracy", "reward/format", "reward/total",
+    "reward", "reward/first_round/outcome", "reward/first_round/accuracy", "reward/first_round/format",
+    "reward/filtered/outcome", "reward/filtered/accuracy", "reward/filtered/total",
     "policy/pg_loss", "policy/ratio_mean", "policy/entropy", "adv/adv_std", "loss/total",
     "rollout/response_length", "train/lr", "train/grad_norm", "train/nonfinite_skipped",
     "diag/evidence_ratio", "diag/visual_mass", "diag/visual_mass_pos00",
@@ -27,7 +28,7 @@ COMMON = {
 }
 PRESET_METRICS = {
     "grpo": {"policy/kl", "policy/kl_loss", "policy/clip_frac"},
-    "dapo": {"dapo/groups_dropped", "dapo/groups_total", "reward/overlong", "policy/clip_frac"},
+    "dapo": {"dapo/groups_dropped", "dapo/groups_total", "reward/first_round/overlong", "policy/clip_frac"},
     "dr_grpo": {"policy/clip_frac"},
     "gspo": {"policy/clip_frac"},
     "sapo": set(),  # a soft gate: nothing is clipped
@@ -61,7 +62,7 @@ def check_common(cli, client, run):
     assert keys >= COMMON, sorted(COMMON - keys)
     for k in COMMON:
         assert math.isfinite(run.data.metrics[k]), k
-    history = client.get_metric_history(run.info.run_id, "reward/outcome")
+    history = client.get_metric_history(run.info.run_id, "reward/first_round/outcome")
     assert [m.step for m in history] == [0, 1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "config.yaml" in artifacts

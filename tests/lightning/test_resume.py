@@ -49,7 +49,7 @@ def reward_history(work: Path) -> dict[int, float]:
     exp = client.get_experiment_by_name("visgrpo")
     out = {}
     for run in client.search_runs([exp.experiment_id]):
-        out.update({m.step: m.value for m in client.get_metric_history(run.info.run_id, "reward/outcome")})
+        out.update({m.step: m.value for m in client.get_metric_history(run.info.run_id, "reward/first_round/outcome")})
     return out
 
 

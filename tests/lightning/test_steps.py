@@ -95,12 +95,14 @@ def test_collect_rollouts_draws_until_the_batch_is_full():
     assert rollout.group_ids.tolist() == [0, 0, 1, 1]
     assert metrics["dapo/rounds"] == 2 and metrics["dapo/groups_total"] == 3
     assert metrics["dapo/groups_dropped"] == 1 and metrics["dapo/groups_kept"] == 2
-    assert metrics["reward/outcome"] == 0.75  # the first round's rewards
+    assert metrics["reward/first_round/outcome"] == 0.75  # the first round's rewards (1, 1, 0, 1)
+    assert metrics["reward/filtered/outcome"] == 0.5  # the trained batch's (0, 1, 1, 0)
 
 
 def test_collect_rollouts_without_dynamic_sampling_keeps_equal_groups():
     rollout, rewards, metrics, seeds = collect(prompts_of((1.0, 1.0), (0.0, 1.0)), [], dynamic=False)
     assert seeds == [101] and rewards.tolist() == [1.0, 1.0, 0.0, 1.0] and "dapo/rounds" not in metrics
+    assert metrics["reward/first_round/outcome"] == metrics["reward/filtered/outcome"] == 0.75  # nothing filtered
 
 
 def test_collect_rollouts_gives_up_empty_after_max_tries():

@@ -341,7 +341,7 @@ class RLVRModule(PolicyModule):
         extra, m = self.credit.extra_rewards(signals)
         metrics.update(m)
         total = rewards if extra is None else rewards + extra.to(rewards)
-        metrics["reward/total"] = total.mean()
+        metrics["reward/filtered/total"] = total.mean()  # + credit rewards: the advantage input
         adv, m = compute_advantages(self.objective.advantage, total, rollout.group_ids, eps=self.objective.adv_eps)
         metrics.update({f"adv/{k}": v for k, v in m.items()})
         adv_tok = adv[:, None].expand(rollout.response_mask.shape).to(torch.float32)  # [B, T]
@@ -421,7 +421,7 @@ class RLVRModule(PolicyModule):
         ``self.last_metrics`` for callbacks.
         """
         self.last_metrics = metrics
-        self.log("reward", metrics.get("reward/outcome", 0.0), prog_bar=True, on_step=True, batch_size=1)
+        self.log("reward", metrics.get("reward/first_round/outcome", 0.0), prog_bar=True, on_step=True, batch_size=1)
         if step % max(int(self.trainer.log_every_n_steps), 1) == 0:
             for logger in self.loggers:
                 logger.log_metrics(metrics, step=step)

@@ -73,7 +73,9 @@ def collect_rollouts(
 
     Returns:
         ``(rollout, rewards [B], metrics)``; ``rollout`` is ``None`` when every group was
-        dropped in every round (the step is then skipped and counted).
+        dropped in every round (the step is then skipped and counted). The reward metrics
+        are named ``reward/first_round/<k>`` (the first round's samples) and
+        ``reward/filtered/<k>`` (the returned batch, after the dynamic-sampling filter).
     """
     metrics: dict[str, float] = {}
     acc = DynamicSamplingAccumulator(len(prompts.prompts), objective.max_sampling_tries, objective.dynamic_sampling_atol)
@@ -81,11 +83,12 @@ def collect_rollouts(
     while True:
         rollout = engine.generate(policy, processor, prompts, sampling, seed=seed + len(rounds) + 1).to(device)
         rewards, m = score_fn(rollout)
-        if not rounds:  # the reward metrics describe the first round's samples
-            metrics.update({k: float(v) for k, v in m.items()})
+        if not rounds:  # the policy's own samples, before any filtering
+            metrics.update(_reward_metrics(m, FIRST_ROUND))
         metrics["rollout/response_length"] = float(rollout.response_mask.sum(-1).float().mean())
         metrics["rollout/truncated"] = float(rollout.truncated.float().mean())
-        if not objective.dynamic_sampling:
+        if not objective.dynamic_sampling:  # nothing is filtered: the trained batch is the first round
+            metrics.update(_reward_metrics(m, FILTERED))
             return rollout, rewards.to(device), metrics
         acc.add(rewards.cpu(), rollout.group_ids.cpu(), items=[(len(rounds), i) for i in range(len(rewards))])
         rounds.append(rollout)
@@ -105,7 +108,22 @@ def collect_rollouts(
     rollout = RolloutBatch.concat(parts)
     rollout.group_ids = acc.group_ids().to(rollout.group_ids.device)
     metrics["dapo/groups_kept"] = float(acc.groups_kept)
-    return rollout, acc.rewards().to(device), metrics
+    rewards = acc.rewards()
+    _, kept = score_fn(rollout)  # the trained batch's reward components (rule-based heads: cheap)
+    metrics.update(_reward_metrics(kept, FILTERED))
+    return rollout, rewards.to(device), metrics
+
+
+# Reward metric prefixes: the first sampling round (the policy's own samples: its sampled
+# accuracy) and the batch that is trained on, after DAPO's dynamic-sampling filter (the
+# same as the first round without it). Issue 22: one ``reward/`` prefix for both misled.
+FIRST_ROUND = "reward/first_round/"
+FILTERED = "reward/filtered/"
+
+
+def _reward_metrics(metrics: dict, prefix: str) -> dict[str, float]:
+    """``reward/<k>`` of :func:`score` renamed to ``<prefix><k>`` (floats)."""
+    return {prefix + k.split("/", 1)[-1]: float(v) for k, v in metrics.items() if k.startswith("reward/")}
 
 
 def signals_of(out, rollout: RolloutBatch, rewards: Tensor, detach: bool = True):
