@@ -1,5 +1,6 @@
 """``visgrpo``: the Lightning CLI entry point (``visgrpo fit|validate|test|predict``), and
-``visgrpo eval`` (benchmarks, visgrpo/evaluation/cli.py).
+``visgrpo eval`` (benchmarks, visgrpo/evaluation/cli.py) and ``visgrpo plan`` (memory before
+GPU hours, visgrpo/plan/cli.py).
 
 User errors (a bad config key or value, a missing or mismatched dataset, a model path that is
 neither a local directory nor on a reachable hub, an unsafe checkpoint) print one line
@@ -18,6 +19,7 @@ from visgrpo.evaluation.cli import main as eval_main
 from visgrpo.lightning.cli import run_cli
 from visgrpo.lightning.compose import expand_config_args
 from visgrpo.lightning.errors import ConfigError, find_user_error
+from visgrpo.plan.cli import main as plan_main
 
 USER_ERROR_EXIT = 2
 
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return eval_main(args[1:])
     debug = _debug_requested(args)
     try:
+        if args[:1] == ["plan"]:
+            return plan_main(args[1:])
         if argv is None:
             # Expanded experiment parts and merged callbacks replace the originals in sys.argv
             # itself: LightningCLI reads them there, and DDP's launcher re-runs the same command
