@@ -1,5 +1,6 @@
 """``visgrpo``: the Lightning CLI entry point (``visgrpo fit|validate|test|predict``), and
-``visgrpo eval`` (benchmarks, visgrpo/evaluation/cli.py).
+``visgrpo eval`` (benchmarks, visgrpo/evaluation/cli.py) and ``visgrpo plan`` (memory before
+GPU hours, visgrpo/plan/cli.py).
 
 User errors (a bad config key or value, a missing or mismatched dataset, a model path that is
 neither a local directory nor on a reachable hub, an unsafe checkpoint, an unreadable record)
@@ -25,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str | None, str]] = {
     "test": (None, "greedy decoding on data.test_path"),
     "predict": (None, "Lightning's predict loop"),
     "eval": ("visgrpo.evaluation.cli", "a model on standard benchmarks from local copies (visgrpo eval --help)"),
+    "plan": ("visgrpo.plan.cli", "memory per GPU count for a recipe, before the GPU hours (visgrpo plan --help)"),
 }
 
 
@@ -69,10 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         print(top_level_help())
         return 0 if args else USER_ERROR_EXIT
     module = SUBCOMMANDS.get(args[0], (None, ""))[0]
-    if module is not None:
-        from importlib import import_module
-
-        return import_module(module).main(args[1:])
     if args[0] not in SUBCOMMANDS and not args[0].startswith("-"):
         from difflib import get_close_matches
 
@@ -88,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
     silence_third_party_noise()
     try:
+        if module is not None:
+            from importlib import import_module
+
+            return import_module(module).main(args[1:])
         if argv is None:
             from visgrpo.lightning.compose import expand_config_args
 
