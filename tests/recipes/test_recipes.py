@@ -3,8 +3,9 @@ Lightning CLI into the published run's values, and fits one step with a tiny mod
 family on tiny data.
 
 ``PUBLISHED`` transcribes each run in the authors' own units (whole-run batch sizes over all
-GPUs), from their scripts where they exist; the test derives the per-rank values visgrpo's
-configs hold (``data.batch_size`` and ``mini_batch_size`` are per rank), so a recipe that
+GPUs), from their scripts where they exist; the test derives the values visgrpo's configs
+hold (``data.batch_size`` is per rank, ``mini_batch_size`` counts prompts over all ranks as
+verl's ``ppo_mini_batch_size`` does), so a recipe that
 divides wrongly, or a later config that silently overrides a value, fails here.
 """
 
@@ -235,8 +236,8 @@ def test_recipe_mini_batches_match_the_published_update_batch(capsys, name):
     pub = PUBLISHED[name]
     # the recipe's files, read as written (checked before RLVRModule has the setting too)
     mini = recipe_setting(name, "model", "init_args", "mini_batch_size")
-    assert mini == pub.update_batch // pub.gpus
-    batch = recipe_setting(name, "data", "batch_size")
+    assert mini == pub.update_batch  # all ranks together, as verl and EasyR1 count it
+    batch = recipe_setting(name, "data", "batch_size") * pub.gpus  # per rank -> all ranks
     assert batch % mini == 0 and batch // mini == pub.rollout_batch // pub.update_batch
     if not HAS_MINI_BATCH:
         pytest.skip("RLVRModule has no mini_batch_size yet (issue 24, item 1): composed value not checked")
