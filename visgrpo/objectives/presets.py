@@ -75,9 +75,9 @@ class ObjectiveConfig:
         overlong_cache_length: ``L_c`` of the overlong penalty (capped to the generation cap).
     """
 
-    advantage: str = "grpo"
+    advantage: AdvantageName = "grpo"
     adv_eps: float = 1e-6
-    policy_loss: str = "ppo_clip"
+    policy_loss: PolicyLossName = "ppo_clip"
     eps_low: float = 0.2
     eps_high: float = 0.2
     clip_ratio_c: float | None = None
@@ -85,10 +85,10 @@ class ObjectiveConfig:
     gspo_eps_high: float = 4e-4
     sapo_tau_pos: float = 1.0
     sapo_tau_neg: float = 1.05
-    aggregation: str = "seq_mean_token_mean"
+    aggregation: AggregationName = "seq_mean_token_mean"
     loss_length_norm: float | None = None
     kl_coef: float = 0.0
-    kl_estimator: str = "k3"
+    kl_estimator: KLEstimatorName = "k3"
     dynamic_sampling: bool = False
     dynamic_sampling_atol: float = 1e-6
     max_sampling_tries: int = 10
