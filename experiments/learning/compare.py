@@ -1,8 +1,8 @@
 """The credit comparison on a testbed where DAPO learns, from the per-run result files.
 
 ``python -m experiments.learning.compare --results experiments/learning/results`` writes
-``comparison.md``, ``comparison.json`` and ``learning_curves.png`` beside the mechanism
-report (``python -m experiments.mechanism --report-only``), reading only
+``experiments/learning/results/comparison.md`` (with ``comparison.json`` and
+``learning_curves.png`` there) beside the mechanism report (``python -m experiments.mechanism --report-only``), reading only
 ``runs/*.json``, so every number here can be recomputed from the committed raw runs:
 
 * the learning precondition (:mod:`experiments.mechanism.precondition`) of ``dapo``;

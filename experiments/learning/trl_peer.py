@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from experiments.bench.harness import RunSpec
-from experiments.learning import testbed
 from experiments.mechanism import study
+from experiments.shapes import learning_testbed as testbed
 from experiments.shapes.stages import Workdir, write_json
 
 

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from experiments.learning import prior
-from experiments.learning import testbed as learning
 from experiments.mechanism import report, study, testbed
+from experiments.shapes import learning_testbed as learning
+from experiments.shapes import prior_testbed as prior
 from experiments.shapes.stages import Workdir
 from experiments.shapes.warmstart import stage0
 

@@ -103,7 +103,7 @@ RELATIONAL_ARMS = ("dapo", "dapo+vgpo", "dapo+atrl", "ease_lambda0.1", "sayo_wei
 # 6-token answers every response is one cluster and every weight is exactly 1 (shapes study).
 LEARNING = StudyBudget(steps=30, seeds=(0, 1, 2, 3, 4), limit_val=200, val_every=10)
 LEARNING_ARMS = ("dapo", "ease_lambda0.001", "ease_lambda0.01", "sayo_weight1", "dapo+vgpo", "dapo+vppo", "dapo+papo")
-PRIOR_ARMS = LEARNING_ARMS  # the language-prior testbed (experiments/learning/prior.py)
+PRIOR_ARMS = LEARNING_ARMS  # the language-prior testbed (experiments/shapes/prior_testbed.py)
 
 
 @dataclass

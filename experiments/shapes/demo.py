@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from experiments.learning import testbed as learning
+from experiments.shapes import learning_testbed as learning
 from experiments.shapes import recipe
 from experiments.shapes.report import EDGE, build_report
 from experiments.shapes.stages import Workdir

@@ -1,11 +1,12 @@
-"""The learning testbed: the confused SFT labels and the overlong calibration, by hand."""
+"""The learning testbed: the answer-prior SFT labels, the overlong calibration and the comparison, by hand."""
 
 from __future__ import annotations
 
 import datasets
 import pytest
 
-from experiments.learning import overlong, testbed
+from experiments.learning import overlong
+from experiments.shapes import learning_testbed as testbed
 from visgrpo.data.io import load_dataset_dir, save_dataset
 
 

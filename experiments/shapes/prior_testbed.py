@@ -28,7 +28,7 @@ from experiments.shapes.stages import WARMSTART_DIR, Workdir, fit, write_json
 from experiments.shapes.warmstart import stage0
 from visgrpo.data.io import load_dataset_dir, save_dataset
 
-WARMSTART = Path(__file__).resolve().parent / "warmstart_prior"
+WARMSTART = Path(__file__).resolve().parents[1] / "learning" / "warmstart_prior"  # committed there, with its results
 
 
 @dataclass(frozen=True)

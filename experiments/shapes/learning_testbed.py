@@ -40,7 +40,7 @@ from experiments.shapes.stages import WARMSTART_DIR, Workdir, fit, write_json
 from experiments.shapes.warmstart import stage0
 from visgrpo.data.io import load_dataset_dir, save_dataset
 
-WARMSTART = Path(__file__).resolve().parent / "warmstart"
+WARMSTART = Path(__file__).resolve().parents[1] / "learning" / "warmstart"  # committed there, with its results
 CHANCE = 1 / 6  # six colours, uniform over the named object
 
 
