@@ -1,6 +1,6 @@
 """``visgrpo plan``'s memory estimate against the measured peak of real training steps on CPU.
 
-``python -m experiments.bench.plan_memory [--repeats 3] [--out FILE]``
+``python -m experiments.bench.plan_memory [--repeats 3] [--jobs 1] [--out FILE]``
 
 Each case is a small Qwen-VL of the real transformers class (``visgrpo.models.tiny``, wider
 and deeper than the test model), loaded by ``load_policy`` in float32 on CPU (full
@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from experiments.bench.harness import (
@@ -183,14 +184,18 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="measurements run at once (each in its own process, so each peak is its own)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results_plan_memory.md"))
     args = parser.parse_args(argv)
     load_before = loadavg()
-    rows = []
-    for case in tqdm(CASES, desc="cases"):
-        spec = spec_of(case)
-        rows.append(summarise([measure_in_subprocess(spec) for _ in range(args.repeats)]))
-        tqdm.write(f"{rows[-1]['name']}: estimate/measured {rows[-1]['ratio']:.3f}")
+    runs = [(i, spec_of(case)) for i, case in enumerate(CASES) for _ in range(args.repeats)]
+    results: dict[int, list[dict]] = {i: [] for i in range(len(CASES))}
+    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        futures = {pool.submit(measure_in_subprocess, spec): i for i, spec in runs}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="measurements"):
+            results[futures[future]].append(future.result())
+    rows = [summarise(results[i]) for i in range(len(CASES))]
     text = table(rows, args.repeats, (load_before, loadavg()))
     write_atomic(Path(args.out), text)
     print(text)
