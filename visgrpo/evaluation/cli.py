@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from visgrpo.data.geometry import processor_geometry
-from visgrpo.evaluation.benchmarks import BENCHMARKS, load_benchmark
+from visgrpo.evaluation.benchmarks import BENCHMARKS, composite_rows, load_benchmark
 from visgrpo.evaluation.loading import load_for_eval
 from visgrpo.evaluation.report import log_mlflow, write_outputs
 from visgrpo.evaluation.runner import Protocol, evaluate_items, summarize
@@ -120,6 +120,7 @@ def run(args, engine=None) -> list[dict]:
         )
         predictions[name] = results
         rows.extend(summarize(name, results))
+        rows.extend(composite_rows(name, results))
     files = write_outputs(Path(args.out), rows, predictions, protocol.name)
     if not args.no_mlflow:
         params = {"model": args.model, "model_kind": kind, "protocol": protocol.name,

@@ -68,7 +68,11 @@ def write_outputs(out: Path, rows: list[dict], predictions: dict[str, list[ItemR
 
 
 def metric_name(row: dict) -> str:
-    """``mathvista_testmini/acc`` or ``mathvista_testmini/float/acc`` (MLflow-safe)."""
+    """``mathvista_testmini/acc``, ``mathvista_testmini/float/acc``, or for a composite
+    metric its name (``pope/adversarial/f1``, ``hallusionbench/qAcc``) (MLflow-safe)."""
+    if row.get("metric"):
+        parts = [row["benchmark"], *str(row["metric"]).split("/")]
+        return "/".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
     parts = [row["benchmark"]] + ([] if row["category"] == "all" else [row["category"]])
     return "/".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts) + "/acc"
 

@@ -15,6 +15,7 @@ from visgrpo.evaluation.benchmarks.registry import (
     Benchmark,
     CompositeMetrics,
     Loader,
+    composite_rows,
     load_benchmark,
     register,
 )
@@ -24,5 +25,6 @@ MODULES = ("mathvista", "mathverse", "geometry3k", "wemath", "logicvista", "mmst
 for _module in MODULES:
     import_module(f"{__name__}.{_module}")
 
-__all__ = ["BENCHMARKS", "MODULES", "Benchmark", "CompositeMetrics", "Loader", "load_benchmark",
+__all__ = ["BENCHMARKS", "MODULES", "Benchmark", "CompositeMetrics", "Loader", "composite_rows",
+           "load_benchmark",
            "register"]

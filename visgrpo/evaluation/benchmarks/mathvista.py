@@ -1,4 +1,4 @@
-"""The mathvista_testmini benchmark loader (AI4Math/MathVista (dataset card); lupantech/MathVista evaluation/)."""
+"""MathVista testmini, scored by the official rules (lupantech/MathVista)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,23 @@ from typing import Any
 
 from visgrpo.evaluation.benchmarks.registry import first, get, register, text
 from visgrpo.evaluation.items import EvalItem
-from visgrpo.evaluation.scoring import LETTERS
 from visgrpo.evaluation.sources import ImageRef, read_rows
 
 
-@register("mathvista_testmini", scorer="choice",
-          source="AI4Math/MathVista (dataset card); lupantech/MathVista evaluation/")
+@register("mathvista_testmini", scorer="mathvista",
+          source="AI4Math/MathVista dataset card (config default, split testmini); "
+                 "lupantech/MathVista evaluation/extract_answer.py, calculate_score.py")
 def mathvista(root: Path) -> list[EvalItem]:
-    """MathVista testmini (``AI4Math/MathVista``, config ``default``, split ``testmini``:
-    ``data/testmini-*.parquet``). Columns read: ``pid``, ``query`` (the official prompt with
-    hint and choices; ``question`` if absent), ``decoded_image`` (else ``image``, a path
-    relative to the folder), ``choices``, ``answer``, ``question_type``
-    (``multi_choice`` / ``free_form``), ``answer_type`` (``integer`` / ``float`` / ``text``
-    / ``list``), ``precision``. Multiple choice: the gold option text becomes its letter;
-    integer: exact; float: numeric at ``precision`` decimals (relative 1e-2 without one);
-    text / list: normalised exact."""
+    """MathVista testmini (``huggingface-cli download --repo-type dataset AI4Math/MathVista``:
+    ``data/testmini-00000-of-00001-*.parquet`` beside ``data/test-*.parquet``, which is not
+    read; ``images/`` when unpacked). Columns read (dataset card): ``pid``, ``query`` (the
+    official prompt with hint and choices; ``question`` if absent), ``decoded_image`` (an
+    image struct; else ``image``, a path relative to the folder), ``choices``, ``answer``
+    (for multiple choice the option *text*), ``question_type`` (``multi_choice`` /
+    ``free_form``), ``answer_type`` (``integer`` / ``float`` / ``text`` / ``list``),
+    ``precision``. Scorer ``mathvista``: the official extraction, normalisation and
+    ``safe_equal`` (``visgrpo/evaluation/scoring_mathvista.py``). Category: ``multi_choice``
+    or the answer type."""
     items = []
     for row in read_rows(root, split="testmini"):
         where = str(row.get("pid"))
@@ -29,16 +31,13 @@ def mathvista(root: Path) -> list[EvalItem]:
         choices = list(row.get("choices") or [])
         answer, qtype = text(get(row, "answer", where)), get(row, "question_type", where)
         atype = get(row, "answer_type", where)
-        meta: dict[str, Any] = {}
+        if qtype == "multi_choice" and answer not in choices:
+            raise ValueError(f"record {where!r}: answer {answer!r} is not one of its choices")
+        meta: dict[str, Any] = {"choices": choices or None, "question_type": qtype,
+                                "answer_type": atype, "precision": row.get("precision")}
         if qtype == "multi_choice":
-            if answer not in choices:
-                raise ValueError(f"record {where!r}: answer {answer!r} is not one of its choices")
-            answer, scorer, meta["options"] = LETTERS[choices.index(answer)], "choice", choices
-        elif atype in ("integer", "float"):  # integers must match exactly, as MathVista scores
-            scorer, meta["precision"] = "number", 0 if atype == "integer" else row.get("precision")
-        else:
-            scorer = "text"
+            meta["options"] = choices
         question = row.get("query") or get(row, "question", where)
-        items.append(EvalItem(where, [image], question, answer, scorer,
+        items.append(EvalItem(where, [image], question, answer, "mathvista",
                               qtype if qtype == "multi_choice" else atype, meta))
     return items

@@ -75,6 +75,27 @@ def load_benchmark(name: str, root: str | Path, limit: int | None = None) -> lis
     return items[:limit] if limit else items
 
 
+def composite_rows(name: str, results: Sequence[Any]) -> list[dict]:
+    """The benchmark's composite metrics as table rows ``{benchmark, category, n, accuracy,
+    metric}`` (``category`` is the metric's name, ``accuracy`` its value in [0, 1]).
+
+    Args:
+        results: per item, an object with ``item``, ``completions`` and ``scores`` (the
+            runner's ``ItemResult``). With k samples per item (avg@k), the metrics are
+            computed over each sample index and averaged, as a paper's k runs would be.
+    """
+    spec = BENCHMARKS[name]
+    if spec.metrics is None or not results:
+        return []
+    k = min(len(r.completions) for r in results)
+    items = [r.item for r in results]
+    runs = [spec.metrics(items, [r.completions[j] for r in results],
+                         [r.scores[j] for r in results]) for j in range(k)]
+    names = list(runs[0]) if runs else []
+    return [{"benchmark": name, "category": m, "n": len(results),
+             "accuracy": sum(run[m] for run in runs) / len(runs), "metric": m} for m in names]
+
+
 def get(row: dict, key: str, where: str, default: Any = ...) -> Any:
     """``row[key]``; a missing (or null, without ``default``) value is one line naming
     the record and column."""
