@@ -38,10 +38,11 @@ def markdown_table(rows: list[dict], protocol: str) -> str:
 
 def csv_table(rows: list[dict], protocol: str) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, "protocol"], lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, "protocol", "metric"], lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({**{k: r[k] for k in COLUMNS}, "protocol": protocol})
+        writer.writerow({**{k: r[k] for k in COLUMNS}, "protocol": protocol,
+                         "metric": r.get("metric") or "accuracy"})
     return buf.getvalue()
 
 

@@ -28,15 +28,17 @@ def pope_counts(golds: Sequence[str], preds: Sequence[str]) -> dict[str, float]:
 
 def pope_metrics(items: Sequence[EvalItem], completions: Sequence[str],
                  scores: Sequence[float]) -> dict[str, float]:
-    """The official metrics per category (``adversarial/f1`` ...) and over all questions
-    (``f1`` ...), from the predictions the official parser reads."""
+    """The official precision, recall, F1 and yes-ratio per category (``adversarial/f1``
+    ...) and over all questions (``f1`` ...), from the predictions the official parser
+    reads. Accuracy is left out: the accuracy rows (``all`` and per category) already are
+    the official accuracy, since the ``pope`` scorer is the official parser."""
     preds = [pope_parse(answer_part(c)) for c in completions]
     golds = [str(it.answer) for it in items]
-    out = dict(pope_counts(golds, preds))
+    out = {k: v for k, v in pope_counts(golds, preds).items() if k != "acc"}
     for category in sorted({it.category for it in items}):
         idx = [i for i, it in enumerate(items) if it.category == category]
         sub = pope_counts([golds[i] for i in idx], [preds[i] for i in idx])
-        out.update({f"{category}/{k}": v for k, v in sub.items()})
+        out.update({f"{category}/{k}": v for k, v in sub.items() if k != "acc"})
     return out
 
 

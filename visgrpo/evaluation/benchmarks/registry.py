@@ -77,7 +77,8 @@ def load_benchmark(name: str, root: str | Path, limit: int | None = None) -> lis
 
 def composite_rows(name: str, results: Sequence[Any]) -> list[dict]:
     """The benchmark's composite metrics as table rows ``{benchmark, category, n, accuracy,
-    metric}`` (``category`` is the metric's name, ``accuracy`` its value in [0, 1]).
+    metric}`` (``category`` is the metric's name, ``accuracy`` its value in [0, 1], ``n``
+    the items of the category a ``<category>/<metric>`` name names, else all items).
 
     Args:
         results: per item, an object with ``item``, ``completions`` and ``scores`` (the
@@ -92,7 +93,10 @@ def composite_rows(name: str, results: Sequence[Any]) -> list[dict]:
     runs = [spec.metrics(items, [r.completions[j] for r in results],
                          [r.scores[j] for r in results]) for j in range(k)]
     names = list(runs[0]) if runs else []
-    return [{"benchmark": name, "category": m, "n": len(results),
+    sizes: dict[str, int] = {}
+    for item in items:
+        sizes[item.category] = sizes.get(item.category, 0) + 1
+    return [{"benchmark": name, "category": m, "n": sizes.get(m.rsplit("/", 1)[0], len(items)),
              "accuracy": sum(run[m] for run in runs) / len(runs), "metric": m} for m in names]
 
 
