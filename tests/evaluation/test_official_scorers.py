@@ -64,6 +64,7 @@ FLOAT1 = (None, "free_form", "float", 1, "1.2")
 FLOAT2 = (None, "free_form", "float", 2, "-0.25")
 FLOAT_PCT = (None, "free_form", "float", 1, "12.5")
 LIST = (None, "free_form", "list", None, "[2, 9]")
+AREA = (None, "free_form", "integer", None, "25")
 
 # (response, item, what GPT-4 extracts from it)
 MATHVISTA_CASES = [
@@ -88,7 +89,14 @@ MATHVISTA_CASES = [
     ("<answer>-\\frac{1}{4}</answer>", FLOAT2, "-0.25"), ("The slope is 0.25.", FLOAT2, "0.25"),
     ("The share is 12.5%.", FLOAT_PCT, "12.5"), ("Answer: 12.5\\%", FLOAT_PCT, "12.5"),
     ("The values are [2, 9].", LIST, "[2, 9]"), ("<answer>[2,9]</answer>", LIST, "[2, 9]"),
-    ("", INT7, ""),
+    ("", INT7, ""), ("**Answer:** B", MC, "B"),
+    ("Therefore, the correct answer is option B.", MC, "B"),
+    ("I think the answer is A... wait, the answer is B.", MC, "B"),
+    ("<answer>The answer is (C) green</answer>", MC, "C"),
+    ("The area is 25 cm^2.", AREA, "25"), ("The area is 25 m\u00b2.", AREA, "25"),
+    ("The answer is 12 - 5 = 7.", INT7, "7"), ("The answer is 7. Because 3 + 4 = 7.", INT7, "7"),
+    ("The answer is $\\boxed{7}$.", INT7, "7"), ("So, the answer is: **1,000**", INT, "1000"),
+    ("We have x^2 = 49 so x = 7", INT7, "7"), ("The answer is 1.25.", FLOAT1, "1.25"),
 ]
 
 
@@ -106,7 +114,7 @@ def test_mathvista_agrees_with_the_official_rules():
         agree.append(score(response, mathvista_item(fields)) == float(official))
     misses = [c[0] for c, ok in zip(MATHVISTA_CASES, agree, strict=True) if not ok]
     assert sum(agree) / len(agree) >= 0.95, misses
-    assert len(MATHVISTA_CASES) >= 40
+    assert len(MATHVISTA_CASES) >= 50
 
 
 def test_mathvista_float_precision_and_integer_truncation_are_the_official_ones():
@@ -115,6 +123,14 @@ def test_mathvista_float_precision_and_integer_truncation_are_the_official_ones(
     assert score("<answer>1000.7</answer>", mathvista_item(INT)) == 1.0  # str(int(float))
     assert score("nothing here", mathvista_item(INT)) == 0.0
     assert levenshtein("kitten", "sitting") == 3 and levenshtein("", "abc") == 3
+
+
+def test_mathverse_vision_only_choice_reads_the_option_text():
+    item = EvalItem("5", [], "See the image.", "B", "choice", "Vision Only",
+                    {"options": ["30°", "45°", "60°", "90°"]})
+    assert score("<answer>45°</answer>", item) == 1.0
+    assert score("The angle is 45°, so the answer is B.", item) == 1.0
+    assert score("<answer>60°</answer>", item) == 0.0
 
 
 # POPE: the first sentence's words decide (AoiDragon/POPE evaluate.py:9-21), worked by hand

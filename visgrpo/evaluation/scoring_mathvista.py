@@ -25,13 +25,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from visgrpo.rewards.accuracy import extract_choice
 from visgrpo.rewards.parsing import answer_text
 
 _QUICK = re.compile(r'The answer is "(.*)"\.')  # extract_answer.py:60
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\}){0,200})\}")
 _FINAL = re.compile(
-    r"(?:final answer|the answer|answer)\s*(?:is|would be|should be|will be|=|:)\s*:?\s*(.+)",
-    re.I | re.S)
+    r"answer\**\s*(?:is|would be|should be|will be|=|:)\s*:?", re.I)
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|-?\.\d+")
 _LETTER = re.compile(r"^\s*\(?([A-Za-z])\)?\s*[.:)]?\s*$")
 _LETTER_IN = re.compile(r"(?:^|[\s(\[:])\(?([A-Z])\)(?=[\s.,:;]|$)|^\s*([A-Z])\s*(?:[.:)]|$)")
@@ -130,14 +130,21 @@ def final_span(response: str) -> tuple[str, bool]:
     boxed = _BOXED.findall(response)
     if boxed:
         return boxed[-1].strip(), True
-    found = _FINAL.findall(response)
+    found = list(_FINAL.finditer(response))
     if found:
-        return found[-1].strip(), True
+        return response[found[-1].end():].strip(), True
     return response.strip(), False
 
 
+def _first_statement(span: str) -> str:
+    """A final-answer span up to its first sentence end (``5. Because ...`` -> ``5``)."""
+    head = re.split(r"\.(?!\d)|\n", span, maxsplit=1)[0].strip()
+    return head or span
+
+
 def _clean_number_text(text: str) -> str:
-    text = text.translate(_MINUS)
+    text = text.translate(_MINUS).replace("*", "")
+    text = re.sub(r"(?<=[A-Za-z])\s*\^\s*\{?\d+\}?|[\u00b2\u00b3]", " ", text)  # cm^2, m²
     text = re.sub(r"\\(?:text|mathrm|mbox)\{([^{}]*)\}", r"\1", text)
     text = re.sub(r"\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}", r"\1/\2", text)
     text = re.sub(r"\^\{?\\circ\}?|°|\\%|%|\$", " ", text)
@@ -164,10 +171,14 @@ def rule_extract(response: str, choices: list[str] | None, question_type: str,
     if quick is not None:
         return quick
     span, marked = final_span(response)
+    span = span.replace("*", "").replace("$", "").strip()
     if question_type == "multi_choice":
+        letters = "".join(chr(ord("A") + i) for i in range(len(choices or [])))
         m = _LETTER.match(span) or _LETTER_IN.search(span)
-        letters = [chr(ord("A") + i) for i in range(len(choices or []))]
         if m and (letter := next(g for g in m.groups() if g).upper()) in letters:
+            return letter
+        letter = extract_choice(span, letters) or extract_choice(response, letters)
+        if letter:
             return letter
         norm = span.lower().strip(" .")
         named = [c for c in choices or [] if c.lower() == norm]
@@ -175,7 +186,10 @@ def rule_extract(response: str, choices: list[str] | None, question_type: str,
         named.sort(key=len, reverse=True)
         return named[0] if named else span
     if answer_type in ("integer", "float"):
-        numbers = _NUMBER.findall(_clean_number_text(span))
+        text = _clean_number_text(_first_statement(span) if marked else span)
+        if marked and "=" in text:  # "12 - 5 = 7": the result
+            text = text.rsplit("=", 1)[1]
+        numbers = _NUMBER.findall(text) or _NUMBER.findall(_clean_number_text(span))
         if not numbers:
             return ""
         value = _to_number(numbers[0] if marked else numbers[-1])
