@@ -140,9 +140,11 @@ WEMATH_ROWS = [("2steps_1", "2steps_1", "A", "2steps/image/1-1.png"),
                ("3steps_1", "3steps_multi", "E", "3steps/image/1-multi.png")]
 
 
-def wemath(root: Path) -> None:
-    """``We-Math/We-Math``: ``testmini.json`` and ``testmini.zip`` as downloaded (not
-    unpacked; the archive's step folders sit under ``testmini/``)."""
+def wemath(root: Path, parquet: bool = True) -> None:
+    """``We-Math/We-Math``: ``data/testmini-*.parquet`` (images embedded in the
+    ``image_path`` column), ``testmini.json`` and ``testmini.zip`` as downloaded (not
+    unpacked; the archive's step folders sit under ``testmini/``), and
+    ``knowledge_structure_nodes.json``."""
     readme(root)
     rows = []
     with zipfile.ZipFile(root / "testmini.zip", "w") as z:
@@ -157,6 +159,17 @@ def wemath(root: Path) -> None:
                          "answer": answer, "image_path": path, "key": key,
                          "question number": n + 1, "knowledge concept description": "..."})
     (root / "testmini.json").write_text(json.dumps(rows, indent=1))
+    (root / "knowledge_structure_nodes.json").write_text(json.dumps([{"full node": "a_b_c"}]))
+    if parquet:
+        cols = [("ID", pa.string()), ("split", pa.string()), ("knowledge concept", pa.string()),
+                ("question", pa.string()), ("option", pa.string()), ("answer", pa.string()),
+                ("image_path", IMAGE), ("key", pa.string()), ("question number", pa.int64()),
+                ("knowledge concept description", pa.string())]
+        embedded = [{**r, "image_path": {"bytes": png(40 + 4 * n, 30),
+                                         "path": r["image_path"].rsplit("/", 1)[1]}}
+                    for n, r in enumerate(rows)]
+        write_parquet(root / "data" / "testmini-00000-of-00001-adbfe22dcd3558e6.parquet",
+                      embedded, pa.schema(cols))
 
 
 def logicvista(root: Path) -> None:

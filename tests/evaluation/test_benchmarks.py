@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from tests.evaluation.fixtures import BUILDERS, FIXTURE_OF, GOLD, SPLIT_BUILDERS, png
+from tests.evaluation.fixtures import BUILDERS, FIXTURE_OF, GOLD, SPLIT_BUILDERS, png, wemath
 from visgrpo.evaluation.benchmarks import BENCHMARKS, Benchmark, load_benchmark
 from visgrpo.evaluation.scoring import SCORERS
 from visgrpo.evaluation.sources import ImageRef
@@ -60,8 +60,9 @@ def test_hallusionbench_reads_both_splits(tmp_path):
     assert items[-1].meta["figure_id"] == "0" and items[-1].meta["category"] == "VS"
 
 
-def test_wemath_reads_images_from_the_zip_and_resolves_step_folders(tmp_path):
-    BUILDERS["wemath"](tmp_path)
+@pytest.mark.parametrize("parquet", [True, False])
+def test_wemath_reads_embedded_images_else_the_zip_by_step_folder(tmp_path, parquet):
+    wemath(tmp_path, parquet=parquet)
     items = load_benchmark("wemath", tmp_path)
     sizes = [it.images[0].load().size for it in items]  # each row's own image, widths 40, 44, ..
     assert sizes == [(40 + 4 * n, 30) for n in range(len(items))]
@@ -69,7 +70,7 @@ def test_wemath_reads_images_from_the_zip_and_resolves_step_folders(tmp_path):
 
 
 def test_wemath_unpacked_archive_is_read_the_same(tmp_path):
-    BUILDERS["wemath"](tmp_path)
+    wemath(tmp_path, parquet=False)
     with zipfile.ZipFile(tmp_path / "testmini.zip") as z:
         z.extractall(tmp_path)
     (tmp_path / "testmini.zip").unlink()
@@ -78,7 +79,7 @@ def test_wemath_unpacked_archive_is_read_the_same(tmp_path):
 
 
 def test_wemath_ambiguous_path_is_one_clear_error(tmp_path):
-    BUILDERS["wemath"](tmp_path)
+    wemath(tmp_path, parquet=False)
     for top in ("a", "b"):  # two unpacked copies: 2steps/image/1-1.png exists twice
         (tmp_path / top / "2steps" / "image").mkdir(parents=True)
         (tmp_path / top / "2steps" / "image" / "1-1.png").write_bytes(png())
@@ -88,7 +89,7 @@ def test_wemath_ambiguous_path_is_one_clear_error(tmp_path):
 
 
 def test_wemath_missing_image_names_record(tmp_path):
-    BUILDERS["wemath"](tmp_path)
+    wemath(tmp_path, parquet=False)
     rows = json.loads((tmp_path / "testmini.json").read_text())
     rows[1]["image_path"] = "2steps/image/404.png"
     (tmp_path / "testmini.json").write_text(json.dumps(rows))
@@ -97,7 +98,7 @@ def test_wemath_missing_image_names_record(tmp_path):
 
 
 def test_missing_column_names_record_and_column(tmp_path):
-    BUILDERS["wemath"](tmp_path)
+    wemath(tmp_path, parquet=False)
     rows = json.loads((tmp_path / "testmini.json").read_text())
     del rows[1]["option"]
     (tmp_path / "testmini.json").write_text(json.dumps(rows))

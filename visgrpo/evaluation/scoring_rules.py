@@ -40,15 +40,17 @@ _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: VLMEvalKit's pattern, 
 
 
 def process_punctuation(text: str) -> str:
-    """open-compass/VLMEvalKit ``vlmeval/dataset/utils/vqa_eval.py`` ``process_punctuation``
-    (the VQA-v2 evaluation's punctuation handling)."""
+    """``process_punctuation`` as open-compass/VLMEvalKit's ``YOrN_Extraction``
+    (``vlmeval/dataset/utils/yorn.py``) calls it: the VQA-v2 evaluation's punctuation
+    handling, quirks kept (``re.UNICODE`` passed where ``sub`` takes its count: at most 32
+    periods are stripped)."""
     out = text
     for p in _PUNCT:
         if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return _PERIOD_STRIP.sub("", out)
+    return _PERIOD_STRIP.sub("", out, re.UNICODE)
 
 
 def yorn_extract(text: str) -> str:

@@ -25,6 +25,11 @@ def _category(key: str, where: str) -> str:
     return f"S{m.group(1)}" if m.group(2) == "multi" else "S1"
 
 
+def _embedded(value) -> bool:
+    """An image cell that holds its pixels (a PIL image or a struct with bytes)."""
+    return hasattr(value, "convert") or (isinstance(value, dict) and bool(value.get("bytes")))
+
+
 @lru_cache(maxsize=8)
 def _files_by_suffix(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[tuple[Path, str]]]]:
     """Files under ``root`` and members of its zip archives, by their last three path
@@ -117,24 +122,28 @@ def wemath_metrics(items: Sequence[EvalItem], completions: Sequence[str],
                  "evaluation/four_dimensional_metrics.py, accuracy.py")
 def wemath(root: Path) -> list[EvalItem]:
     """We-Math testmini (``huggingface-cli download --repo-type dataset We-Math/We-Math``:
-    ``testmini.json`` and ``testmini.zip`` as they come, or unpacked). One record per
+    ``data/testmini-00000-of-00001-*.parquet`` with the images embedded, read first, and
+    ``testmini.json`` + ``testmini.zip``, read when the parquet is absent, the zip as it
+    comes or unpacked; ``knowledge_structure_nodes.json`` is not read). One record per
     question (dataset card / README): ``ID`` (the problem, ``2steps_1``: shared by its
     sub-questions and its composite question), ``key`` (``2steps_1``, ``2steps_2``,
     ``2steps_multi``, ``3steps_...``), ``question``, ``option`` (``"A. ...;B. ..."``),
-    ``answer`` (a letter), ``image_path`` (``2steps/image/1-1.png``, relative to the step
-    folder wherever the archive puts it; read straight from the zip when not unpacked), or
-    an embedded ``image`` (preferred). Item id: ``ID/key`` (``ID`` alone is not unique).
+    ``answer`` (a letter), ``image_path`` (an embedded image struct in the parquet; in the
+    JSON ``2steps/image/1-1.png``, relative to the step folder wherever the archive puts it,
+    read straight from the zip when not unpacked) or ``image``. Item id: ``ID/key`` (``ID``
+    alone is not unique).
     Category: ``S1`` (sub-questions), ``S2`` / ``S3`` (composite questions), as
     ``accuracy.py`` splits them. Scorer ``wemath``: the official parser."""
     items = []
-    for i, row in enumerate(read_rows(root, split="testmini", prefer=("testmini.json",))):
+    for i, row in enumerate(read_rows(root, split="testmini")):
         problem = str(get(row, "ID", f"#{i}"))
         key = str(get(row, "key", problem))
         where = f"{problem}/{key}"
-        if row.get("image") is not None:
-            image = ImageRef(row["image"], root, where, "image")
+        value = row.get("image") or get(row, "image_path", where)
+        if _embedded(value):
+            image = ImageRef(value, root, where, "image_path")
         else:
-            rel = str(get(row, "image_path", where))
+            rel = str(value.get("path") if isinstance(value, dict) else value)
             image = ImageRef(resolve_image(root, rel, where), root, where, "image_path")
         question = f"{get(row, 'question', where)}\nOptions: {get(row, 'option', where)}"
         answer = text(get(row, "answer", where))
