@@ -1,4 +1,4 @@
-"""The geometry3k benchmark loader (hiyouga/geometry3k (dataset card))."""
+"""Geometry3K test, scored by math-verify."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from visgrpo.evaluation.sources import ImageRef, read_rows
 
 
 @register("geometry3k", scorer="math",
-          source="hiyouga/geometry3k (dataset card)")
+          source="hiyouga/geometry3k dataset card (split test)")
 def geometry3k(root: Path) -> list[EvalItem]:
-    """Geometry3K (``hiyouga/geometry3k``, split ``test``). Columns read: ``images`` (a list
+    """Geometry3K (``huggingface-cli download --repo-type dataset hiyouga/geometry3k``:
+    ``data/test-*.parquet`` read; train and validation not). Columns read: ``images`` (a list
     of one image), ``problem`` (with an ``<image>`` marker, removed: the chat template
     places the image), ``answer``. Scorer: math-verify."""
     items = []

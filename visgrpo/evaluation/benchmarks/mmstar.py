@@ -1,4 +1,4 @@
-"""The mmstar benchmark loader (Lin-Chen/MMStar (dataset card))."""
+"""MMStar, scored by option letter (or option text)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from visgrpo.evaluation.sources import ImageRef, read_rows
 
 
 @register("mmstar", scorer="choice",
-          source="Lin-Chen/MMStar (dataset card)")
+          source="Lin-Chen/MMStar dataset card (mmstar.parquet, split val)")
 def mmstar(root: Path) -> list[EvalItem]:
-    """MMStar (``Lin-Chen/MMStar``, split ``val``). Columns read: ``index``, ``question``
+    """MMStar (``huggingface-cli download --repo-type dataset Lin-Chen/MMStar``: the
+    top-level ``mmstar.parquet``, split ``val``). Columns read: ``index``, ``question``
     (with its ``Options: A: ...``), ``image``, ``answer`` (a letter), ``category``."""
     items = []
     for row in read_rows(root, split="val"):
