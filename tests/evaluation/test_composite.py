@@ -48,6 +48,8 @@ def test_hallusionbench_question_figure_and_pair_accuracy():
     assert m["aAcc"] == pytest.approx(5 / 6)
     assert m["fAcc"] == pytest.approx(3 / 4)  # VS figure 0 (no figure) skipped; VS_chart_0_2 wrong
     assert m["qAcc"] == pytest.approx(2 / 3)  # VS_chart_0 question 0 wrong on figure 2
+    assert m["easy"] == 1.0  # figure 0: VS_chart_0 q0, VD_ill_1 q0 right
+    assert m["hard"] == pytest.approx(2 / 3)  # pairs on edited figures: VS q0 wrong, VS q1 / VD q0 right
 
 
 def wm_item(problem, key):

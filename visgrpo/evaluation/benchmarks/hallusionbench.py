@@ -23,9 +23,14 @@ def hallusionbench_metrics(items: Sequence[EvalItem], completions: Sequence[str]
     figures whose questions are all correct (``get_eval_fig``: key category_subcategory_
     set_figure, VS questions without a figure skipped); ``qAcc``: question pairs (the same
     question over the original and the edited figures: key category_subcategory_set_
-    question) all correct (``get_eval_pair_all``)."""
+    question) all correct (``get_eval_pair_all``); ``easy`` / ``hard``: the same over the
+    questions on the original figure (``figure_id`` 0) / on the edited ones
+    (``get_eval_pair_easy`` / ``get_eval_pair_hard``), the leaderboard's "Acc per easy /
+    hard question" (``evaluation.py``)."""
     figures: dict[str, list[bool]] = {}
     pairs: dict[str, list[bool]] = {}
+    easy: dict[str, list[bool]] = {}
+    hard: dict[str, list[bool]] = {}
     for item, score in zip(items, scores, strict=True):
         m, ok = item.meta, score >= 1.0
         if not (m["category"] == "VS" and m["figure_id"] == "0"):
@@ -33,8 +38,10 @@ def hallusionbench_metrics(items: Sequence[EvalItem], completions: Sequence[str]
             figures.setdefault(key, []).append(ok)
         key = "_".join((m["category"], m["subcategory"], m["set_id"], m["question_id"]))
         pairs.setdefault(key, []).append(ok)
+        (easy if m["figure_id"] == "0" else hard).setdefault(key, []).append(ok)
     return {"aAcc": sum(s >= 1.0 for s in scores) / len(scores),
-            "fAcc": _all_correct(figures), "qAcc": _all_correct(pairs)}
+            "fAcc": _all_correct(figures), "qAcc": _all_correct(pairs),
+            "easy": _all_correct(easy), "hard": _all_correct(hard)}
 
 
 @register("hallusionbench", scorer="yorn", metrics=hallusionbench_metrics,
