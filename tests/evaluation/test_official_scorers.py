@@ -97,6 +97,7 @@ MATHVISTA_CASES = [
     ("The answer is 12 - 5 = 7.", INT7, "7"), ("The answer is 7. Because 3 + 4 = 7.", INT7, "7"),
     ("The answer is $\\boxed{7}$.", INT7, "7"), ("So, the answer is: **1,000**", INT, "1000"),
     ("We have x^2 = 49 so x = 7", INT7, "7"), ("The answer is 1.25.", FLOAT1, "1.25"),
+    ("It is not blue; the largest bar is red.", MC, "red"), ("(B) red", MC, "B"),
 ]
 
 

@@ -181,10 +181,12 @@ def rule_extract(response: str, choices: list[str] | None, question_type: str,
         if letter:
             return letter
         norm = span.lower().strip(" .")
-        named = [c for c in choices or [] if c.lower() == norm]
-        named = named or [c for c in choices or [] if c.lower() in span.lower()]
-        named.sort(key=len, reverse=True)
-        return named[0] if named else span
+        exact = [c for c in choices or [] if c.lower() == norm]
+        if exact:
+            return exact[0]
+        low = span.lower()  # the option named last ("not blue, it is red"), longest on a tie
+        named = [(low.rfind(c.lower()), len(c), c) for c in choices or [] if c and c.lower() in low]
+        return max(named)[2] if named else span
     if answer_type in ("integer", "float"):
         text = _clean_number_text(_first_statement(span) if marked else span)
         if marked and "=" in text:  # "12 - 5 = 7": the result
