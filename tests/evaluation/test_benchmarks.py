@@ -171,3 +171,13 @@ def test_logicvista_empty_and_numeric_answers_load(tmp_path):
     assert [it.answer for it in items] == ["A", "B, D", "3", ""]
     with pytest.raises(ValueError, match=r"record 'v1_0': field 'image'"):
         items[0].images[0].load()
+
+
+def test_a_file_name_found_twice_is_named_ambiguous(tmp_path):
+    from visgrpo.evaluation.sources import load_image
+
+    for sub in ("VD/ocr", "VS/map"):
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / "0_0.png").write_bytes(png())
+    with pytest.raises(ValueError, match=r"record 'r1': field 'image': .*ambiguous"):
+        load_image("./hallusion_bench/X/0_0.png", tmp_path, "r1", "image")

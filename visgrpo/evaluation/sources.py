@@ -182,4 +182,7 @@ def resolve_path(root: Path, rel: str) -> Path:
     hits = _file_index(base).get(p.name, [])
     if len(hits) == 1:
         return hits[0]
+    if hits:
+        raise FileNotFoundError(f"image {rel} not found under {base}, and its file name is "
+                                f"ambiguous: {', '.join(str(h) for h in hits[:3])}")
     raise FileNotFoundError(f"image {rel} not found under {base}")
