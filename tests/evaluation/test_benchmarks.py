@@ -29,6 +29,7 @@ def test_loader_reads_the_real_layout(tmp_path, name):
     items = load_benchmark(name, tmp_path / name)
     got = [(it.id, it.scorer, it.category, it.answer) for it in items]
     assert got == GOLD[name]
+    assert len({it.id for it in items}) == len(items)  # ids key predictions and resumes
     for it in items:
         for im in it.images:
             pil = im.load() if isinstance(im, ImageRef) else im
