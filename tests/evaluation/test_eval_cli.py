@@ -41,8 +41,9 @@ class Oracle:
             return f"<answer>{gold if self.right else other}</answer>"
         if kind == "wemath":
             return f"<Answer>: {gold if self.right else next(c for c in 'ABCDE' if c != gold)}"
-        if kind == "logicvista":
-            return f"<answer>{gold}</answer>" if self.right else "<answer>Z</answer>"
+        if kind == "logicvista":  # an empty gold answer is matched by an empty response only
+            right = f"<answer>{gold}</answer>" if gold else ""
+            return right if self.right else "<answer>Z</answer>"
         if kind == "choice":
             letters = sorted(gold_letters(gold))
             if not self.right:

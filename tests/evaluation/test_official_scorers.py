@@ -200,8 +200,12 @@ LOGICVISTA_CASES = [
     ("A", "A", 1), ("<answer>B</answer>", "A", 0), ("The answer is A.", "A", 1),
     ("A, C", "A, C", 1), ("C, A", "A, C", 1), ("A and C", "A, C", 1), ("A", "A, C", 0),
     ("The answer is 3.", "3", 1), ("3", "3", 1), ("There are 4 triangles.", "3", 0),
-    ("", "", 1), ("<answer></answer>", "", 1), ("A", "", 0), ("F", "A", 0), ("?", "A", 0),
+    ("", "", 1), ("<answer></answer>", "", 0), ("   ", "", 1), ("A", "", 0), ("F", "A", 0), ("?", "A", 0),
     ("\\boxed{D}", "D", 1), ("(B) and (D)", "B, D", 1),
+    ("The odd one out is G, so the answer is G.", "G", 1),  # v1_4: options A-I
+    ("G", "G", 0),  # a lone letter past E: "ZZZZZ" in the authors' code
+    ("<answer>G</answer>", "G", 1),  # not a lone character: the extraction reads it
+    ("<answer>A, C</answer>", "A, C", 1), ("The answer is 3", "3", 1),
 ]
 
 

@@ -79,7 +79,7 @@ def wemath_parse(response: str) -> str | None:
 # ------------------------------------------------------------------------- LogicVista
 
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
-_LETTERS = re.compile(r"^[\s(\[]*([A-Ea-e])[\s)\].]*(?:(?:,|;|and|&|\s)+[\s(\[]*([A-Ea-e])"
+_LETTERS = re.compile(r"^[\s(\[]*([A-Za-z])[\s)\].]*(?:(?:,|;|and|&|\s)+[\s(\[]*([A-Za-z])"
                       r"[\s)\].]*)*$")
 
 
@@ -95,15 +95,19 @@ def logicvista_extract(completion: str, numeric: bool) -> list[str]:
     character that is neither a letter A-E nor a digit gives ``["ZZZZZ"]`` (no answer);
     otherwise GPT-4 lists the letters (or numbers) chosen. visgrpo's rules in place of that
     call: a list of letters (``"A, C"``, ``"A and C"``), one letter (``"The answer is B"``,
-    ``\\boxed{B}``), or, for questions answered by numbers, the numbers listed."""
-    entry = answer_part(completion)
-    if "ASSISTANT:" in entry:
-        entry = entry.split("ASSISTANT:")[1]
-    entry = entry.strip()
-    if not entry:
+    ``\\boxed{B}``; any letter: some questions run to I), or, for questions answered by
+    numbers, the numbers listed. The two official rules look at the raw response: only an
+    empty response gives ``[""]`` (an empty ``<answer></answer>`` is no answer), and a
+    lone ``"G"`` is no answer while ``<answer>G</answer>`` is read."""
+    raw = completion.split("ASSISTANT:")[1] if "ASSISTANT:" in completion else completion
+    raw = raw.strip()
+    if not raw:
         return [""]
-    if len(entry) == 1 and ((entry.isalpha() and entry.lower() not in "abcde")
-                            or (not entry.isalpha() and not entry.isnumeric())):
+    if len(raw) == 1 and ((raw.isalpha() and raw.lower() not in "abcde")
+                          or (not raw.isalpha() and not raw.isnumeric())):
+        return ["ZZZZZ"]
+    entry = answer_part(raw)
+    if not entry:
         return ["ZZZZZ"]
     if numeric:
         span = re.split(r"(?:answer|Answer)\s*(?:is|:)", entry)[-1]
@@ -111,8 +115,8 @@ def logicvista_extract(completion: str, numeric: bool) -> list[str]:
         return sorted(found) if found else ["ZZZZZ"]
     m = _LETTERS.match(entry)
     if m:
-        return sorted({x.lower() for x in re.findall(r"[A-Ea-e]", entry.replace("and", " "))})
-    letter = extract_choice(entry, "ABCDE")
+        return sorted({x.lower() for x in re.findall(r"[A-Za-z]", entry.replace("and", " "))})
+    letter = extract_choice(entry)  # options run past E (v1_4: "Select answers from A-I")
     return [letter.lower()] if letter else ["ZZZZZ"]
 
 
