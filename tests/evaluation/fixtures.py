@@ -177,12 +177,15 @@ def logicvista(root: Path) -> None:
     the odd answers of the real file: several letters, a number, an empty string."""
     (root / "data" / "images").mkdir(parents=True)
     data = {}
-    for key, ans, skill in (("v1_0", "A", ["inductive"]), ("v1_1", "B, D", ["deductive"]),
-                            ("v1_20", "3", ["numerical"]), ("v1_382", "", ["spatial"])):
+    for key, ans, skill, capability in (
+            ("v1_0", "A", ["inductive"], ["diagram", "ocr"]),
+            ("v1_1", "B, D", ["deductive"], ["diagram"]),
+            ("v1_20", "3", ["deductive", "numerical"], ["ocr"]),
+            ("v1_382", "", ["spatial"], ["diagram"])):
         (root / "data" / "images" / f"{key}.png").write_bytes(png())
         data[key] = {"imagename": f"{key}.png", "question": "Which? A. x B. y C. z D. w",
                      "answer": ans, "reasoning": "...", "skill": skill,
-                     "capability": ["diagram"]}
+                     "capability": capability, "imagesource": "aptitudetests"}
     (root / "data" / "dataset.json").write_text(json.dumps(data))
     (root / "README.md").write_text("# LogicVista\n")
 
@@ -293,10 +296,10 @@ GOLD = {
     "geometry3k": [("0", "math", "free-form", "3\\sqrt{2}"), ("1", "math", "free-form", "12")],
     "wemath": [(f"{pid}/{key}", "wemath", "S1" if not key.endswith("multi") else f"S{pid[0]}", a)
                for pid, key, a, _ in WEMATH_ROWS],
-    "logicvista": [("v1_0", "logicvista", "inductive", "A"),
-                   ("v1_1", "logicvista", "deductive", "B, D"),
-                   ("v1_20", "logicvista", "numerical", "3"),
-                   ("v1_382", "logicvista", "spatial", "")],
+    "logicvista": [("v1_0", "logicvista", "all", "A"),
+                   ("v1_1", "logicvista", "all", "B, D"),
+                   ("v1_20", "logicvista", "all", "3"),
+                   ("v1_382", "logicvista", "all", "")],
     "mmstar": [("0", "choice", "coarse perception", "A"), ("1", "choice", "math", "C")],
     "hallusionbench": [("VS_chart_0_1_0", "yorn", "VS", "yes"),
                        ("VS_chart_0_2_0", "yorn", "VS", "no"),

@@ -8,6 +8,7 @@ import pytest
 
 from visgrpo.evaluation.benchmarks import BENCHMARKS, composite_rows
 from visgrpo.evaluation.benchmarks.hallusionbench import hallusionbench_metrics
+from visgrpo.evaluation.benchmarks.logicvista import logicvista_metrics
 from visgrpo.evaluation.benchmarks.pope import pope_metrics
 from visgrpo.evaluation.benchmarks.wemath import wemath_metrics
 from visgrpo.evaluation.items import EvalItem
@@ -87,3 +88,17 @@ def test_composite_rows_average_the_k_samples_and_name_mlflow_metrics():
     assert rows["f1"]["n"] == 2 and metric_name(rows["random/f1"]) == "pope/random/f1"
     assert composite_rows("mmstar", results) == []  # accuracy is what MMStar reports
     assert BENCHMARKS["hallusionbench"].metrics is hallusionbench_metrics
+
+
+def test_logicvista_skill_and_capability_table(tmp_path):
+    from tests.evaluation.fixtures import logicvista
+    from visgrpo.evaluation.benchmarks import load_benchmark
+
+    logicvista(tmp_path)
+    items = load_benchmark("logicvista", tmp_path)  # v1_0 v1_1 v1_20 v1_382
+    m = logicvista_metrics(items, [""] * 4, [1.0, 0.0, 1.0, 0.0])
+    assert m["skill/inductive"] == 1.0 and m["skill/deductive"] == 0.5  # v1_20 lists two skills
+    assert m["skill/numerical"] == 1.0 and m["skill/spatial"] == 0.0
+    assert "skill/mechanical" not in m  # no such item
+    assert m["capability/diagram"] == pytest.approx(1 / 3) and m["capability/ocr"] == 1.0
+    assert m["capability/diagram+ocr"] == 1.0
