@@ -49,9 +49,13 @@ def mathvista(root: Path) -> None:
                         ("decoded_image", IMAGE), ("choices", pa.list_(pa.string())),
                         ("unit", pa.string()), ("precision", pa.float64()), ("answer", pa.string()),
                         ("question_type", pa.string()), ("answer_type", pa.string()),
-                        ("metadata", pa.struct([("split", pa.string()), ("source", pa.string())])),
+                        ("metadata", pa.struct([("split", pa.string()), ("source", pa.string()),
+                                                ("task", pa.string()),
+                                                ("skills", pa.list_(pa.string()))])),
                         ("query", pa.string())])
-    base = {"decoded_image": img(), "unit": None, "metadata": {"split": "testmini", "source": "x"}}
+    md = {"split": "testmini", "source": "x", "task": "figure question answering",
+          "skills": ["statistical reasoning"]}
+    base = {"decoded_image": img(), "unit": None, "metadata": md}
     rows = [
         {**base, "pid": "1", "image": "images/1.jpg", "question": "Which is red?",
          "choices": ["blue", "red", "green"], "precision": None, "answer": "red",
@@ -62,7 +66,9 @@ def mathvista(root: Path) -> None:
          "answer_type": "float", "query": "Length?"},
         {**base, "pid": "3", "image": "images/3.jpg", "question": "How many?", "choices": None,
          "precision": None, "answer": "1000", "question_type": "free_form",
-         "answer_type": "integer", "query": "How many?"},
+         "answer_type": "integer", "query": "How many?",
+         "metadata": {**md, "task": "math word problem",
+                      "skills": ["arithmetic reasoning", "statistical reasoning"]}},
         {**base, "pid": "4", "image": "images/4.jpg", "question": "Rate?", "choices": None,
          "precision": 2.0, "answer": "-0.25", "question_type": "free_form",
          "answer_type": "float", "query": "Rate?"},

@@ -102,3 +102,15 @@ def test_logicvista_skill_and_capability_table(tmp_path):
     assert "skill/mechanical" not in m  # no such item
     assert m["capability/diagram"] == pytest.approx(1 / 3) and m["capability/ocr"] == 1.0
     assert m["capability/diagram+ocr"] == 1.0
+
+
+def test_mathvista_task_and_skill_breakdown(tmp_path):
+    from tests.evaluation.fixtures import mathvista
+    from visgrpo.evaluation.benchmarks import load_benchmark
+    from visgrpo.evaluation.benchmarks.mathvista import mathvista_metrics
+
+    mathvista(tmp_path)
+    items = load_benchmark("mathvista_testmini", tmp_path)  # pid 3 is the word problem
+    m = mathvista_metrics(items, [""] * 5, [1.0, 0.0, 1.0, 0.0, 0.0])
+    assert m["task/math word problem"] == 1.0 and m["task/figure question answering"] == 0.25
+    assert m["skill/arithmetic reasoning"] == 1.0 and m["skill/statistical reasoning"] == 0.4

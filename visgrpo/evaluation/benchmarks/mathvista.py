@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,22 @@ from visgrpo.evaluation.items import EvalItem
 from visgrpo.evaluation.sources import ImageRef, read_rows
 
 
-@register("mathvista_testmini", scorer="mathvista",
+def mathvista_metrics(items: Sequence[EvalItem], completions: Sequence[str],
+                      scores: Sequence[float]) -> dict[str, float]:
+    """Accuracy per task (``task/figure question answering`` ...) and per math skill
+    (``skill/algebraic reasoning`` ...), the breakdowns of the paper's table
+    (``calculate_score.py:171-212``: an item counts under every skill it lists)."""
+    groups: dict[str, list[float]] = {}
+    for item, score in zip(items, scores, strict=True):
+        task = item.meta.get("task")
+        if task:
+            groups.setdefault(f"task/{task}", []).append(score)
+        for skill in item.meta.get("skills") or []:
+            groups.setdefault(f"skill/{skill}", []).append(score)
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
+@register("mathvista_testmini", scorer="mathvista", metrics=mathvista_metrics,
           source="AI4Math/MathVista dataset card (config default, split testmini); "
                  "lupantech/MathVista evaluation/extract_answer.py, calculate_score.py")
 def mathvista(root: Path) -> list[EvalItem]:
@@ -23,7 +39,8 @@ def mathvista(root: Path) -> list[EvalItem]:
     ``free_form``), ``answer_type`` (``integer`` / ``float`` / ``text`` / ``list``),
     ``precision``. Scorer ``mathvista``: the official extraction, normalisation and
     ``safe_equal`` (``visgrpo/evaluation/scoring_mathvista.py``). Category: ``multi_choice``
-    or the answer type."""
+    or the answer type; ``metadata.task`` and ``metadata.skills`` give the per-task and
+    per-skill accuracies (:func:`mathvista_metrics`)."""
     items = []
     for row in read_rows(root, split="testmini"):
         where = str(row.get("pid"))
@@ -37,6 +54,9 @@ def mathvista(root: Path) -> list[EvalItem]:
                                 "answer_type": atype, "precision": row.get("precision")}
         if qtype == "multi_choice":
             meta["options"] = choices
+        info = row.get("metadata") or {}
+        if isinstance(info, dict):
+            meta.update(task=info.get("task"), skills=list(info.get("skills") or []))
         question = row.get("query") or get(row, "question", where)
         items.append(EvalItem(where, [image], question, answer, "mathvista",
                               qtype if qtype == "multi_choice" else atype, meta))
