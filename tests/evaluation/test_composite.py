@@ -101,7 +101,7 @@ def test_logicvista_skill_and_capability_table(tmp_path):
     assert m["skill/numerical"] == 1.0 and m["skill/spatial"] == 0.0
     assert "skill/mechanical" not in m  # no such item
     assert m["capability/diagram"] == pytest.approx(1 / 3) and m["capability/ocr"] == 1.0
-    assert m["capability/diagram+ocr"] == 1.0
+    assert m["capability/diagram_and_ocr"] == 1.0
 
 
 def test_mathvista_task_and_skill_breakdown(tmp_path):

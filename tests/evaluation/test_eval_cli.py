@@ -152,7 +152,8 @@ def test_tiny_model_end_to_end_with_mlflow(tmp_path, data_root, tiny_model_dirs,
     metrics = run.data.metrics
     assert set(metrics) == {f"{r['benchmark']}/acc" if r["category"] == "all" else
                             f"{r['benchmark']}/{r['category'].replace(' ', '_')}/acc"
-                            if r["metric"] == "accuracy" else f"{r['benchmark']}/{r['metric']}"
+                            if r["metric"] == "accuracy"
+                            else f"{r['benchmark']}/{r['metric'].replace(' ', '_')}"
                             for r in rows}
     assert metrics["pope/acc"] == pytest.approx(float(overall["pope"]["accuracy"]))
     assert run.data.params["protocol"] == "avg@2"

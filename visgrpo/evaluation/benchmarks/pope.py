@@ -59,5 +59,5 @@ def pope(root: Path) -> list[EvalItem]:
         if answer not in ("yes", "no"):
             raise ValueError(f"record {where!r}: answer {answer!r} is not yes/no")
         items.append(EvalItem(where, [image], get(row, "question", where), answer, "pope",
-                              str(row.get("category") or "all")))
+                              str(row.get("category") or "yesno")))
     return items
