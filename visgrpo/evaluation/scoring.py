@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 
 from visgrpo.evaluation.items import EvalItem
+from visgrpo.evaluation.scoring_breadth import BREADTH_SCORERS
 from visgrpo.rewards.accuracy import exact_accuracy, extract_choice, math_accuracy
 from visgrpo.rewards.grounding import grounding_iou
 from visgrpo.rewards.parsing import answer_text, normalise_text
@@ -139,6 +140,7 @@ SCORERS: dict[str, Callable[[str, EvalItem], float]] = {
     "yesno": score_yesno,
     "text": score_text,
     "box": score_box,
+    **BREADTH_SCORERS,  # mmmu, mmmu_pro, mathvision, relaxed (scoring_breadth.py)
 }
 
 
