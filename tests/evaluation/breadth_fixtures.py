@@ -211,7 +211,7 @@ GOLD = {
     "cv_bench": [("2D_0", "choice", "Count", "C"), ("2D_1", "choice", "Relation", "A"),
                  ("2D_2", "choice", "Count", "B"), ("3D_3", "choice", "Depth", "B"),
                  ("3D_4", "choice", "Distance", "A")],
-    "clevr_count": [("0", "number", "counting", "3"), ("1", "number", "counting", "10")],
+    "clevr_count": [("0", "math", "counting", "3"), ("1", "math", "counting", "10")],
     "mmvp": [("1", "choice", "mmvp", "A"), ("2", "choice", "mmvp", "B"),
              ("3", "choice", "mmvp", "B"), ("4", "choice", "mmvp", "A")],
     "blink": [("val_Jigsaw_1", "choice", "Jigsaw", "B"),
