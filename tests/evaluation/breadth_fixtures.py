@@ -192,8 +192,25 @@ def blink(root: Path) -> None:
                   [row("test_Jigsaw_1", "Jigsaw", 3, ["x", "y"], "")], schema)
 
 
+def dynamath(root: Path) -> None:
+    schema = pa.schema([("id", pa.string()), ("question", pa.string()), ("image", pa.string()),
+                        ("decoded_image", IMAGE), ("ground_truth", pa.string()),
+                        ("answer_type", pa.string()), ("subject", pa.string()),
+                        ("knowledge_level", pa.string())])
+    for k, (slope, choice) in enumerate((("0.5", "B"), ("-2.0", "A")), start=1):
+        rows = [{"id": "1", "question": "What is the slope of the line?", "image": "image/image1.png",
+                 "decoded_image": img(), "ground_truth": slope, "answer_type": "float",
+                 "subject": "AG", "knowledge_level": "high school"},
+                {"id": "2", "question": "Which graph is a tree? Choices: (A) 1 (B) 2",
+                 "image": "image/image2.png", "decoded_image": img(), "ground_truth": choice,
+                 "answer_type": "multiple choice", "subject": "GT", "knowledge_level": "undergraduate"}]
+        write_parquet(root / "data" / f"sample{k}-00000-of-00001.parquet", rows, schema)
+    (root / "10VariationSamples.zip").write_bytes(b"PK")  # shipped beside, not read
+
+
 BUILDERS = {"mathvision": mathvision, "mmmu": mmmu, "mmmu_pro": mmmu_pro, "chartqa": chartqa,
-            "cv_bench": cv_bench, "clevr_count": clevr_count, "mmvp": mmvp, "blink": blink}
+            "cv_bench": cv_bench, "clevr_count": clevr_count, "mmvp": mmvp, "blink": blink,
+            "dynamath": dynamath}
 
 GOLD = {
     "mathvision": [("1", "mathvision", "metric geometry - area", "C"),
@@ -217,6 +234,8 @@ GOLD = {
     "blink": [("val_Jigsaw_1", "choice", "Jigsaw", "B"),
               ("val_Relative_Depth_1", "choice", "Relative_Depth", "A"),
               ("val_Relative_Depth_2", "choice", "Relative_Depth", "B")],
+    "dynamath": [("1/1", "dynamath", "AG", "0.5"), ("1/2", "dynamath", "GT", "B"),
+                 ("2/1", "dynamath", "AG", "-2.0"), ("2/2", "dynamath", "GT", "A")],
 }
 
 

@@ -11,6 +11,7 @@ from tests.evaluation import breadth_fixtures as fx
 from visgrpo.evaluation.benchmarks import BENCHMARKS, load_benchmark
 from visgrpo.evaluation.benchmarks.blink import blink_metrics
 from visgrpo.evaluation.benchmarks.cv_bench import cv_bench_metrics
+from visgrpo.evaluation.benchmarks.dynamath import dynamath_metrics
 from visgrpo.evaluation.benchmarks.mmmu_pro import mmmu_pro_metrics
 from visgrpo.evaluation.benchmarks.mmvp import mmvp_metrics
 from visgrpo.evaluation.scoring import score
@@ -140,6 +141,19 @@ def test_chartqa_relaxed_accuracy(items, item_id, completion, expected):
     assert _score(items, "chartqa", item_id, completion) == expected
 
 
+@pytest.mark.parametrize("item_id, completion, expected", [
+    ("1/1", '{"solution": "rise over run", "short answer": "0.500"}', 1.0),  # the authors' JSON
+    ("1/1", "The slope is \\boxed{0.5004}", 1.0),       # within 0.001
+    ("1/1", "<answer>0.51</answer>", 0.0),
+    ("2/1", "<answer>-2 (it falls)</answer>", 1.0),     # first token "-2"
+    ("1/2", "<answer>B</answer>", 1.0),
+    ("1/2", "<answer>(B) the second graph</answer>", 1.0),  # "B" within the first 3 chars
+    ("1/2", "<answer>Graph B</answer>", 0.0),               # "B" is not in "Gra"
+])
+def test_dynamath(items, item_id, completion, expected):
+    assert _score(items, "dynamath", item_id, completion) == expected
+
+
 def test_choice_benchmarks(items):
     assert _score(items, "cv_bench", "2D_0", "There are two cars, so the answer is (C).") == 1.0
     assert _score(items, "cv_bench", "2D_0", "<answer>2</answer>") == 1.0  # the option's text
@@ -160,6 +174,9 @@ def test_composite_metrics(items):
     assert mmvp_metrics(mmvp, [""] * 4, [1, 1, 1, 0]) == {"pair_accuracy": 0.5}
     pro = list(items["mmmu_pro"].values())
     assert mmmu_pro_metrics(pro, [""] * 3, [1, 0, 1])["overall"] == pytest.approx(0.75)
+    dm = list(items["dynamath"].values())  # seeds 1, 2 in variants 1 and 2
+    m = dynamath_metrics(dm, [""] * 4, [1, 1, 0, 1])  # seed 1 wrong in variant 2
+    assert m == {"average_case": 0.75, "worst_case": 0.5}
     bl = list(items["blink"].values())  # Jigsaw (1 item), Relative_Depth (2 items)
     assert blink_metrics(bl, [""] * 3, [0, 1, 1]) == {"subtask_mean": 0.5}
 

@@ -9,6 +9,7 @@ official parsers then run on it unchanged.
   (``scoring_mmmu.py``); the item's ``meta["question_type"]`` picks which.
 * ``mmmu_pro``: MMMU-Pro's ``parse_multi_choice_response`` (``scoring_mmmu.py``).
 * ``mathvision``: MathVision's extraction and ``is_equal`` (``scoring_mathvision.py``).
+* ``dynamath``: DynaMath's comparison by answer type (``scoring_dynamath.py``).
 * ``relaxed``: ChartQA's relaxed accuracy, 5% relative tolerance for numbers, exact
   (case-insensitive) otherwise: ``relaxed_correctness`` of google-research/pix2struct
   ``pix2struct/metrics.py`` L81-110, as lmms-eval's ``chartqa/utils.py`` scores it.
@@ -21,6 +22,7 @@ import re
 from collections.abc import Callable
 
 from visgrpo.evaluation.items import EvalItem
+from visgrpo.evaluation.scoring_dynamath import dynamath_correct, short_answer
 from visgrpo.evaluation.scoring_mathvision import mathvision_correct
 from visgrpo.evaluation.scoring_mmmu import (
     eval_multi_choice,
@@ -70,6 +72,11 @@ def score_mathvision(completion: str, item: EvalItem) -> float:
                                     list(item.meta.get("options") or [])))
 
 
+def score_dynamath(completion: str, item: EvalItem) -> float:
+    return float(dynamath_correct(short_answer(answer_part(completion)), str(item.answer),
+                                  str(item.meta.get("answer_type"))))
+
+
 def _to_float(text: str) -> float | None:
     """pix2struct metrics.py: ``"12%"`` -> 0.12."""
     try:
@@ -104,5 +111,6 @@ BREADTH_SCORERS: dict[str, Callable[[str, EvalItem], float]] = {
     "mmmu": score_mmmu,
     "mmmu_pro": score_mmmu_pro,
     "mathvision": score_mathvision,
+    "dynamath": score_dynamath,
     "relaxed": score_relaxed,
 }
