@@ -208,7 +208,8 @@ def dynamath(root: Path) -> None:
     (root / "10VariationSamples.zip").write_bytes(b"PK")  # shipped beside, not read
 
 
-BUILDERS = {"mathvision": mathvision, "mmmu": mmmu, "mmmu_pro": mmmu_pro, "chartqa": chartqa,
+BUILDERS = {"mathvision": mathvision, "mathvision_testmini": mathvision, "mmmu": mmmu,
+            "mmmu_pro": mmmu_pro, "chartqa": chartqa,
             "cv_bench": cv_bench, "clevr_count": clevr_count, "mmvp": mmvp, "blink": blink,
             "dynamath": dynamath}
 
@@ -216,6 +217,7 @@ GOLD = {
     "mathvision": [("1", "mathvision", "metric geometry - area", "C"),
                    ("2", "mathvision", "algebra", "\\frac{3}{2}"),
                    ("3", "mathvision", "analytic geometry", "(2,3)")],
+    "mathvision_testmini": [("1", "mathvision", "metric geometry - area", "C")],
     "mmmu": [("validation_Accounting_1", "mmmu", "Accounting", "B"),
              ("validation_Accounting_2", "mmmu", "Accounting", ["0.5", "1/2"]),
              ("validation_Music_3", "mmmu", "Music", "D"),
