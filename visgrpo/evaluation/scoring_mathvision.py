@@ -8,14 +8,19 @@ Source: ``evaluation/evaluate.py`` L17-48 (answer extraction from the response, 
 One departure, for safety: the official ``is_equal`` and ``eval_tuple`` call Python
 ``eval(str(latex2sympy(x)))`` on the model's answer. Here the LaTeX is parsed by
 math-verify into a sympy expression (no ``eval``) and evaluated numerically with sympy;
-the comparison stays the official one (both values rounded to 2 decimals).
+the comparison stays the official one (both values rounded to 2 decimals). An answer of
+more than 200 characters is not evaluated (officially latex2sympy would try; such a
+string is a whole unparsed response, which does not evaluate to a number).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from contextlib import contextmanager
 
 _BOXED = re.compile(r"oxed{(.*)}", flags=re.S)
+MAX_LATEX_CHARS = 200
 _FLAGS = ("the final answer is", "the answer is", "the correct answer is", "the answer should be")
 
 
@@ -28,15 +33,31 @@ def is_number(s: str) -> bool:
         return False
 
 
+@contextmanager
+def _quiet():
+    """Silence math-verify's per-call warning that no parsing timeout is set (inputs are
+    capped at ``MAX_LATEX_CHARS``; its signal-based timeout only works in the main thread)."""
+    log = logging.getLogger("math_verify")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def latex_value(s: str) -> float | None:
     """The numeric value of a LaTeX expression, or ``None`` (stands in for the official
     ``eval(str(latex2sympy(s)))``; nothing is ``eval``-ed)."""
     from math_verify import parse
     from math_verify.parser import LatexExtractionConfig
 
+    if len(s) > MAX_LATEX_CHARS:  # a whole unparsed response is not an expression
+        return None
     try:
-        parsed = parse(f"${s}$", extraction_config=[LatexExtractionConfig()],
-                       parsing_timeout=None)
+        with _quiet():
+            parsed = parse(f"${s}$", extraction_config=[LatexExtractionConfig()],
+                           parsing_timeout=None)
     except Exception:  # noqa: BLE001 - a parse failure is "not a number", as officially
         return None
     for expr in parsed[:1]:
