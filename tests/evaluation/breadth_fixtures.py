@@ -168,6 +168,17 @@ def mmvp(root: Path) -> None:
         (root / "MMVP Images" / f"{index}.jpg").write_bytes(png())
 
 
+def mmvp_lmms(root: Path) -> None:
+    """lmms-lab-eval/MMVP: the same questions as parquet with an image column."""
+    schema = pa.schema([("Index", pa.int32()), ("Question", pa.string()), ("Options", pa.string()),
+                        ("Correct Answer", pa.string()), ("image", IMAGE)])
+    rows = [{"Index": 1, "Question": "Are the butterfly's feet visible?", "Options": "(a) Yes (b) No",
+             "Correct Answer": "(a)", "image": img()},
+            {"Index": 2, "Question": "Are the butterfly's feet visible?", "Options": "(a) Yes (b) No",
+             "Correct Answer": "(b)", "image": img()}]
+    write_parquet(root / "data" / "train-00000-of-00001.parquet", rows, schema)
+
+
 def blink(root: Path) -> None:
     schema = pa.schema([("idx", pa.string()), ("question", pa.string()), ("sub_task", pa.string()),
                         *[(f"image_{k}", IMAGE) for k in range(1, 5)],

@@ -51,6 +51,14 @@ def test_mmmu_images_follow_their_tags(items):
     assert len(items["blink"]["val_Jigsaw_1"].images) == 3
 
 
+def test_mmvp_lmms_eval_parquet(tmp_path):
+    fx.mmvp_lmms(tmp_path)
+    items = load_benchmark("mmvp", tmp_path)
+    assert [(i.id, i.answer, i.meta["options"]) for i in items] == [
+        ("1", "A", ["Yes", "No"]), ("2", "B", ["Yes", "No"])]
+    assert items[0].images[0].load().size == (56, 42)
+
+
 def _score(items, name, item_id, completion):
     return score(completion, items[name][item_id])
 
