@@ -51,6 +51,20 @@ def test_mmmu_images_follow_their_tags(items):
     assert len(items["blink"]["val_Jigsaw_1"].images) == 3
 
 
+def test_mmmu_merged_release(tmp_path):
+    """lmms-lab/MMMU: all subjects in one ``data/validation-*.parquet``; same items."""
+    import pyarrow.parquet as pq
+
+    fx.mmmu(tmp_path / "per_subject")
+    rows = [r for s in ("Accounting", "Music") for r in pq.read_table(
+        tmp_path / "per_subject" / s / "validation-00000-of-00001.parquet").to_pylist()]
+    schema = fx._mmmu_schema([("question_type", pa.string()), ("subfield", pa.string())])
+    fx.write_parquet(tmp_path / "merged" / "data" / "validation-00000-of-00001.parquet", rows, schema)
+    fx.write_parquet(tmp_path / "merged" / "data" / "dev-00000-of-00001.parquet", rows[:1], schema)
+    got = [(i.id, i.category, i.answer) for i in load_benchmark("mmmu", tmp_path / "merged")]
+    assert got == [(i, c, a) for i, _, c, a in fx.GOLD["mmmu"]]
+
+
 def test_mmvp_lmms_eval_parquet(tmp_path):
     fx.mmvp_lmms(tmp_path)
     items = load_benchmark("mmvp", tmp_path)

@@ -58,7 +58,9 @@ def options_block(options: list[str]) -> str:
           source="MMMU/MMMU (dataset card); MMMU-Benchmark/MMMU mmmu/utils/eval_utils.py")
 def mmmu(root: Path) -> list[EvalItem]:
     """MMMU ``validation`` (``MMMU/MMMU``: one config per subject, ``<Subject>/
-    validation-00000-of-00001.parquet``; ``test`` answers are withheld). Columns read:
+    validation-00000-of-00001.parquet``; or ``lmms-lab/MMMU``, all subjects in one
+    ``data/validation-*.parquet``; ``dev`` is skipped and ``test`` answers are withheld).
+    Columns read:
     ``id`` (``validation_<Subject>_<n>``: the subject is the category), ``question``,
     ``options`` (a Python-literal list as text), ``image_1`` ... ``image_7`` (placed in the
     order their ``<image n>`` tags appear), ``answer`` (a letter; open questions: the value,
