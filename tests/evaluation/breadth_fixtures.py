@@ -219,10 +219,23 @@ def dynamath(root: Path) -> None:
     (root / "10VariationSamples.zip").write_bytes(b"PK")  # shipped beside, not read
 
 
+def mmk12(root: Path) -> None:
+    schema = pa.schema([("id", pa.string()), ("subject", pa.string()), ("image", IMAGE),
+                        ("question", pa.string()), ("answer", pa.string())])
+    rows = [{"id": "math_12", "subject": "math", "image": img(),
+             "question": "<image>As shown, find the angle ABC.\nA. 30°\nB. 45°\nC. 60°\nD. 90°",
+             "answer": "C"},
+            {"id": "physics_7", "subject": "physics", "image": img(),
+             "question": "Which circuit has the larger current?\nA. circuit 1\nB. circuit 2\n"
+                         "C. equal\nD. cannot tell", "answer": "A"}]
+    write_parquet(root / "data" / "test-00000-of-00001.parquet", rows, schema)
+    write_parquet(root / "data" / "train-00000-of-00004.parquet", rows[:1], schema)
+
+
 BUILDERS = {"mathvision": mathvision, "mathvision_testmini": mathvision, "mmmu": mmmu,
             "mmmu_pro": mmmu_pro, "chartqa": chartqa,
             "cv_bench": cv_bench, "clevr_count": clevr_count, "mmvp": mmvp, "blink": blink,
-            "dynamath": dynamath}
+            "dynamath": dynamath, "mmk12": mmk12}
 
 GOLD = {
     "mathvision": [("1", "mathvision", "metric geometry - area", "C"),
@@ -249,6 +262,7 @@ GOLD = {
               ("val_Relative_Depth_2", "choice", "Relative_Depth", "B")],
     "dynamath": [("1/1", "dynamath", "AG", "0.5"), ("1/2", "dynamath", "GT", "B"),
                  ("2/1", "dynamath", "AG", "-2.0"), ("2/2", "dynamath", "GT", "A")],
+    "mmk12": [("math_12", "choice", "math", "C"), ("physics_7", "choice", "physics", "A")],
 }
 
 

@@ -183,6 +183,9 @@ def test_choice_benchmarks(items):
     assert _score(items, "mmvp", "3", "The door is closed, so the answer is (B).") == 1.0
     assert _score(items, "mmvp", "3", "<answer>Open</answer>") == 0.0
     assert _score(items, "blink", "val_Jigsaw_1", "<answer>the second piece</answer>") == 1.0
+    assert _score(items, "mmk12", "math_12", "So the answer is C.") == 1.0
+    assert _score(items, "mmk12", "math_12", "<answer>60°</answer>") == 1.0  # the option's text
+    assert items["mmk12"]["math_12"].question.startswith("As shown")     # <image> removed
     assert _score(items, "clevr_count", "1", "I count <answer>10</answer>") == 1.0
     assert _score(items, "clevr_count", "1", "<answer>10.0</answer>") == 1.0
     assert _score(items, "clevr_count", "1", "<answer>10.4</answer>") == 0.0

@@ -50,7 +50,9 @@ class Suite:
         return list(dict.fromkeys(c.benchmark for c in self.columns if c.benchmark))
 
 
-_MMK12 = Column("MMK12", note="MMK12 (FanqingM/MMK12) has no visgrpo loader yet")
+_MMK12 = Column("MMK12", "mmk12",
+                note="FanqingM/MMK12 test (2,000 items); PAPO and VGPO evaluate a processed copy "
+                     "(PAPOGalaxy/PAPO_MMK12_test), VPPO its own; scored by option letter")
 _MATHVERSE_V = Column(
     "MathVerse_V", "mathverse_testmini", categories=("Vision Dominant", "Vision Only"),
     note="approximated by testmini's Vision Dominant + Vision Only versions; the paper's "
