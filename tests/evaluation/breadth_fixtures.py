@@ -116,6 +116,18 @@ def chartqa(root: Path) -> None:
     write_parquet(root / "data" / "test-00000-of-00001.parquet", rows, schema)
 
 
+def chartqa_m4(root: Path) -> None:
+    """HuggingFaceM4/ChartQA: ``query``, ``label`` (a list), ``human_or_machine``."""
+    schema = pa.schema([("image", IMAGE), ("query", pa.string()), ("label", pa.list_(pa.string())),
+                        ("human_or_machine", pa.int64())])
+    rows = [{"image": img(), "query": "What is the peak value?", "label": ["41.5"],
+             "human_or_machine": 0},
+            {"image": img(), "query": "What share is blue?", "label": ["12%"], "human_or_machine": 1}]
+    write_parquet(root / "data" / "test-00000-of-00001.parquet", rows, schema)
+    write_parquet(root / "data" / "train-00000-of-00003.parquet", rows[:1], schema)
+    write_parquet(root / "data" / "val-00000-of-00001.parquet", rows[:1], schema)
+
+
 def cv_bench(root: Path) -> None:
     schema = pa.schema([("idx", pa.int64()), ("type", pa.string()), ("task", pa.string()),
                         ("image", IMAGE), ("question", pa.string()), ("choices", pa.list_(pa.string())),

@@ -65,6 +65,12 @@ def test_mmmu_merged_release(tmp_path):
     assert got == [(i, c, a) for i, _, c, a in fx.GOLD["mmmu"]]
 
 
+def test_chartqa_huggingface_m4_release(tmp_path):
+    fx.chartqa_m4(tmp_path)
+    got = [(i.id, i.category, i.answer) for i in load_benchmark("chartqa", tmp_path)]
+    assert got == [("0", "human_test", "41.5"), ("1", "augmented_test", "12%")]
+
+
 def test_mmvp_lmms_eval_parquet(tmp_path):
     fx.mmvp_lmms(tmp_path)
     items = load_benchmark("mmvp", tmp_path)
