@@ -20,6 +20,7 @@ paper's own evaluation, is in each suite's ``source`` and ``notes`` (see also
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,6 @@ def suite_table(suite: Suite, rows: list[dict], protocol: str) -> str:
 def suite_benchmarks(name: str, data_root: str | None) -> list[str]:
     """The suite's benchmarks that have a folder under ``data_root`` (one line when
     ``--data-root`` is missing or holds none of them)."""
-    from pathlib import Path
-
     suite = get_suite(name)
     if not data_root:
         raise ValueError(f"--suite {name}: needs --data-root (one folder per benchmark: "
