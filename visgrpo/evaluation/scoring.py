@@ -140,7 +140,7 @@ SCORERS: dict[str, Callable[[str, EvalItem], float]] = {
     "yesno": score_yesno,
     "text": score_text,
     "box": score_box,
-    **BREADTH_SCORERS,  # mmmu, mmmu_pro, mathvision, relaxed (scoring_breadth.py)
+    **BREADTH_SCORERS,  # mmmu, mmmu_pro, mathvision, dynamath, relaxed (scoring_breadth.py)
 }
 
 
