@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+from tests.evaluation import breadth_fixtures
 from tests.evaluation.fixtures import BUILDERS, FIXTURE_OF, GOLD, SPLIT_BUILDERS, png, wemath
 from visgrpo.evaluation.benchmarks import BENCHMARKS, Benchmark, load_benchmark
 from visgrpo.evaluation.scoring import SCORERS
@@ -17,7 +18,8 @@ from visgrpo.evaluation.sources import ImageRef
 
 def test_every_benchmark_has_a_fixture_and_a_typed_spec():
     assert set(BUILDERS) == set(GOLD)
-    assert set(BENCHMARKS) == set(BUILDERS) | set(FIXTURE_OF)
+    assert set(BENCHMARKS) == set(BUILDERS) | set(FIXTURE_OF) | set(breadth_fixtures.BUILDERS)
+    assert set(breadth_fixtures.BUILDERS) == set(breadth_fixtures.GOLD)
     for name, spec in BENCHMARKS.items():
         assert isinstance(spec, Benchmark) and spec.name == name
         assert spec.scorer in SCORERS and spec.source

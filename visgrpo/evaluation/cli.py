@@ -22,8 +22,9 @@ from pathlib import Path
 from visgrpo.data.geometry import processor_geometry
 from visgrpo.evaluation.benchmarks import BENCHMARKS, composite_rows, load_benchmark
 from visgrpo.evaluation.loading import load_for_eval
-from visgrpo.evaluation.report import log_mlflow, write_outputs
+from visgrpo.evaluation.report import log_mlflow, write_atomic, write_outputs
 from visgrpo.evaluation.runner import Protocol, evaluate_items, summarize
+from visgrpo.evaluation.suites import SUITES, get_suite, suite_benchmarks, suite_table
 from visgrpo.rollout import build_rollout_engine
 from visgrpo.rollout.prompts import DEFAULT_PROMPT_TEMPLATE
 
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder with one sub-folder per benchmark")
     p.add_argument("--benchmarks", nargs="+", default=None,
                    help="with --data-root: which ones (default: every sub-folder named as one)")
+    p.add_argument("--suite", choices=sorted(SUITES), default=None,
+                   help="with --data-root: run the benchmarks a paper reports and print its "
+                        "table's columns (docs/evaluation_benchmarks_new.md)")
     p.add_argument("--protocol", default="greedy", help="greedy | avg@k | avg@<k> (default greedy)")
     p.add_argument("--k", type=int, default=8, help="samples per question for avg@k (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=1024)
@@ -105,6 +109,8 @@ def run(args, engine=None) -> list[dict]:
     """Evaluate; return the table rows."""
 
     protocol = Protocol.parse(args.protocol, args.k)
+    if args.suite:
+        args.benchmarks = suite_benchmarks(args.suite, args.data_root)
     paths = benchmark_paths(args)
     suites = {name: load_benchmark(name, path, args.limit) for name, path in paths.items()}
     model, processor, kind = load_for_eval(args.model, args.base_model, args.dtype)
@@ -128,6 +134,10 @@ def run(args, engine=None) -> list[dict]:
                   "family": geometry.family, "benchmarks": ",".join(suites)}
         log_mlflow(rows, params, args.tracking_uri, args.experiment, args.run_name, files)
     print(Path(args.out, "results.md").read_text(), end="")
+    if args.suite:
+        table = suite_table(get_suite(args.suite), rows, protocol.name)
+        write_atomic(Path(args.out, f"suite_{args.suite}.md"), table)
+        print("\n" + table, end="")
     return rows
 
 

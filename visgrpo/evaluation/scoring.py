@@ -34,6 +34,7 @@ import re
 from collections.abc import Callable
 
 from visgrpo.evaluation.items import EvalItem
+from visgrpo.evaluation.scoring_breadth import BREADTH_SCORERS
 from visgrpo.evaluation.scoring_mathvista import score_mathvista
 from visgrpo.evaluation.scoring_rules import (
     answer_part,
@@ -189,6 +190,7 @@ SCORERS: dict[str, Callable[[str, EvalItem], float]] = {
     "yorn": score_yorn,
     "wemath": score_wemath,
     "logicvista": score_logicvista,
+    **BREADTH_SCORERS,  # mmmu, mmmu_pro, mathvision, dynamath, relaxed (scoring_breadth.py)
 }
 
 

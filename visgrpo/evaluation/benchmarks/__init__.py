@@ -21,7 +21,10 @@ from visgrpo.evaluation.benchmarks.registry import (
 )
 
 MODULES = ("mathvista", "mathverse", "geometry3k", "wemath", "logicvista", "mmstar",
-           "hallusionbench", "pope", "refcoco")
+           "hallusionbench", "pope", "refcoco",
+           # breadth (issue 23 item 7)
+           "mathvision", "mmmu", "mmmu_pro", "chartqa", "cv_bench", "clevr_count", "mmvp",
+           "blink", "dynamath", "mmk12")
 for _module in MODULES:
     import_module(f"{__name__}.{_module}")
 
