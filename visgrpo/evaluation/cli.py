@@ -212,26 +212,30 @@ def run(args, engine=None) -> tuple[list[dict], dict[str, str]]:
                 print(f"visgrpo eval: checked {len(paths)} benchmark(s): {len(loaded.suites)} ready "
                       f"({sum(map(len, loaded.suites.values()))} items), {len(failures)} with problems")
             return [], failures
+        model_info: dict = {}
         if loaded.suites:  # 2. generation, each rank its batches, journaled as they finish
-            failures.update(_generate(args, loaded.suites, journals, protocol, ranks, engine, out))
+            failures.update(_generate(args, loaded.suites, journals, protocol, ranks, engine, out,
+                                      model_info))
         for other in ranks.gather(failures):
             failures.update({k: v for k, v in other.items() if k not in failures})
         rows: list[dict] = []
         if ranks.main:  # 3. merge in batch order, score, judge, write
             rows = _finish(args, loaded.suites, journals, protocol, failures, judge_cfg, out, ranks,
-                           order=list(paths))
+                           order=list(paths), params=model_info)
         ranks.barrier()
     finally:
         ranks.stop()
     return rows, {name: failures[name] for name in paths if name in failures}
 
 
-def _generate(args, suites, journals, protocol, ranks: Ranks, engine, out: Path) -> dict[str, str]:
+def _generate(args, suites, journals, protocol, ranks: Ranks, engine, out: Path,
+              model_info: dict) -> dict[str, str]:
     model, processor, kind = load_for_eval(args.model, args.base_model, args.dtype)
     if args.engine == "hf":
         model.to(device_for(ranks, args.device))
     engine = engine or make_engine(args, model, processor, kind)
     geometry = processor_geometry(processor)
+    model_info.update(model_kind=kind, family=geometry.family)
     failures: dict[str, str] = {}
     for name, items in suites.items():
         journal = journals[name]
@@ -250,7 +254,7 @@ def _generate(args, suites, journals, protocol, ranks: Ranks, engine, out: Path)
 
 
 def _finish(args, suites, journals, protocol, failures, judge_cfg, out: Path, ranks,
-            order: list[str]) -> list[dict]:
+            order: list[str], params: dict) -> list[dict]:
     judge = Judge(judge_cfg, out / "judge" / "cache.jsonl") if judge_cfg else None
     rows, predictions = [], {}
     for name, items in suites.items():
@@ -270,7 +274,8 @@ def _finish(args, suites, journals, protocol, failures, judge_cfg, out: Path, ra
     ordered = {name: failures[name] for name in order if name in failures}
     files = write_outputs(out, rows, predictions, protocol.name, ordered)
     if not args.no_mlflow:
-        params = {"model": args.model, "protocol": protocol.name, "max_new_tokens": args.max_new_tokens,
+        params = {**params, "model": args.model, "protocol": protocol.name,
+                  "max_new_tokens": args.max_new_tokens,
                   "engine": args.engine, "benchmarks": ",".join(predictions), "ranks": ranks.world,
                   "extraction": judge_cfg.describe() if judge_cfg else "rules",
                   "failed": ",".join(ordered) or "none"}

@@ -145,8 +145,9 @@ def mathvista_extraction(judge: Judge, response: str, item: EvalItem) -> str:
     """MathVista ``extract_answer`` (quick_extract off, its default)."""
     if response == "":
         return ""
-    options = list(item.meta.get("options") or [])
-    if item.scorer == "choice" and response in options:
+    choices = list(item.meta.get("choices") or item.meta.get("options") or [])
+    multi = item.meta.get("question_type", "multi_choice" if item.scorer == "choice" else "") == "multi_choice"
+    if multi and response in choices:
         return response
     atype = item.meta.get("answer_type", item.category)
     try:
@@ -163,6 +164,8 @@ def mathverse_judgement(judge: Judge, response: str, item: EvalItem) -> tuple[st
     """MathVerse: ``(extraction, 0.0 | 1.0)`` from the two judge steps."""
     extraction = judge.ask(mathverse_extract_prompt(response), MATHVERSE_MAX_TOKENS)
     extraction = extraction.replace("Extracted Answer: ", "").strip()
+    # score_answer_s2 shows the judge the record's raw ``question``: a loader that keeps it in
+    # ``meta["question"]`` gets exactly that; otherwise the prompt's question is used.
     prompt = mathverse_score_prompt(str(item.meta.get("question", item.question)),
                                     str(item.answer), extraction)
     for attempt in range(judge.config.max_retries):

@@ -143,18 +143,6 @@ def score_items(items: list[EvalItem], completions: list[list[str]]) -> list[Ite
             for item, texts in zip(items, completions, strict=True)]
 
 
-def evaluate_items(items: list[EvalItem], model, processor, engine, geometry: Geometry,
-                   protocol: Protocol, **kwargs) -> list[ItemResult]:
-    """Generate and score every item in memory (no journal); ``kwargs`` as
-    :func:`generate_batches`."""
-    batch_size = kwargs.get("batch_size", 8)
-    found: dict[int, list[list[str]]] = {}
-    generate_batches(items, range((len(items) + batch_size - 1) // batch_size), model,
-                     processor, engine, geometry, protocol,
-                     lambda b, chunk, texts: found.__setitem__(b, texts), **kwargs)
-    return score_items(items, [t for b in sorted(found) for t in found[b]])
-
-
 def summarize(benchmark: str, results: list[ItemResult]) -> list[dict]:
     """Rows ``{benchmark, category, n, accuracy}``: ``all`` first, then each category."""
     groups: dict[str, list[float]] = {"all": []}
