@@ -127,3 +127,19 @@ def test_predictions_of_another_configuration_are_refused(tmp_path, tiny_model_d
     assert engine.ids == []
     err = capsys.readouterr().err
     assert "predictions of another run" in err and "--restart" in err
+
+
+def test_a_longer_limit_reuses_the_batches_already_generated(tmp_path, tiny_model_dirs):
+    root = build(tmp_path / "data", ["mathvista_testmini"])
+    out = tmp_path / "out"
+    args = eval_args(tiny_model_dirs["qwen2_5_vl"], root, out, ["mathvista_testmini"])
+    args[args.index("--batch-size") + 1] = "2"
+    first = Scripted(out)
+    assert main([*args, "--limit", "2"], engine=first) == 0
+    assert first.ids == ["1", "2"]
+    more = Scripted(out)
+    assert main(args, engine=more) == 0
+    assert more.ids == ["3"]  # batch 0 (items 1, 2) reused
+    fewer = Scripted(out)
+    assert main([*args, "--limit", "1"], engine=fewer) == 0
+    assert fewer.ids == ["1"]  # batch 0 is now item 1 alone: other items, generated again

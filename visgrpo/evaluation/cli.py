@@ -28,7 +28,7 @@ from visgrpo.data.geometry import processor_geometry
 from visgrpo.evaluation.benchmarks import BENCHMARKS
 from visgrpo.evaluation.judge import Judge, JudgeConfig, judge_results, judged
 from visgrpo.evaluation.loading import load_for_eval
-from visgrpo.evaluation.progress import Journal, assemble, items_digest, model_fingerprint
+from visgrpo.evaluation.progress import Journal, assemble, model_fingerprint
 from visgrpo.evaluation.ranks import Ranks, device_for, n_batches
 from visgrpo.evaluation.report import log_mlflow, write_atomic, write_outputs
 from visgrpo.evaluation.runner import Protocol, generate_batches, score_items, summarize
@@ -182,9 +182,8 @@ def run(args, engine=None) -> tuple[list[dict], dict[str, str]]:
     paths = benchmark_paths(args)
     loaded = load_all(paths, args.limit)  # 1. every benchmark loaded and checked first
     header = run_header(args, protocol)
-    journals = {name: Journal(out / "progress" / name, {**header, "benchmark": name, "n": len(items),
-                                                         "items": items_digest(items)}, ranks.rank)
-                for name, items in loaded.suites.items()}
+    journals = {name: Journal(out / "progress" / name, {**header, "benchmark": name}, ranks.rank)
+                for name in loaded.suites}
     ranks.start()
     try:
         if args.restart and ranks.main:
@@ -240,7 +239,7 @@ def _generate(args, suites, journals, protocol, ranks: Ranks, engine, out: Path,
     for name, items in suites.items():
         journal = journals[name]
         try:
-            done = journal.done()
+            done = journal.done(items, args.batch_size)
             todo = [b for b in ranks.batches(n_batches(len(items), args.batch_size)) if b not in done]
             generate_batches(
                 items, todo, model, processor, engine, geometry, protocol, journal.record,
@@ -261,7 +260,8 @@ def _finish(args, suites, journals, protocol, failures, judge_cfg, out: Path, ra
         if name in failures:
             continue
         try:
-            results = score_items(items, assemble(items, journals[name].done(), args.batch_size))
+            done = journals[name].done(items, args.batch_size)
+            results = score_items(items, assemble(items, done, args.batch_size))
             extraction = "rules"
             if judge is not None and judged(name):
                 judge_results(name, results, judge, progress=not args.no_progress)

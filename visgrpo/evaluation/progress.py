@@ -1,11 +1,13 @@
 """Resumable predictions: an append-only JSONL journal per benchmark and rank.
 
 ``OUT/progress/<benchmark>/part-<rank>.jsonl`` starts with one header line (the run's
-fingerprint: model, protocol, sampling, prompt, items) and then holds one line per finished
-batch: ``{"batch": b, "items": [{"id", "completions", "run_meta"}, ...]}``. Each batch is
+fingerprint: model, protocol, sampling, prompt) and then holds one line per finished
+batch: ``{"batch": b, "key": digest of its items, "items": [{"id", "completions",
+"run_meta"}, ...]}``. Each batch is
 appended with one ``write`` and ``fsync``ed, so a killed run leaves every finished batch on
 disk and at most one torn last line, which the next run cuts off before appending. A rerun
-with the same fingerprint generates only the batches no part file holds; a different
+with the same fingerprint generates only the batches no part file holds for the same
+items (so ``--limit 50`` then the full benchmark reuses the first 50); a different
 fingerprint is refused (one line naming the differing field) unless ``--restart``.
 
 Batches are numbered over the whole benchmark (``batch_size`` items each, in order), and
@@ -63,10 +65,11 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
 
 
 def items_digest(items: list[EvalItem]) -> str:
-    """A digest of the items' ids, questions and gold answers, in order."""
+    """A digest of what the model was asked: the items' ids and questions, in order (gold
+    answers and scorers are not in it: scoring is redone on every run)."""
     h = hashlib.sha256()
     for it in items:
-        h.update(json.dumps([it.id, it.question, it.answer, it.scorer], default=str).encode())
+        h.update(json.dumps([it.id, it.question]).encode())
     return h.hexdigest()[:16]
 
 
@@ -117,14 +120,22 @@ class Journal:
         for path in self.parts():
             self._check_header(path, read_records(path))
 
-    def done(self) -> dict[int, list[dict]]:
-        """``{batch: item records}`` over all part files (first occurrence wins)."""
+    def done(self, items: list[EvalItem], batch_size: int) -> dict[int, list[dict]]:
+        """``{batch: item records}`` over all part files, for the batches recorded with the
+        same items as ``items`` has now (a batch recorded differently is not done)."""
         found: dict[int, list[dict]] = {}
+        keys: dict[int, str] = {}
         for path in self.parts():
             records = read_records(path, repair=path == self.own)
             self._check_header(path, records)
             for rec in records[1:]:
-                found.setdefault(int(rec["batch"]), rec["items"])
+                b = int(rec["batch"])
+                if b in found or b * batch_size >= len(items):
+                    continue
+                if b not in keys:
+                    keys[b] = items_digest(items[b * batch_size : (b + 1) * batch_size])
+                if rec.get("key") == keys[b]:
+                    found[b] = rec["items"]
         return found
 
     def record(self, batch: int, items: list[EvalItem], completions: list[list[str]]) -> None:
@@ -135,7 +146,7 @@ class Journal:
                 self.own.unlink(missing_ok=True)
                 lines.append({HEADER: self.header})
             self._started = True
-        lines.append({"batch": batch, "items": [
+        lines.append({"batch": batch, "key": items_digest(items), "items": [
             {"id": it.id, "completions": list(texts),
              "run_meta": {k: it.meta[k] for k in RUN_META if k in it.meta}}
             for it, texts in zip(items, completions, strict=True)]})
