@@ -21,6 +21,7 @@ import pytest
 
 from tests.evaluation.fixtures import BUILDERS
 from visgrpo.evaluation.cli import main
+from visgrpo.evaluation.judge import Judge, JudgeConfig
 from visgrpo.evaluation.judge_prompts import MATHVERSE_EXTRACT, MATHVISTA_EXTRACT
 
 NAMES = ["mathvista_testmini", "mathverse_testmini", "pope"]
@@ -36,7 +37,7 @@ EXTRACT = {"I believe the red one": "B", "one point two": "1.2",
 class Server:
     """A local OpenAI-compatible endpoint; records every request."""
 
-    def __init__(self, status: int = 200):
+    def __init__(self, status: int = 200, fail_first: int = 0):
         self.requests, self.asked = [], {}
         server = self
 
@@ -44,8 +45,8 @@ class Server:
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append((self.path, dict(self.headers), body))
-                if status != 200:
-                    self.send_error(status, "bad request")
+                if status != 200 or len(server.requests) <= fail_first:
+                    self.send_error(status if status != 200 else 503, "unavailable")
                     return
                 reply = server.reply(body["messages"][0]["content"])
                 data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]})
@@ -166,3 +167,22 @@ def test_judge_options_are_checked_before_anything_loads(tmp_path, capsys):
                  "--judge", "http://localhost:1/v1"]) == 1
     assert capsys.readouterr().err.strip() == (
         "visgrpo eval: error: --judge needs --judge-model (the model name the endpoint serves)")
+
+
+def test_transient_errors_are_retried_and_replies_survive_a_restart(tmp_path):
+    flaky = Server(fail_first=2)  # two 503s, then answers
+    try:
+        cache = tmp_path / "judge" / "cache.jsonl"
+        judge = Judge(JudgeConfig(flaky.url, "m", max_retries=3), cache)
+        assert judge.ask("Model response: 'one point two'", 16) == "1.2"
+        assert len(flaky.requests) == 3 and judge.requests == 3
+        with open(cache, "ab") as fh:
+            fh.write(b'{"key": "torn')  # a kill in the middle of caching another reply
+        reread = Judge(JudgeConfig(flaky.url, "m", max_retries=3), cache)
+        assert reread.ask("Model response: 'one point two'", 16) == "1.2"
+        assert len(flaky.requests) == 3  # from the cache
+        other_model = Judge(JudgeConfig(flaky.url, "n", max_retries=3), cache)
+        assert other_model.ask("Model response: 'one point two'", 16) == "1.2"
+        assert len(flaky.requests) == 4  # the cache is per judge model
+    finally:
+        flaky.httpd.shutdown()
