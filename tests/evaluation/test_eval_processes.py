@@ -25,14 +25,17 @@ from pathlib import Path
 import pytest
 
 from tests.evaluation.fixtures import BUILDERS
+from visgrpo.evaluation.benchmarks import load_benchmark
+from visgrpo.evaluation.ranks import n_batches
 
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).with_name("eval_logged.py")
 REPO = SCRIPT.parents[2]
-NAMES = ["mathvista_testmini", "pope", "refcoco", "mmstar"]  # 3 + 2 + 3 + 2 items
-# Batches of 2 (6 batches: mathvista 2, pope 1, refcoco 2, mmstar 1), 2 samples at T=1.
-EXTRA = ("--batch-size", "2", "--protocol", "avg@2")
+NAMES = ["mathvista_testmini", "pope", "refcoco", "mmstar"]
+LIMIT = 3  # items per benchmark (at most)
+# Batches of 2, 2 samples at T=1.
+EXTRA = ("--batch-size", "2", "--protocol", "avg@2", "--limit", str(LIMIT))
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +44,12 @@ def data_root(tmp_path_factory):
     for name in NAMES:
         BUILDERS[name](root / name)
     return root
+
+
+@pytest.fixture(scope="module")
+def batches(data_root) -> list[int]:
+    """Batches per benchmark (the fixtures' sizes, limited)."""
+    return [n_batches(len(load_benchmark(name, data_root / name, LIMIT)), 2) for name in NAMES]
 
 
 def env() -> dict:
@@ -84,12 +93,15 @@ def reference(tmp_path_factory, data_root, tiny_model_dirs) -> tuple[str, str]:
     work = tmp_path_factory.mktemp("reference")
     run(command(tiny_model_dirs["qwen2_5_vl"], data_root, work / "out", work / "log"), work)
     preds = [json.loads(x) for x in outputs(work / "out")[0].splitlines()]
-    assert len(preds) == 10 and all(len(p["completions"]) == 2 for p in preds)
+    assert {p["benchmark"] for p in preds} == set(NAMES)
+    assert all(len(p["completions"]) == 2 for p in preds)
     return outputs(work / "out")
 
 
 def test_sigkill_mid_run_then_rerun_resumes_without_regenerating(tmp_path, data_root, tiny_model_dirs,
-                                                                   reference):
+                                                                   reference, batches):
+    total = sum(batches)
+    assert total >= 5
     model = tiny_model_dirs["qwen2_5_vl"]
     out, log = tmp_path / "killed", tmp_path / "killed.log"
     proc = subprocess.Popen(command(model, data_root, out, log, delay=0.5), cwd=tmp_path,
@@ -102,25 +114,28 @@ def test_sigkill_mid_run_then_rerun_resumes_without_regenerating(tmp_path, data_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = journaled(out)
-    assert 3 <= sum(map(len, before.values())) < 6 and not (out / "results.md").exists()
+    assert 3 <= sum(map(len, before.values())) < total and not (out / "results.md").exists()
     with open(sorted(out.glob("progress/*/part-*.jsonl"))[-1], "ab") as fh:  # a kill mid-append
         fh.write(b'{"batch": 1, "items": [{"id": "2", "compl')
 
     first_log_lines = len(generated(log))
     run(command(model, data_root, out, log), tmp_path)
     resumed = generated(log)[first_log_lines:]
-    assert len(resumed) == 6 - sum(map(len, before.values()))  # nothing journaled is redone
+    assert len(resumed) == total - sum(map(len, before.values()))  # nothing journaled is redone
     assert outputs(out) == reference
 
 
 def test_two_cpu_ranks_merge_to_the_one_process_result(tmp_path, data_root, tiny_model_dirs,
-                                                       reference):
+                                                       reference, batches):
     model = tiny_model_dirs["qwen2_5_vl"]
     torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
     run(command(model, data_root, tmp_path / "two", tmp_path / "two.log", launcher=torchrun),
         tmp_path)
     per_rank = [len((tmp_path / f"two.log.{r}").read_text().splitlines()) for r in (0, 1)]
-    assert per_rank == [4, 2]  # batches: mathvista 2, pope 1, refcoco 2, mmstar 1; round robin
-    assert sorted((tmp_path / "two" / "progress" / "refcoco").iterdir()) == [
-        tmp_path / "two" / "progress" / "refcoco" / f"part-00{r}.jsonl" for r in (0, 1)]
+    assert per_rank == [sum((n + 1) // 2 for n in batches), sum(n // 2 for n in batches)]  # round robin
+    split = [name for name, n in zip(NAMES, batches, strict=True) if n >= 2]
+    assert split
+    for name in split:  # each rank journaled its own batches
+        parts = sorted(p.name for p in (tmp_path / "two" / "progress" / name).iterdir())
+        assert parts == ["part-000.jsonl", "part-001.jsonl"]
     assert outputs(tmp_path / "two") == reference

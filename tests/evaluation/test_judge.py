@@ -17,18 +17,20 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from tests.evaluation.fixtures import BUILDERS
+from tests.evaluation.fixtures import BUILDERS, png
 from visgrpo.evaluation.cli import main
 from visgrpo.evaluation.judge import Judge, JudgeConfig
 from visgrpo.evaluation.judge_prompts import MATHVERSE_EXTRACT, MATHVISTA_EXTRACT
 
-NAMES = ["mathvista_testmini", "mathverse_testmini", "pope"]
+NAMES = ["mathvista_testmini", "mathverse_testmini", "mmstar"]
 # Completions per (benchmark prompt text) fragment -> the model's free-text answer.
 ANSWERS = {"(A) blue": "I believe the red one", "Length?": "one point two", "How many?": "1000",
            "Choices: A:1 B:2": "It must be the second option", "Find x.": "x is one half",
-           "Is there a dog": "Yes", "Is there a car": "No"}
+           "Options:": "A"}
 # The judge's scripted replies, by the model response quoted in the prompt.
 EXTRACT = {"I believe the red one": "B", "one point two": "1.2",
            "It must be the second option": "Extracted Answer: B", "x is one half": "1/2"}
@@ -84,11 +86,36 @@ def server():
     s.httpd.shutdown()
 
 
+def write_parquet(path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
+    """MathVista and MathVerse rows of this test's own (the columns their downloads have),
+    and MMStar from the shared fixtures (a benchmark scored by rules only)."""
     root = tmp_path_factory.mktemp("bench")
-    for name in NAMES:
-        BUILDERS[name](root / name)
+    image = {"bytes": png(), "path": None}
+    vista = {"image": "images/1.jpg", "decoded_image": image, "unit": None}
+    write_parquet(root / "mathvista_testmini" / "data" / "testmini-00000-of-00001.parquet", [
+        {**vista, "pid": "1", "question": "Which is red?", "choices": ["blue", "red", "green"],
+         "precision": None, "answer": "red", "question_type": "multi_choice", "answer_type": "text",
+         "query": "Hint: ...\nQuestion: Which is red?\nChoices:\n(A) blue\n(B) red\n(C) green"},
+        {**vista, "pid": "2", "question": "Length?", "choices": None, "precision": 1.0,
+         "answer": "1.2", "question_type": "free_form", "answer_type": "float", "query": "Length?"},
+        {**vista, "pid": "3", "question": "How many?", "choices": None, "precision": None,
+         "answer": "1000", "question_type": "free_form", "answer_type": "integer",
+         "query": "How many?"}])
+    verse = {"problem_index": "1", "image": image, "query_wo": "q"}
+    write_parquet(root / "mathverse_testmini" / "testmini-00000-of-00001.parquet", [
+        {**verse, "sample_index": "1", "problem_version": "Text Dominant",
+         "question": "Choices: A:1 B:2", "question_for_eval": "Pick\nChoices:\nA:1\nB:2",
+         "answer": "B", "question_type": "multi-choice", "query_cot": "Choices: A:1 B:2"},
+        {**verse, "sample_index": "2", "problem_version": "Vision Only", "question": "Find x.",
+         "question_for_eval": "Find x.", "answer": "\\frac{1}{2}", "question_type": "free-form",
+         "query_cot": "Find x."}])
+    BUILDERS["mmstar"](root / "mmstar")
     return root
 
 
@@ -105,7 +132,7 @@ def test_judge_extracts_as_the_official_scripts_and_caches(tmp_path, data_root, 
     model = tiny_model_dirs["qwen2_5_vl"]
     rules = evaluate(model, data_root, tmp_path / "rules")
     assert {k: r["extraction"] for k, r in rules.items()} == dict.fromkeys(NAMES, "rules")
-    assert float(rules["mathvista_testmini"]["accuracy"]) == pytest.approx(1 / 3)
+    assert server.requests == []
 
     monkeypatch.setenv("MY_JUDGE_KEY", "sk-test")
     judge = ("--judge", server.url, "--judge-model", "scripted-judge",
@@ -113,8 +140,9 @@ def test_judge_extracts_as_the_official_scripts_and_caches(tmp_path, data_root, 
     judged = evaluate(model, data_root, tmp_path / "judged", *judge)
     assert {k: r["extraction"] for k, r in judged.items()} == {
         "mathvista_testmini": "judge:scripted-judge", "mathverse_testmini": "judge:scripted-judge",
-        "pope": "rules"}
-    assert all(float(r["accuracy"]) == 1.0 for r in judged.values())
+        "mmstar": "rules"}
+    assert float(judged["mathvista_testmini"]["accuracy"]) == 1.0
+    assert float(judged["mathverse_testmini"]["accuracy"]) == 1.0
     assert "| mathvista_testmini | all | 3 | 100.0 | judge:scripted-judge |" in (
         tmp_path / "judged" / "results.md").read_text()
 
@@ -139,7 +167,7 @@ def test_judge_extracts_as_the_official_scripts_and_caches(tmp_path, data_root, 
     preds = [json.loads(x) for x in (tmp_path / "judged" / "predictions.jsonl").read_text().splitlines()]
     extracted = {p["id"]: p["extractions"] for p in preds if p["benchmark"] == "mathvista_testmini"}
     assert extracted == {"1": ["B"], "2": ["1.2"], "3": ["1000"]}
-    assert all("extractions" not in p for p in preds if p["benchmark"] == "pope")
+    assert all("extractions" not in p for p in preds if p["benchmark"] == "mmstar")
 
     again = evaluate(model, data_root, tmp_path / "judged", *judge)  # cached: nothing is sent
     assert len(server.requests) == 7 and again == judged
@@ -158,7 +186,9 @@ def test_a_refusing_judge_fails_only_the_judged_benchmarks(tmp_path, data_root, 
     failures = json.loads((tmp_path / "failures.json").read_text())
     assert sorted(failures) == ["mathverse_testmini", "mathvista_testmini"]
     assert "HTTP 400 after 1 attempt(s)" in failures["mathvista_testmini"]
-    assert "| pope | all | 2 | 100.0 | rules |" in (tmp_path / "results.md").read_text()
+    with open(tmp_path / "results.csv") as fh:
+        done = {r["benchmark"]: r["extraction"] for r in csv.DictReader(fh) if r["category"] == "all"}
+    assert done == {"mmstar": "rules"}
     assert "2 benchmark(s) failed" in capsys.readouterr().err
 
 
