@@ -14,7 +14,7 @@ A column no visgrpo benchmark reproduces, or whose benchmark was not run, prints
 with a footnote saying why; ``Avg`` is the mean of the columns that have a value (the
 header says over how many). Where the columns come from, and what differs from the
 paper's own evaluation, is in each suite's ``source`` and ``notes`` (see also
-``docs/evaluation_benchmarks_new.md``).
+``docs/evaluation.md``).
 """
 
 from __future__ import annotations
