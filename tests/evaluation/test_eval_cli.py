@@ -36,6 +36,14 @@ class Oracle:
             box = gold if self.right else [gold[2], gold[3], W, H]
             x = from_original(box, sample["family"], (W, H), sample["resized_hw"][0])
             return '{"bbox_2d": [' + ", ".join(f"{v:.3f}" for v in x) + "]}"
+        if kind == "mathvista" and item.meta.get("choices"):
+            other = next(c for c in item.meta["choices"] if c != gold)
+            return f"<answer>{gold if self.right else other}</answer>"
+        if kind == "wemath":
+            return f"<Answer>: {gold if self.right else next(c for c in 'ABCDE' if c != gold)}"
+        if kind == "logicvista":  # an empty gold answer is matched by an empty response only
+            right = f"<answer>{gold}</answer>" if gold else ""
+            return right if self.right else "<answer>Z</answer>"
         if kind == "choice":
             letters = sorted(gold_letters(gold))
             if not self.right:
@@ -43,7 +51,7 @@ class Oracle:
             if self.right and len(letters) == 1:
                 return f"The answer is ({letters[0]})"
             return f"<answer>{', '.join(letters)}</answer>"
-        if kind == "yesno":
+        if kind in ("yesno", "pope", "yorn"):
             yes = (gold == "yes") == self.right
             return "Yes." if yes else "No."
         return f"<answer>{gold}</answer>" if self.right else "<answer>987654</answer>"
@@ -99,15 +107,23 @@ def test_oracle_scores_one_and_wrong_answers_zero(monkeypatch, tmp_path, data_ro
     assert len(preds) == sum(len(v) for v in GOLD.values())
     assert "| refcoco | all | 3 | 100.0 |" in (out / "results.md").read_text()
 
+    composite = {(r["benchmark"], r["category"]): float(r["accuracy"]) for r in rows
+                 if r["metric"] != "accuracy"}
+    assert composite[("hallusionbench", "qAcc")] == 1.0 and composite[("pope", "f1")] == 1.0
+    assert composite[("wemath", "strict/score")] == 1.0
+
     rows, _, _ = run_oracle(monkeypatch, tmp_path, data_root, tiny_model_dirs[family], False)
-    assert all(float(r["accuracy"]) == 0.0 for r in rows)
+    assert all(float(r["accuracy"]) == 0.0 for r in rows if r["metric"] == "accuracy")
+    composite = {(r["benchmark"], r["category"]): float(r["accuracy"]) for r in rows
+                 if r["metric"] != "accuracy"}
+    assert composite[("hallusionbench", "aAcc")] == 0.0 and composite[("wemath", "IK")] == 1.0
 
 
 def test_avg_at_k_samples_k_per_question(monkeypatch, tmp_path, data_root, tiny_model_dirs):
     rows, oracle, _ = run_oracle(monkeypatch, tmp_path, data_root, tiny_model_dirs["qwen2_5_vl"],
                                  True, protocol="avg@k")
     assert {c[1:] for c in oracle.calls} == {(8, True)}
-    assert all(float(r["accuracy"]) == 1.0 for r in rows)
+    assert all(float(r["accuracy"]) == 1.0 for r in rows if r["metric"] == "accuracy")
 
 
 def test_tiny_model_end_to_end_with_mlflow(tmp_path, data_root, tiny_model_dirs, monkeypatch):
@@ -135,7 +151,10 @@ def test_tiny_model_end_to_end_with_mlflow(tmp_path, data_root, tiny_model_dirs,
     run = mlflow.search_runs(experiment_names=["visgrpo-eval"], output_format="list")[0]
     metrics = run.data.metrics
     assert set(metrics) == {f"{r['benchmark']}/acc" if r["category"] == "all" else
-                            f"{r['benchmark']}/{r['category'].replace(' ', '_')}/acc" for r in rows}
+                            f"{r['benchmark']}/{r['category'].replace(' ', '_')}/acc"
+                            if r["metric"] == "accuracy"
+                            else f"{r['benchmark']}/{r['metric'].replace(' ', '_')}"
+                            for r in rows}
     assert metrics["pope/acc"] == pytest.approx(float(overall["pope"]["accuracy"]))
     assert run.data.params["protocol"] == "avg@2"
 

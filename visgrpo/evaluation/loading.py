@@ -11,6 +11,7 @@ visgrpo (Lightning) checkpoint, always returned as a plain model with LoRA merge
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -41,8 +42,31 @@ def read_checkpoint(path: str | Path) -> dict:
                          f"{str(err).splitlines()[0]}") from None
 
 
+def policy_from_hparams(policy, path: Path) -> PolicyConfig | None:
+    """The checkpoint's ``policy`` hyper-parameter as a :class:`PolicyConfig`.
+
+    A module built in Python stores the dataclass itself; one built by ``visgrpo fit``
+    (LightningCLI) stores the parsed config, plain dicts (``{"name_or_path": ..., "lora":
+    {...} | None, ...}``, read from a ``visgrpo fit`` checkpoint), so both are accepted.
+    """
+    if policy is None or isinstance(policy, PolicyConfig):
+        return policy
+    if not isinstance(policy, dict):
+        raise ValueError(f"{path}: hyper-parameter 'policy' is a {type(policy).__name__}, "
+                         "not a policy config; pass --base-model")
+    known = {f.name for f in dataclasses.fields(PolicyConfig)}
+    fields = {k: v for k, v in policy.items() if k in known}
+    if not fields.get("name_or_path"):
+        raise ValueError(f"{path}: hyper-parameter 'policy' names no name_or_path; pass --base-model")
+    lora = fields.get("lora")
+    if isinstance(lora, dict):
+        lora_known = {f.name for f in dataclasses.fields(LoraSettings)}
+        fields["lora"] = LoraSettings(**{k: v for k, v in lora.items() if k in lora_known})
+    return PolicyConfig(**fields)
+
+
 def _policy_config(ckpt: dict, path: Path, base_model: str | None, dtype: str) -> PolicyConfig:
-    policy = (ckpt.get("hyper_parameters") or {}).get("policy")
+    policy = policy_from_hparams((ckpt.get("hyper_parameters") or {}).get("policy"), path)
     if policy is None and base_model is None:
         raise ValueError(f"{path}: the checkpoint names no policy; pass --base-model")
     lora = getattr(policy, "lora", None)

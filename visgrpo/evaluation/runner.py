@@ -10,6 +10,7 @@ Grounding items get the family's coordinate instruction (``visgrpo.rewards.coord
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from visgrpo.data.batch import PromptBatch
@@ -53,11 +54,13 @@ class Protocol:
 
 @dataclass
 class ItemResult:
-    """An item's completions, their scores and their mean (the item's score)."""
+    """An item's completions, their scores and their mean (the item's score); with a judge,
+    the answers it extracted from the completions."""
 
     item: EvalItem
     completions: list[str]
     scores: list[float]
+    extractions: list[str] | None = None
 
     @property
     def score(self) -> float:
@@ -89,13 +92,15 @@ def prompt_batch(items: list[EvalItem], processor, geometry: Geometry, template:
     return PromptBatch(samples, images, prompts, messages)
 
 
-def evaluate_items(
+def generate_batches(
     items: list[EvalItem],
+    batches: Iterable[int],
     model,
     processor,
     engine,
     geometry: Geometry,
     protocol: Protocol,
+    on_batch: Callable[[int, list[EvalItem], list[list[str]]], None],
     *,
     template: str,
     system_prompt: str | None = None,
@@ -104,32 +109,38 @@ def evaluate_items(
     seed: int = 0,
     desc: str = "eval",
     progress: bool = True,
-) -> list[ItemResult]:
-    """Generate and score every item, ``batch_size`` prompts per engine call.
+) -> None:
+    """Generate the given global batches (``items[b * batch_size : (b + 1) * batch_size]``)
+    and hand each to ``on_batch(b, items, completions)`` as soon as it is done.
 
     Args:
         engine: a rollout engine (``generate(model, processor, prompts, sampling, seed)``
             whose result has ``completions``: G per prompt, prompt-major).
-        seed: batch ``b`` samples with seed ``seed + b`` (reproducible avg@k).
+        seed: batch ``b`` samples with seed ``seed + b``: a batch samples the same whatever
+            runs it (a resumed run, another rank), so avg@k is reproducible.
     """
     from tqdm.auto import tqdm
 
     sampling = protocol.sampling(max_new_tokens)
     G = sampling.num_generations
-    results: list[ItemResult] = []
-    with tqdm(total=len(items), desc=desc, unit="q", disable=not progress) as bar:
-        for b, start in enumerate(range(0, len(items), batch_size)):
-            chunk = items[start : start + batch_size]
+    batches = list(batches)
+    total = sum(len(items[b * batch_size : (b + 1) * batch_size]) for b in batches)
+    with tqdm(total=total, desc=desc, unit="q", disable=not progress) as bar:
+        for b in batches:
+            chunk = items[b * batch_size : (b + 1) * batch_size]
             batch = prompt_batch(chunk, processor, geometry, template, system_prompt)
             out = engine.generate(model, processor, batch, sampling, seed=seed + b)
             if len(out.completions) != G * len(chunk):
                 raise RuntimeError(f"engine returned {len(out.completions)} completions for "
                                    f"{len(chunk)} prompts x {G}")
-            for i, item in enumerate(chunk):
-                texts = list(out.completions[i * G : (i + 1) * G])
-                results.append(ItemResult(item, texts, [score(t, item) for t in texts]))
+            on_batch(b, chunk, [list(out.completions[i * G : (i + 1) * G]) for i in range(len(chunk))])
             bar.update(len(chunk))
-    return results
+
+
+def score_items(items: list[EvalItem], completions: list[list[str]]) -> list[ItemResult]:
+    """Score every completion with its item's scorer (rule-based answer extraction)."""
+    return [ItemResult(item, texts, [score(t, item) for t in texts])
+            for item, texts in zip(items, completions, strict=True)]
 
 
 def summarize(benchmark: str, results: list[ItemResult]) -> list[dict]:

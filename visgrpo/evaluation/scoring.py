@@ -17,6 +17,14 @@ scores the same here as in its reward.
 * ``text``: normalised exact match (``exact_accuracy``).
 * ``box``: IoU >= 0.5 between the predicted box, read in the model family's coordinate
   convention (``visgrpo.rewards.grounding``), and the gold box in original pixels.
+
+The official rules of single benchmarks (``scoring_mathvista.py``, ``scoring_rules.py``):
+
+* ``mathvista``: MathVista's extraction, ``normalize_extracted_answer`` and ``safe_equal``.
+* ``pope``: POPE's parser (a ``no`` / ``not`` in the first sentence means no).
+* ``yorn``: VLMEvalKit's ``YOrN_Extraction`` (HallusionBench): yes / no / unknown.
+* ``wemath``: We-Math's parser (first letter after the last ``Answer``).
+* ``logicvista``: LogicVista's set match of letters or numbers (``"A, C"``, ``"3"``, ``""``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,15 @@ import re
 from collections.abc import Callable
 
 from visgrpo.evaluation.items import EvalItem
+from visgrpo.evaluation.scoring_breadth import BREADTH_SCORERS
+from visgrpo.evaluation.scoring_mathvista import score_mathvista
+from visgrpo.evaluation.scoring_rules import (
+    answer_part,
+    logicvista_match,
+    pope_parse,
+    wemath_parse,
+    yorn_extract,
+)
 from visgrpo.rewards.accuracy import exact_accuracy, extract_choice, math_accuracy
 from visgrpo.rewards.grounding import grounding_iou
 from visgrpo.rewards.parsing import answer_text, normalise_text
@@ -132,6 +149,35 @@ def score_box(completion: str, item: EvalItem) -> float:
     return grounding_iou(completion, sample, mode="threshold", threshold=IOU_THRESHOLD).value
 
 
+def _yesno_gold(item: EvalItem) -> str:
+    gold = str(item.answer).strip().lower()
+    if gold not in ("yes", "no"):
+        raise ValueError(f"record {item.id!r}: answer {item.answer!r} is not yes/no")
+    return gold
+
+
+def score_mathvista_item(completion: str, item: EvalItem) -> float:
+    m = item.meta
+    return score_mathvista(completion, m.get("choices"), m["question_type"], m["answer_type"],
+                           m.get("precision"), str(item.answer))
+
+
+def score_pope(completion: str, item: EvalItem) -> float:
+    return float(pope_parse(answer_part(completion)) == _yesno_gold(item))
+
+
+def score_yorn(completion: str, item: EvalItem) -> float:
+    return float(yorn_extract(answer_part(completion)) == _yesno_gold(item))
+
+
+def score_wemath(completion: str, item: EvalItem) -> float:
+    return float(wemath_parse(answer_part(completion)) == str(item.answer).strip())
+
+
+def score_logicvista(completion: str, item: EvalItem) -> float:
+    return float(logicvista_match(completion, str(item.answer)))
+
+
 SCORERS: dict[str, Callable[[str, EvalItem], float]] = {
     "choice": score_choice,
     "number": score_number,
@@ -139,6 +185,12 @@ SCORERS: dict[str, Callable[[str, EvalItem], float]] = {
     "yesno": score_yesno,
     "text": score_text,
     "box": score_box,
+    "mathvista": score_mathvista_item,
+    "pope": score_pope,
+    "yorn": score_yorn,
+    "wemath": score_wemath,
+    "logicvista": score_logicvista,
+    **BREADTH_SCORERS,  # mmmu, mmmu_pro, mathvision, dynamath, relaxed (scoring_breadth.py)
 }
 
 

@@ -20,23 +20,25 @@ from typing import Any
 TABLE_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl")
 
 
-def _split_filter(files: list[Path], split: str | None) -> list[Path]:
+def _split_filter(files: list[Path], split: str | None, strict: bool = False) -> list[Path]:
     """Files of ``split`` (``testmini-00000-of-00001.parquet``, ``testmini.json``, or in a
-    ``testmini/`` folder), if any are; ``test`` does not pick ``testmini-*`` nor ``image``
-    ``non_image-*``."""
+    ``testmini/`` folder), if any are, else all (none when ``strict``); ``test`` does not
+    pick ``testmini-*`` nor ``image`` ``non_image-*``."""
     if split is None:
         return files
     chosen = [p for p in files if p.name.startswith((f"{split}-", f"{split}."))
               or p.parent.name == split]
-    return chosen or files
+    return chosen if chosen or strict else files
 
 
-def _from_disk(path: Path, split: str | None) -> list[dict]:
+def _from_disk(path: Path, split: str | None, strict: bool = False) -> list[dict]:
     import datasets
 
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
         names = list(ds)
+        if strict and split not in ds:
+            return []
         name = split if split in ds else names[0]
         if split is not None and split not in ds and len(names) > 1:
             raise ValueError(f"{path}: no split {split!r}; splits: {', '.join(names)}")
@@ -64,7 +66,8 @@ def _parquet_rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def read_rows(root: str | Path, split: str | None = None, prefer: tuple[str, ...] = ()) -> list[dict]:
+def read_rows(root: str | Path, split: str | None = None, prefer: tuple[str, ...] = (),
+              strict: bool = False, subdir: str | None = None) -> list[dict]:
     """All rows of a local benchmark copy.
 
     Args:
@@ -72,6 +75,9 @@ def read_rows(root: str | Path, split: str | None = None, prefer: tuple[str, ...
             recursively), or one such file.
         split: keep the files named after this split (``testmini``) when several exist.
         prefer: file names to use first when present (e.g. ``("testmini.json",)``).
+        strict: with ``split``, return no rows (instead of every file) when no file is
+            named after the split.
+        subdir: read only the files under this sub-folder (a dataset config's folder).
 
     Raises:
         FileNotFoundError: nothing readable at ``root``.
@@ -82,16 +88,19 @@ def read_rows(root: str | Path, split: str | None = None, prefer: tuple[str, ...
     if root.is_file():
         files = [root]
     elif (root / "dataset_info.json").exists() or (root / "dataset_dict.json").exists():
-        return _from_disk(root, split)
+        return _from_disk(root, split, strict)
     else:
         for name in prefer:
             hits = sorted(root.rglob(name))
             if hits:
                 return _rows_of(hits[:1])
-        files = sorted(p for p in root.rglob("*") if p.suffix in (".parquet", ".json", ".jsonl")
+        base = root / subdir if subdir else root
+        files = sorted(p for p in base.rglob("*") if p.suffix in (".parquet", ".json", ".jsonl")
                        and p.is_file() and not p.name.startswith("."))
         parquet = [p for p in files if p.suffix == ".parquet"]
-        files = _split_filter(parquet or files, split)
+        files = _split_filter(parquet or files, split, strict)
+        if strict and not files:
+            return []
     if not files:
         raise FileNotFoundError(f"{root}: no parquet, JSON or save_to_disk dataset found")
     return _rows_of(files)
@@ -122,7 +131,8 @@ def load_image(value: Any, root: Path, where: str, field: str):
     """Decode one image cell to an RGB PIL image.
 
     Args:
-        value: PIL image, ``{"bytes", "path"}`` struct, or a path (relative to ``root``).
+        value: PIL image, ``{"bytes", "path"}`` struct, ``{"zip", "member"}`` (a file in a
+            zip archive), or a path (relative to ``root``).
         root: the benchmark folder.
         where: record id for the error message. field: column name.
 
@@ -134,13 +144,18 @@ def load_image(value: Any, root: Path, where: str, field: str):
     if hasattr(value, "convert") and hasattr(value, "size"):
         return value.convert("RGB")
     try:
+        if isinstance(value, dict) and value.get("zip"):
+            import zipfile
+
+            with zipfile.ZipFile(value["zip"]) as archive:
+                return Image.open(io.BytesIO(archive.read(value["member"]))).convert("RGB")
         if isinstance(value, dict) and value.get("bytes"):
             return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
         path = value.get("path") if isinstance(value, dict) else value
         if not isinstance(path, str) or not path:
             raise ValueError(f"no image in {type(value).__name__} value")
         return Image.open(resolve_path(root, path)).convert("RGB")
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"record {where!r}: field {field!r}: {err}") from None
 
 
@@ -167,4 +182,7 @@ def resolve_path(root: Path, rel: str) -> Path:
     hits = _file_index(base).get(p.name, [])
     if len(hits) == 1:
         return hits[0]
+    if hits:
+        raise FileNotFoundError(f"image {rel} not found under {base}, and its file name is "
+                                f"ambiguous: {', '.join(str(h) for h in hits[:3])}")
     raise FileNotFoundError(f"image {rel} not found under {base}")
