@@ -41,6 +41,35 @@ GENERATED = {
     "runs/": "default_root_dir of every config and of the demo: checkpoints, reports, plots",
     "mlruns/": "MLflow's file store when a run uses it",
     "visgrpo_meta.json": "written beside every dataset by visgrpo-data (data_tools' I/O)",
+    "results.md": "written into OUT/ by visgrpo eval (and into runs/ by the studies)",
+}
+#: Files of other repositories or downloads that the code cites as its source (a scorer's
+#: transcription, a dataset's layout): reference -> where it lives. Only these may dangle.
+EXTERNAL = {
+    "evaluation/extract_answer.py": "lupantech/MathVista (and ZrrSkywalker/MathVerse)",
+    "evaluation/calculate_score.py": "lupantech/MathVista",
+    "evaluation/prompts/ext_ans.py": "lupantech/MathVista",
+    "evaluation/utils.py": "lupantech/MathVista, mathllm/MATH-V",
+    "models/gpt.py": "lupantech/MathVista",
+    "evaluation/prompts.py": "ZrrSkywalker/MathVerse",
+    "evaluation/extract_answer_s1.py": "ZrrSkywalker/MathVerse",
+    "evaluation/score_answer_s2.py": "ZrrSkywalker/MathVerse",
+    "evaluation/four_dimensional_metrics.py": "We-Math/We-Math",
+    "2steps/image/1-1.png": "a file inside the We-Math download (testmini.zip)",
+    "data/dataset.json": "Yijia-Xiao/LogicVista",
+    "eval/extract_accuracy_new.py": "Yijia-Xiao/LogicVista",
+    "eval/analyze_accuracy.py": "Yijia-Xiao/LogicVista",
+    "vlmeval/dataset/utils/yorn.py": "open-compass/VLMEvalKit",
+    "evaluation/evaluate.py": "mathllm/MATH-V",
+    "infer/infer_transformers.py": "MMMU-Benchmark/MMMU (mmmu-pro)",
+    "mmmu/utils/eval_utils.py": "MMMU-Benchmark/MMMU",
+    "mmmu-pro/prompts.yaml": "MMMU-Benchmark/MMMU",
+    "mmmu-pro/evaluate.py": "MMMU-Benchmark/MMMU",
+    "pix2struct/metrics.py": "google-research/pix2struct",
+    "chartqa/utils.py": "EvolvingLMMs-Lab/lmms-eval (lmms_eval/tasks/chartqa)",
+    "evaluation/opensource_json_eval.py": "DynaMath/DynaMath",
+    "eval/score.py": "FanqingM/MMK12 (lmms-eval's MMK12 task)",
+    "scripts/evaluate_mllm.py": "tsb0601/MMVP",
 }
 #: (referring file, reference) pairs that are examples relative to another base.
 EXAMPLES = {
@@ -160,7 +189,7 @@ def problem(target: str, referrer: Path) -> str | None:
     if not path or path.startswith("/"):
         return None
     rel = path[2:] if path.startswith("./") else path
-    if rel in PENDING or any(rel.startswith(p) or rel.rsplit("/", 1)[-1] == p for p in GENERATED):
+    if rel in PENDING or rel in EXTERNAL or any(rel.startswith(p) or rel.rsplit("/", 1)[-1] == p for p in GENERATED):
         return None
     if referrer.is_relative_to(ROOT) and (referrer.relative_to(ROOT).as_posix(), rel) in EXAMPLES:
         return None

@@ -1,8 +1,11 @@
-"""Every command in the README runs as written in a fresh clone (``git clone`` of the
-committed HEAD), in README order, with smaller sizes where a command takes one.
+"""Every command in the README, in docs/*.md and in the experiments' READMEs runs as written in
+a fresh clone (``git clone`` of the committed HEAD), in document order (README, data, training,
+evaluation, recipes, the other docs, then experiments/*/README.md), with smaller sizes where a
+command takes one.
 
 A command that cannot run here is skipped explicitly in :data:`SKIP`, with the reason; a
-README command that is neither run nor skipped fails the test, and so does a stale entry.
+command that is neither run nor skipped fails the test, and so does a stale entry. So moving
+a command between documents never takes it out of testing.
 """
 
 from __future__ import annotations
@@ -17,30 +20,48 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+FIRST_DOCS = ("README.md", "docs/data.md", "docs/training.md", "docs/evaluation.md", "docs/recipes.md")
+
+
+def documents(root: Path) -> list[Path]:
+    """The documents whose commands are tested, in the order they run."""
+    first = [root / name for name in FIRST_DOCS]
+    rest = sorted(set((root / "docs").glob("*.md")) - set(first))
+    return [*first, *rest, *sorted((root / "experiments").glob("*/README.md"))]
+
 
 # substring of the command -> why it is not run here
 SKIP = {
     "pip install": "the package is installed (the suite runs in that environment)",
-    "python -m experiments.shapes.demo": "3.5 minutes; tests/experiments run the demo's stages",
     "python -m pytest": "the test suite itself",
-    "visgrpo eval --model runs/exp/": "needs downloaded benchmark copies and a trained run "
-                                      "(the dry run below covers `visgrpo eval`)",
     "convert coco --instances instances.json": "needs the user's COCO files (tests/data_tools cover convert coco)",
     "convert hf --input ViRL39K/": "needs the downloaded ViRL39K release (tests/data_tools cover the presets)",
     "convert hf --input my_ds/": "needs the user's dataset (tests/data_tools cover convert hf)",
-    "configs/model/qwen2_5_vl_7b_qlora.yaml": "Qwen2.5-VL-7B from the hub, QLoRA on a CUDA GPU",
+    "convert hf --input PAPO_": "needs the authors' downloaded data (tests/data_tools cover convert hf)",
+    "convert hf --input VPPO_": "needs the authors' downloaded data (tests/data_tools cover convert hf)",
+    "configs/model/qwen2_5_vl_7b_qlora.yaml --config configs/data": "Qwen2.5-VL-7B from the hub, QLoRA on a CUDA GPU",
+    "visgrpo fit --config configs/recipe/": "a published 7B run on 8 GPUs (tests/recipes smoke-fit every recipe)",
+    "visgrpo eval --model runs/exp/": "needs downloaded benchmark copies and a trained run "
+                                      "(the dry run on the fixtures covers `visgrpo eval`)",
+    "torchrun --nproc_per_node 8": "8 GPUs (tests/evaluation run 2 CPU ranks)",
+    "python -m experiments.bench": "minutes to hours of benchmarking (tests/bench run each side once)",
+    "credit_overhead_bench.py": "a timing benchmark (tests/bench cover its harness)",
+    "python -m experiments.mechanism": "the study: hours of RL runs (tests/experiments run its stages)",
 }
 # substring of the command -> (pattern, replacement): smaller sizes for CI
 SMALL = {
     "visgrpo-data synth --out data/raw": (r"--num \d+", "--num 24"),
+    "visgrpo-data synth --task relational --out": (r"--num \d+", "--num 8"),
+    "visgrpo-data synth --task relational --chain": (r"--num \d+", "--num 8"),
     "visgrpo-data synth --out artifacts/shapes_raw": (r"--num \d+", "--num 24"),
     "visgrpo fit --config configs/experiment/tiny_smoke.yaml --config configs/credit/ease.yaml":
         (r"$", " --trainer.max_steps=1 --trainer.val_check_interval=1"),
+    "visgrpo eval --model /tmp/tiny-qwen25vl": (r"$", " --limit 1 --no-mlflow"),
 }
 
 
 def readme_commands(text: str) -> list[str]:
-    """The commands of the README's fenced ``bash`` blocks (continuation lines joined)."""
+    """The commands of a document's fenced ``bash`` blocks (continuation lines joined)."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         joined = re.sub(r"\\\n\s*", "", block)
@@ -65,8 +86,13 @@ def plan(commands: list[str]) -> tuple[list[str], dict[str, str]]:
     return run, skipped
 
 
+def all_commands(root: Path) -> list[str]:
+    """Every documented command, in the order the fresh-clone test runs them."""
+    return [cmd for doc in documents(root) for cmd in readme_commands(doc.read_text())]
+
+
 def test_every_skip_and_resize_entry_matches_a_readme_command():
-    commands = readme_commands((REPO / "README.md").read_text())
+    commands = all_commands(REPO)
     for key in [*SKIP, *SMALL]:
         assert any(key in c for c in commands), f"stale entry {key!r}: no README command contains it"
 
@@ -79,7 +105,7 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path):
     subprocess.run(["git", "clone", "-q", "--no-checkout", str(REPO), str(clone)], check=True)
     subprocess.run(["git", "-C", str(clone), "checkout", "-q", head], check=True)
     assert not (clone / "artifacts").exists()
-    commands, skipped = plan(readme_commands((clone / "README.md").read_text()))
+    commands, skipped = plan(all_commands(clone))
     assert len(commands) >= 10 and len(skipped) >= len(SKIP)
     env = {**os.environ, "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1", "VISGRPO_DEBUG": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

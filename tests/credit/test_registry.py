@@ -117,3 +117,12 @@ def test_method_declares_its_validation_target(name):
         assert "/" not in key and math.isfinite(float(value)), (name, key, value)
     logged = target_metrics(target_methods([], L), full_signals())
     assert {f"{name}/{k}" for k in out} <= set(logged)
+
+
+def test_readme_method_table_lists_exactly_the_registered_methods():
+    """The README's method table is the one list of methods outside the registry: it must
+    name every registered method (``none`` aside) and nothing else."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| method | signal |"):].split("\n\n", 1)[0]
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:] if line.startswith("|")]
+    assert {_key(row) for row in rows} == set(CREDIT_METHODS) - {"none"}
