@@ -36,7 +36,7 @@ def run_case(model, processor, n_prompts: int, n_tokens: int, G: int, T: int, ro
     def call(label: str):
         model.zero_grad(set_to_none=True)
         out = policy_forward(model, rb, None, share_prefix=label == "B")
-        (out.logp.sum() + out.entropy.sum()).backward()
+        (out.logp.sum() + out.entropies.sum()).backward()
         return out.logp.detach()
 
     logp = {label: call(label) for label in ("A", "B")}  # warm-up, and the check

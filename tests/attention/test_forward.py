@@ -10,6 +10,8 @@ import torch
 
 from visgrpo.attention.forward import policy_forward
 from visgrpo.attention.hidden import visual_focus
+from visgrpo.attention.locate import locate_image_tokens
+from visgrpo.data.signals import Signals
 
 REQ = SimpleNamespace(
     image_attention_layers=[-1],
@@ -42,10 +44,14 @@ def test_policy_forward_matches_full_model(family, tiny_models):
         att = eager(**inputs, output_attentions=True).attentions
     P, T = batch["prompt_len"], batch["response_mask"].shape[1]
     torch.testing.assert_close(res.logp, logp, atol=1e-5, rtol=0)
-    torch.testing.assert_close(res.entropy, ent, atol=1e-5, rtol=0)
+    torch.testing.assert_close(res.entropies, ent, atol=1e-5, rtol=0)
     assert bool((res.logp[1, T - 2 :] == 0).all())  # padded response tokens
     torch.testing.assert_close(res.hidden, last[:, P - 1 : P - 1 + T], atol=1e-6, rtol=0)
-    tok = res.image_tokens
+    cfg = sdpa.config
+    tok = locate_image_tokens(batch["input_ids"], batch["attention_mask"], cfg.image_token_id,
+                              batch["image_grid_thw"], cfg.vision_config.spatial_merge_size)
+    assert isinstance(res, Signals) and torch.equal(res.image_mask, tok.mask)
+    assert res.rewards is None  # filled in by the RL step
     mean = torch.stack([last[b, tok.positions[b][tok.mask[b]]].mean(0) for b in range(2)])
     torch.testing.assert_close(res.image_hidden_mean, mean, atol=1e-6, rtol=0)
     # attention keyed as requested (-1) and equal to eager's last layer at the response rows
@@ -162,13 +168,26 @@ def test_policy_forward_accepts_rollout_batch_objects(tiny_models):
     torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
-def test_to_signals_fills_credit_signals(tiny_models):
-    base = pytest.importorskip("visgrpo.credit.base")
+def test_signals_carry_the_graph_until_detached(tiny_models):
+    """policy_forward's Signals keep autograd on every computed tensor; ``detached()`` is a
+    copy with the same values and no graph, leaving the original as it was."""
     sdpa, _, batch = tiny_models["qwen2_5_vl"]
-    with torch.no_grad():
-        res = policy_forward(sdpa, batch, REQ)
-    sig = res.to_signals(group_ids=torch.tensor([0, 0]), rewards=torch.tensor([1.0, 0.0]))
-    assert isinstance(sig, base.Signals)
-    assert sig.image_attention[-1] is res.image_attention[-1]
-    assert torch.equal(sig.image_mask, res.image_tokens.mask)
-    assert torch.equal(sig.hidden, res.hidden) and torch.equal(sig.entropies, res.entropy)
+    req = SimpleNamespace(image_attention_layers=[-1], response_attention_layers=[1], grad_attention_layers=[1],
+                          hidden_states=True, own_attention_layers=[1])
+    res = policy_forward(sdpa, {**batch, "group_ids": torch.tensor([0, 0])}, req)
+    graph = {"logp": res.logp, "entropies": res.entropies, "hidden": res.hidden, "own_hidden": res.own_hidden,
+             "image_hidden_mean": res.image_hidden_mean, "image_attention[1]": res.image_attention[1],
+             "own_image_attention[1]": res.own_image_attention[1]}
+    assert all(t.requires_grad for t in graph.values()), [k for k, t in graph.items() if not t.requires_grad]
+    assert torch.equal(res.group_ids, torch.tensor([0, 0]))
+    const = res.detached()
+    assert const is not res and isinstance(const, Signals)
+    for name, value in vars(const).items():
+        maps = value.values() if isinstance(value, dict) else [value]
+        assert not any(isinstance(t, torch.Tensor) and t.requires_grad for t in maps), name
+    assert set(const.image_attention) == {-1, 1} and set(const.response_attention) == {1}
+    for k in (-1, 1):
+        assert torch.equal(const.image_attention[k], res.image_attention[k].detach())
+    assert torch.equal(const.logp, res.logp.detach()) and torch.equal(const.hidden, res.hidden.detach())
+    assert torch.equal(const.response_mask, res.response_mask) and const.rewards is None
+    assert res.logp.requires_grad and res.image_attention[1].requires_grad  # the original keeps its graph

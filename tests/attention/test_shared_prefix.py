@@ -42,7 +42,7 @@ def _request(n: int) -> SignalRequest:
 
 def _loss(out, n: int):
     valid = out.response_mask[:, :, None]
-    return (out.logp.sum() + out.entropy.sum()
+    return (out.logp.sum() + out.entropies.sum()
             + out.image_attention[1].pow(2).sum() * 10 + out.image_attention[n - 1].sum()
             + (out.hidden * valid).pow(2).mean() + (out.own_hidden * valid).pow(2).mean()
             + out.image_hidden_mean.pow(2).mean())
@@ -77,7 +77,7 @@ def test_shared_prefix_equals_plain_forward(family, G, tiny_models, grouped_batc
     a, b = results[False], results[True]
     close = dict(rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(b.logp, a.logp, **close)
-    torch.testing.assert_close(b.entropy, a.entropy, **close)
+    torch.testing.assert_close(b.entropies, a.entropies, **close)
     torch.testing.assert_close(b.hidden, a.hidden, **close)  # every row, padding rows included
     torch.testing.assert_close(b.own_hidden, a.own_hidden, **close)
     torch.testing.assert_close(b.image_hidden_mean, a.image_hidden_mean, **close)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 from pathlib import Path
@@ -30,8 +31,8 @@ def test_composed_methods_on_policy_forward_signals(tiny_model_dirs):
     credit = build_credit(["sayo", "vgpo", "atrl", "ease"])
     req = credit.signal_request(L)
     out = policy_forward(model, batch, req)
-    n = out.image_tokens.mask.shape[1]
-    target = torch.rand(2, n).masked_fill(~out.image_tokens.mask, 0)
+    n = out.image_mask.shape[1]
+    target = torch.rand(2, n).masked_fill(~out.image_mask, 0)
     target = target / target.sum(-1, keepdim=True)
     extra = {
         "group_ids": torch.tensor([0, 0]),
@@ -39,14 +40,13 @@ def test_composed_methods_on_policy_forward_signals(tiny_model_dirs):
         "evidence_mask": (target > target.mean()).float(),
         "evidence_target": target,
     }
-    sig = out.to_signals(**extra)
-    sig.image_attention = {k: v.detach() for k, v in sig.image_attention.items()}
+    sig = dataclasses.replace(out, **extra).detached()
     r, m1 = credit.extra_rewards(sig)
     adv, m2 = credit.token_advantages(torch.ones(2, 40), sig)
     assert r.shape == (2,) and torch.isfinite(r).all() and bool((r.abs() < 1).all())
     assert torch.isfinite(adv).all() and not torch.equal(adv, torch.ones(2, 40))
     assert float(m2["atrl/clusters_per_response"]) > 1
-    loss, m3 = credit.auxiliary_loss(out.to_signals(**extra))
+    loss, m3 = credit.auxiliary_loss(dataclasses.replace(out, **extra))
     assert loss.requires_grad and math.isfinite(loss.item()) and float(m3["ease/gated"]) == 1.0
     loss.backward()
     layer = next(iter(req.grad_attention_layers))

@@ -7,6 +7,7 @@ and attention (docs/methods.md, "Departures from the authors' code").
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -127,6 +128,7 @@ def test_sayo_unpadded_batch_equals_the_authors_code_without_the_fix():
 @pytest.mark.slow
 def test_position_conventions_on_a_tiny_model_forward(tiny_model_dirs):
     from visgrpo.attention.forward import policy_forward
+    from visgrpo.attention.locate import locate_image_tokens
 
     path = tiny_model_dirs["qwen2_5_vl"]
     sdpa, eager = _conf._load(path, "sdpa"), _conf._load(path, "eager")
@@ -149,11 +151,14 @@ def test_position_conventions_on_a_tiny_model_forward(tiny_model_dirs):
     torch.testing.assert_close(out.hidden, last[:, P - 1 : P - 1 + T], atol=1e-4, rtol=1e-4)
     # Attention: own rows = eager attention of the query at P + t (head mean, image cols);
     # the predicting rows are unchanged by the extra own row.
-    cols = out.image_tokens.positions  # [B, N]
+    tok = locate_image_tokens(batch["input_ids"], batch["attention_mask"], sdpa.config.image_token_id,
+                              batch["image_grid_thw"], sdpa.config.vision_config.spatial_merge_size)
+    assert torch.equal(out.image_mask, tok.mask)
+    cols = tok.positions  # [B, N]
     full = ref_out.attentions[L - 1].mean(1)  # [B, L, L]
     B, N = cols.shape
     eager_own = full[:, P : P + T].gather(2, cols[:, None, :].expand(B, T, N))  # [B, T, N]
-    keep = mask[:, :, None] & out.image_tokens.mask[:, None, :]
+    keep = mask[:, :, None] & out.image_mask[:, None, :]
     torch.testing.assert_close(out.own_image_attention[L - 1], eager_own * keep, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out.image_attention[L - 1], plain.image_attention[L - 1], atol=1e-6, rtol=0)
     torch.testing.assert_close(out.response_attention[L - 1], plain.response_attention[L - 1], atol=1e-6, rtol=0)
@@ -163,7 +168,7 @@ def test_position_conventions_on_a_tiny_model_forward(tiny_model_dirs):
     # VGPO on the module's signals == the authors' code on output_hidden_states.
     gids = torch.tensor([0, 0])
     adv = torch.tensor([1.0, -1.0])[:, None].expand(2, T)
-    sig = out.to_signals(group_ids=gids, rewards=torch.zeros(2))
+    sig = dataclasses.replace(out, group_ids=gids, rewards=torch.zeros(2)).detached()
     got, _ = vgpo.token_advantages(adv, sig)
     img_pos = [(batch["input_ids"][b] == sdpa.config.image_token_id).nonzero()[:, 0].tolist() for b in range(2)]
     ref = vgpo_ref.authors_vgpo(adv, last.double(), img_pos, P, mask, gids)
@@ -172,14 +177,14 @@ def test_position_conventions_on_a_tiny_model_forward(tiny_model_dirs):
     # SAYO on the module's signals == the authors' code on eager attention rows P + j
     # (all heads) and entropies of the logits that predict each token.
     gen = torch.Generator().manual_seed(0)
-    region = (torch.rand(B, N, generator=gen) < 0.3) & out.image_tokens.mask
-    sig = out.to_signals(group_ids=gids, rewards=torch.zeros(2), evidence_mask=region.float())
+    region = (torch.rand(B, N, generator=gen) < 0.3) & out.image_mask
+    sig = dataclasses.replace(out, group_ids=gids, rewards=torch.zeros(2), evidence_mask=region.float()).detached()
     r, _ = sayo.extra_rewards(sig)
     logits = ref_out.logits[:, P - 1 : P - 1 + T].double()  # [B, T, V] rows predicting t
     ent = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
     ids = sayo_ref.authors_entropy_ids(ent, mask)
     step_attns = ref_out.attentions[L - 1][:, :, P : P + T].transpose(1, 2).double()  # [B, T, H, L]
-    image_keys = [cols[b][out.image_tokens.mask[b]].tolist() for b in range(B)]
+    image_keys = [cols[b][out.image_mask[b]].tolist() for b in range(B)]
     region_keys = [cols[b][region[b]].tolist() for b in range(B)]
     ref_r = sayo_ref.authors_attn_reward(step_attns, ids, image_keys, region_keys)
     assert (r.double() - torch.tensor(ref_r, dtype=torch.float64)).abs().max() < 1e-5

@@ -117,6 +117,6 @@ def run_step(module: RLVRModule, monkeypatch) -> dict:
         "rewards": module.last_rewards.detach().double().clone(),
         "advantages": adv,  # [B, T]
         "loss": sum(float(c[2]) for c in calls),
-        "reward_total": float(metrics["reward/total"]),
+        "reward_total": float(metrics["reward/filtered/total"]),  # renamed by the rl branch
         "grads": rec.grads[0],
     }

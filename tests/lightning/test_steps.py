@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import torch
 
 from visgrpo.data.batch import RolloutBatch
+from visgrpo.data.signals import Signals
 from visgrpo.lightning.steps import collect_rollouts, overlong_cache, reduce_metrics, signals_of
 from visgrpo.objectives import get_preset
 from visgrpo.rollout import SamplingConfig
@@ -23,21 +24,18 @@ def test_overlong_cache_keeps_the_preset_when_it_fits_else_dapo_proportion():
 def test_signals_of_cuts_evidence_to_the_rows_image_width():
     """A micro-batch of small-image rows has N = 4 image tokens while the rollout's evidence
     columns are padded to the batch's widest image (6): the first 4 entries are its own."""
-    seen = {}
-
-    def to_signals(**kw):
-        seen.update(kw)
-        return SimpleNamespace(image_attention={}, response_attention={})
-
-    out = SimpleNamespace(image_tokens=SimpleNamespace(mask=torch.ones(2, 4, dtype=torch.bool)),
-                          to_signals=to_signals)
+    logp = torch.zeros(2, 3, requires_grad=True) * 1.0  # [B, T] with a graph
+    out = Signals(torch.ones(2, 3, dtype=torch.bool), None, None, torch.ones(2, 4, dtype=torch.bool), logp=logp)
     target = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25, 0.0, 0.0]])
     rollout = SimpleNamespace(group_ids=torch.tensor([0, 0]), evidence_mask=target > 0.2,
                               evidence_target=target, region_labels=None)
-    signals_of(out, rollout, torch.tensor([1.0, 0.0]))
-    assert torch.equal(seen["evidence_target"], target[:, :4])
-    assert torch.equal(seen["evidence_mask"], target[:, :4] > 0.2)
-    assert seen["region_labels"] is None
+    rewards = torch.tensor([1.0, 0.0])
+    seen = signals_of(out, rollout, rewards)
+    assert torch.equal(seen.evidence_target, target[:, :4])
+    assert torch.equal(seen.evidence_mask, target[:, :4] > 0.2)
+    assert seen.region_labels is None
+    assert seen.rewards is rewards and seen.group_ids is rollout.group_ids
+    assert seen.logp is logp and out.rewards is None  # as computed; ``out`` itself unchanged
 
 
 def test_reduce_metrics_means_over_reporting_micro_batches():

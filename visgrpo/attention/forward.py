@@ -23,10 +23,8 @@ and otherwise each group's images are still encoded once
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,68 +51,6 @@ _MODEL_KEYS = (
     "second_per_grid_ts",
     "mm_token_type_ids",
 )
-
-
-@dataclass
-class ForwardResult:
-    """Outputs of :func:`policy_forward` (rows aligned with response tokens).
-
-    Attributes:
-        logp: [B, T] float32 log-prob of each response token (0 at padding); carries grad.
-        entropy: [B, T] float32 entropy of softmax(logits / temperature) (0 at padding);
-            carries grad.
-        response_mask: [B, T] bool.
-        image_tokens: layout of the image tokens (:class:`ImageTokens`).
-        hidden: [B, T, D] last-layer hidden states at the rows ``P + t - 1``, or None.
-        own_hidden: [B, T, D] last-layer hidden states at the positions ``P + t``, or None.
-        image_hidden_mean: [B, D] float32 mean last-layer hidden state of the image tokens.
-        image_attention: layer -> [B, T, N] (keys as requested, e.g. -1).
-        response_attention: layer -> [B, T, T].
-        own_image_attention: layer -> [B, T, N] detached attention of the query at
-            ``P + t`` (layers of ``request.own_attention_layers``).
-        masked_logp: [B, T] log-probs on the perturbed image (detached unless its
-            perturbation asks for grad: PAPO's recompute option)
-            (``request.masked_logp``; :mod:`visgrpo.attention.masked`), or None.
-    """
-
-    logp: Tensor
-    entropy: Tensor
-    response_mask: Tensor
-    image_tokens: ImageTokens
-    hidden: Tensor | None = None
-    own_hidden: Tensor | None = None
-    image_hidden_mean: Tensor | None = None
-    image_attention: dict[int, Tensor] = field(default_factory=dict)
-    response_attention: dict[int, Tensor] = field(default_factory=dict)
-    own_image_attention: dict[int, Tensor] = field(default_factory=dict)
-    masked_logp: Tensor | None = None
-
-    def to_signals(self, **extra: Any) -> Signals:
-        """Build a :class:`~visgrpo.data.signals.Signals` from this result plus ``extra`` fields.
-
-        Signals get detached entropies and hidden states (credit signals are constants),
-        attention and ``logp`` as computed (grad layers keep their graph; the caller
-        detaches them for credit). ``extra`` supplies
-        ``group_ids``, ``rewards``, ``evidence_*`` etc. and overrides any field here.
-        """
-        values = {
-            "response_mask": self.response_mask,
-            "image_mask": self.image_tokens.mask,
-            "entropies": self.entropy.detach(),
-            "hidden": None if self.hidden is None else self.hidden.detach(),
-            "own_hidden": None if self.own_hidden is None else self.own_hidden.detach(),
-            "image_hidden_mean": (
-                None if self.image_hidden_mean is None else self.image_hidden_mean.detach()
-            ),
-            "image_attention": self.image_attention,
-            "response_attention": self.response_attention,
-            "own_image_attention": self.own_image_attention,
-            "logp": self.logp,
-            "masked_logp": self.masked_logp,
-        }
-        values.update(extra)
-        names = {f.name for f in dataclasses.fields(Signals)}
-        return Signals(**{k: v for k, v in values.items() if k in names})
 
 
 def _base_model(model):
@@ -150,6 +86,178 @@ def _layers(request, name: str) -> list[int]:
     return [int(i) for i in (getattr(request, name, None) or ())] if request is not None else []
 
 
+@dataclass
+class _Inputs:
+    """Step 1's output: the decoder's inputs and the batch's layout."""
+
+    batch: dict  # the batch as a dict
+    counts: dict  # group_ids [B], pixel_counts, image_counts (None when absent)
+    input_ids: Tensor  # [B, L]
+    attention_mask: Tensor  # [B, L]
+    response_mask: Tensor  # [B, T] bool
+    prompt_len: int  # P (L = P + T)
+    tokens: ImageTokens  # layout of the image tokens
+    kwargs: dict  # vision inputs for the decoder (maybe the shared images' encoder outputs)
+    prefix_blocker: str | None  # why the prompt's decoder work is not shared (None: shared)
+
+
+@dataclass
+class _Probed:
+    """The attention layers a request asks for (resolved, >= 0)."""
+
+    image: list[int] = field(default_factory=list)
+    response: list[int] = field(default_factory=list)
+    grad: list[int] = field(default_factory=list)
+    own: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, request) -> _Probed:
+        return cls(*(_layers(request, f"{k}_attention_layers") for k in ("image", "response", "grad", "own")))
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(set(self.image) | set(self.response) | set(self.grad) | set(self.own))
+
+
+@dataclass
+class _Decoded:
+    """Step 2's output: the decoder's last hidden states around the response, and the probe."""
+
+    window: Tensor  # [B, T + 1, D] rows P - 1 .. P + T - 1
+    prompt_hidden: Tensor  # [B, L, D], or [n, P - 1, D] the groups' prompts (shared prefix)
+    first: Tensor | None  # [n] first row of each group (shared prefix), else None
+    row_group: Tensor | None  # [B] group of each row (shared prefix), else None
+    probe: AttentionProbe | None
+
+
+def _build_inputs(model, batch, share_images: bool = True, share_prefix: bool = True) -> _Inputs:
+    """Step 1: check the layout, locate the image tokens, and prepare the decoder's vision
+    inputs (``mm_token_type_ids`` derived when absent; each group's images encoded once when
+    the prompt's decoder work is not shared but the images can be).
+
+    Args: as :func:`policy_forward`.
+    """
+    base = _base_model(model)
+    cfg = base.config
+    counts = {k: getattr(batch, k, None) if not isinstance(batch, Mapping) else batch.get(k)
+              for k in ("group_ids", "pixel_counts", "image_counts")}
+    batch = _as_dict(batch)
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    response_mask = batch["response_mask"].bool()  # [B, T]
+    L, T = input_ids.shape[1], response_mask.shape[1]
+    P = _prompt_len(batch)
+    if P < 1 or P + T != L:
+        raise ValueError(f"batch: prompt_len {P} + response length {T} != sequence length {L}")
+
+    merge = cfg.vision_config.spatial_merge_size
+    tokens = locate_image_tokens(
+        input_ids, attention_mask, cfg.image_token_id, batch.get("image_grid_thw"), merge
+    )
+    kwargs = {k: batch[k] for k in _MODEL_KEYS if batch.get(k) is not None}
+    if "mm_token_type_ids" not in kwargs:
+        mm = (input_ids == cfg.image_token_id).long()  # [B, L] 1 = image token
+        video_id = getattr(cfg, "video_token_id", None)
+        if video_id is not None:
+            mm = mm.masked_fill(input_ids == video_id, 2)
+        kwargs["mm_token_type_ids"] = mm
+    prefix_blocker = (shared_prefix_blocker(model, kwargs, input_ids, attention_mask, P, counts)
+                      if share_prefix else "share_prefix=False")
+    if (prefix_blocker is not None and share_images and kwargs.get("pixel_values") is not None
+            and all(v is not None for v in counts.values()) and supports_encoder_outputs(base)):
+        plan = shared_image_plan(counts["group_ids"], counts["pixel_counts"], counts["image_counts"])
+        if plan is not None:
+            kwargs["mm_encoder_outputs"] = shared_image_outputs(
+                base, kwargs.pop("pixel_values"), kwargs["image_grid_thw"], plan
+            )
+    return _Inputs(batch, counts, input_ids, attention_mask, response_mask, P, tokens, kwargs, prefix_blocker)
+
+
+def _run_decoder(model, inputs: _Inputs, probed: _Probed, probe_chunk: int = 256) -> _Decoded:
+    """Step 2: one decoder pass (shared-prefix or plain) with the attention probe on the
+    ``probed`` layers; no lm_head.
+
+    Own-position attention probes T + 1 query rows P - 1 .. P + T - 1 once: rows [:T]
+    predict the tokens, rows [1:] are the tokens' own positions (one extra row per sample).
+    """
+    base = _base_model(model)
+    B, T, P = inputs.response_mask.shape[0], inputs.response_mask.shape[1], inputs.prompt_len
+    R = T + 1 if probed.own else T
+    rows = (P - 1 + torch.arange(R, device=inputs.input_ids.device)).expand(B, R)  # [B, R] row of token t
+    query_mask = inputs.response_mask
+    if probed.own:
+        pad = query_mask.new_zeros(B, 1)
+        query_mask = torch.cat([query_mask, pad], 1) | torch.cat([pad, query_mask], 1)  # [B, R]
+    probe = None
+    if probed.layers:
+        probe = AttentionProbe(
+            base,
+            probed.layers,
+            rows,
+            inputs.tokens.positions,
+            query_mask=query_mask,
+            image_mask=inputs.tokens.mask,
+            response_columns=probed.response,
+            grad_layers=probed.grad,
+            chunk_size=probe_chunk,
+        )
+    if inputs.prefix_blocker is None:  # [B, T + 1, D] rows P-1 .., [n, P - 1, D] the groups' prompts
+        window, prompt_hidden, first, row_group = shared_prefix_forward(
+            base, inputs.kwargs, inputs.input_ids, inputs.attention_mask, P, inputs.counts, probe
+        )
+    else:
+        with probe if probe is not None else contextlib.nullcontext():
+            out = base.model(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, use_cache=False,
+                             **inputs.kwargs)
+        prompt_hidden, first, row_group = out.last_hidden_state, None, None  # [B, L, D]
+        window = prompt_hidden[:, P - 1 :]  # [B, T + 1, D]
+    return _Decoded(window, prompt_hidden, first, row_group, probe)
+
+
+def _collect_signals(
+    model, inputs: _Inputs, decoded: _Decoded, probed: _Probed, request=None, temperature: float = 1.0,
+    logprob_chunk: int = 1024,
+) -> Signals:
+    """Step 3: log-probs and entropies from the lm_head on the T rows that predict the
+    response, then the hidden states and attention maps the request asks for.
+
+    Returns:
+        :class:`Signals` as computed (``rewards`` None; ``masked_logp`` filled by the caller).
+    """
+    base = _base_model(model)
+    response_mask, tokens, window = inputs.response_mask, inputs.tokens, decoded.window
+    T = response_mask.shape[1]
+    resp_hidden = window[:, :T]  # [B, T, D] rows P-1+t predicting the tokens
+    logits = base.lm_head(resp_hidden)  # [B, T, V]
+    labels = inputs.input_ids[:, inputs.prompt_len :].masked_fill(~response_mask, -100)  # [B, T]
+    logp, entropy = token_logprobs_and_entropy(logits, labels, temperature, logprob_chunk)
+    signals = Signals(
+        response_mask, inputs.counts["group_ids"], None, tokens.mask, entropies=entropy * response_mask, logp=logp
+    )
+    if request is not None and getattr(request, "hidden_states", False):
+        signals.hidden = resp_hidden
+        signals.own_hidden = window[:, 1:]  # [B, T, D] the tokens' own positions (a view)
+        if decoded.first is None:
+            signals.image_hidden_mean = masked_mean_rows(decoded.prompt_hidden, tokens.positions, tokens.mask)
+        else:  # image tokens are in the prefix: one mean per group, given to its rows
+            first = decoded.first
+            means = masked_mean_rows(decoded.prompt_hidden, tokens.positions[first], tokens.mask[first])  # [n, D]
+            signals.image_hidden_mean = means.index_select(0, decoded.row_group)  # [B, D]
+    probe = decoded.probe
+    if probe is not None:
+        n = len(probe.decoder.layers)
+        own = bool(probed.own)  # R = T + 1 query rows
+        keep = response_mask[:, :, None]  # [B, T, 1]
+        for i in set(probed.image) | set(probed.grad):
+            attn = probe.image_attention[i % n]  # [B, R, N]
+            signals.image_attention[i] = attn[:, :T] * keep if own else attn
+        for i in probed.response:
+            attn = probe.response_attention[i % n]  # [B, R, R]
+            signals.response_attention[i] = attn[:, :T, :T] * keep if own else attn
+        for i in probed.own:
+            signals.own_image_attention[i] = probe.image_attention[i % n][:, 1:] * keep
+    return signals
+
+
 def policy_forward(
     model,
     batch: dict,
@@ -161,8 +269,11 @@ def policy_forward(
     share_prefix: bool = True,
     perturb_seed: int = 0,
     image_norm: tuple | None = None,
-) -> ForwardResult:
+) -> Signals:
     """Run ONE forward of the policy and return every per-token signal requested.
+
+    Three steps: :func:`_build_inputs`, :func:`_run_decoder`, :func:`_collect_signals`; then the
+    masked-image log-probs when the request asks for them (one more forward).
 
     Args:
         model: Qwen2-VL / Qwen2.5-VL / Qwen3-VL ``*ForConditionalGeneration``, or a peft
@@ -174,7 +285,8 @@ def policy_forward(
             from ``input_ids`` when absent, since Qwen's 3D rope needs it).
         request: a ``SignalRequest`` (fields ``image_attention_layers``,
             ``response_attention_layers``, ``grad_attention_layers``, ``hidden_states``,
-            ``entropies``, ``own_attention_layers``) or None (log-probs and entropies only).
+            ``entropies``, ``own_attention_layers``, ``masked_logp``) or None (log-probs and
+            entropies only).
         temperature: sampling temperature for log-probs and entropies.
         logprob_chunk: rows per chunk of the log-softmax.
         probe_chunk: query rows per chunk of the attention probe.
@@ -191,121 +303,31 @@ def policy_forward(
         image_norm: ``(image_mean, image_std)`` of the processor (default: the family's).
 
     Returns:
-        :class:`ForwardResult`.
+        :class:`~visgrpo.data.signals.Signals` with rows aligned with the response tokens:
+        ``logp`` and ``entropies`` [B, T] always, the rest as requested, every tensor as
+        computed (with the graph where the context has grad; the credit signals are its
+        :meth:`~visgrpo.data.signals.Signals.detached` copy); ``group_ids`` from the batch
+        (or None), ``rewards`` and the evidence fields None.
     """
-    base = _base_model(model)
-    cfg = base.config
-    counts = {k: getattr(batch, k, None) if not isinstance(batch, Mapping) else batch.get(k)
-              for k in ("group_ids", "pixel_counts", "image_counts")}
-    batch = _as_dict(batch)
-    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-    response_mask = batch["response_mask"].bool()  # [B, T]
-    B, L = input_ids.shape
-    T = response_mask.shape[1]
-    P = _prompt_len(batch)
-    if P < 1 or P + T != L:
-        raise ValueError(f"batch: prompt_len {P} + response length {T} != sequence length {L}")
-    dev = input_ids.device
-
-    merge = cfg.vision_config.spatial_merge_size
-    tokens = locate_image_tokens(
-        input_ids, attention_mask, cfg.image_token_id, batch.get("image_grid_thw"), merge
-    )
-    kwargs = {k: batch[k] for k in _MODEL_KEYS if batch.get(k) is not None}
-    if "mm_token_type_ids" not in kwargs:
-        mm = (input_ids == cfg.image_token_id).long()  # [B, L] 1 = image token
-        video_id = getattr(cfg, "video_token_id", None)
-        if video_id is not None:
-            mm = mm.masked_fill(input_ids == video_id, 2)
-        kwargs["mm_token_type_ids"] = mm
-    # why not to share the prompt's decoder work (None: share it)
-    prefix_blocker = (shared_prefix_blocker(model, kwargs, input_ids, attention_mask, P, counts)
-                      if share_prefix else "share_prefix=False")
-    if (prefix_blocker is not None and share_images and kwargs.get("pixel_values") is not None
-            and all(v is not None for v in counts.values()) and supports_encoder_outputs(base)):
-        plan = shared_image_plan(counts["group_ids"], counts["pixel_counts"], counts["image_counts"])
-        if plan is not None:
-            kwargs["mm_encoder_outputs"] = shared_image_outputs(
-                base, kwargs.pop("pixel_values"), kwargs["image_grid_thw"], plan
-            )
-
-    img_layers = _layers(request, "image_attention_layers")
-    resp_layers = _layers(request, "response_attention_layers")
-    grad_layers = _layers(request, "grad_attention_layers")
-    own_layers = _layers(request, "own_attention_layers")
-    probed = sorted(set(img_layers) | set(resp_layers) | set(grad_layers) | set(own_layers))
-    # Own-position attention: probe T + 1 rows P-1 .. P+T-1 once; rows [:T] predict the
-    # tokens, rows [1:] are the tokens' own positions (one extra query row per sample).
-    R = T + 1 if own_layers else T
-    rows = (P - 1 + torch.arange(R, device=dev)).expand(B, R)  # [B, R] row of token t
-    query_mask = response_mask
-    if own_layers:
-        pad = response_mask.new_zeros(B, 1)
-        query_mask = torch.cat([response_mask, pad], 1) | torch.cat([pad, response_mask], 1)  # [B, R]
-
-    probe = None
-    if probed:
-        probe = AttentionProbe(
-            base,
-            probed,
-            rows,
-            tokens.positions,
-            query_mask=query_mask,
-            image_mask=tokens.mask,
-            response_columns=resp_layers,
-            grad_layers=grad_layers,
-            chunk_size=probe_chunk,
-        )
-    if prefix_blocker is None:  # [B, T + 1, D] rows P-1 .., [n, P - 1, D] the groups' prompts
-        window, prompt_hidden, first, row_group = shared_prefix_forward(
-            base, kwargs, input_ids, attention_mask, P, counts, probe
-        )
-    else:
-        with probe if probe is not None else contextlib.nullcontext():
-            out = base.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
-        prompt_hidden, first, row_group = out.last_hidden_state, None, None  # [B, L, D]
-        window = prompt_hidden[:, P - 1 :]  # [B, T + 1, D]
-    resp_hidden = window[:, :T]  # [B, T, D] rows P-1+t predicting the tokens
-    logits = base.lm_head(resp_hidden)  # [B, T, V]
-    labels = input_ids[:, P:].masked_fill(~response_mask, -100)  # [B, T]
-    logp, entropy = token_logprobs_and_entropy(logits, labels, temperature, logprob_chunk)
-    entropy = entropy * response_mask  # [B, T]
-
-    result = ForwardResult(
-        logp=logp, entropy=entropy, response_mask=response_mask, image_tokens=tokens
-    )
-    if request is not None and getattr(request, "hidden_states", False):
-        result.hidden = resp_hidden
-        result.own_hidden = window[:, 1:]  # [B, T, D] the tokens' own positions (a view)
-        if first is None:
-            result.image_hidden_mean = masked_mean_rows(prompt_hidden, tokens.positions, tokens.mask)
-        else:  # image tokens are in the prefix: one mean per group, given to its rows
-            means = masked_mean_rows(prompt_hidden, tokens.positions[first], tokens.mask[first])  # [n, D]
-            result.image_hidden_mean = means.index_select(0, row_group)  # [B, D]
-    if probe is not None:
-        n = len(probe.decoder.layers)
-        keep = response_mask[:, :, None]  # [B, T, 1]
-        for i in set(img_layers) | set(grad_layers):
-            attn = probe.image_attention[i % n]  # [B, R, N]
-            result.image_attention[i] = attn if R == T else attn[:, :T] * keep
-        for i in resp_layers:
-            attn = probe.response_attention[i % n]  # [B, R, R]
-            result.response_attention[i] = attn if R == T else attn[:, :T, :T] * keep
-        for i in own_layers:
-            result.own_image_attention[i] = probe.image_attention[i % n][:, 1:].detach() * keep
+    inputs = _build_inputs(model, batch, share_images, share_prefix)
+    probed = _Probed.of(request)
+    decoded = _run_decoder(model, inputs, probed, probe_chunk)
+    signals = _collect_signals(model, inputs, decoded, probed, request, temperature, logprob_chunk)
     perturbation = getattr(request, "masked_logp", None) if request is not None else None
-    if perturbation is not None and batch.get("pixel_values") is None:
-        result.masked_logp = logp.detach()  # no image to perturb (the authors' codes: same inputs)
+    if perturbation is not None and inputs.batch.get("pixel_values") is None:
+        # no image to perturb (the authors' codes: same inputs): the log-probs as constants
+        signals.masked_logp = signals.logp.detach()
     elif perturbation is not None:
-        norm = image_norm or (None, None)
-        result.masked_logp = masked_logprobs(
+        counts, norm = inputs.counts, image_norm or (None, None)
+        signals.masked_logp = masked_logprobs(
             lambda b, share: policy_forward(
                 model, {**b, **counts}, None, temperature, logprob_chunk, probe_chunk,
                 share_images=share and share_images, share_prefix=share and share_prefix,
             ).logp,
-            batch, counts["group_ids"], counts["image_counts"], perturbation, pixel_layout(base, *norm), perturb_seed,
+            inputs.batch, counts["group_ids"], counts["image_counts"], perturbation,
+            pixel_layout(_base_model(model), *norm), perturb_seed,
         )
-    return result
+    return signals
 
 
-__all__ = ["ForwardResult", "policy_forward"]
+__all__ = ["policy_forward"]

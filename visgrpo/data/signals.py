@@ -8,6 +8,7 @@ of one RL step"). Both import it from here, so neither imports the other.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -87,12 +88,20 @@ def _one_perturbation(a: Perturbation | None, b: Perturbation | None) -> Perturb
 class Signals:
     """Per-token signals of one forward pass plus the batch's rewards and evidence.
 
+    :func:`visgrpo.attention.forward.policy_forward` returns one, every tensor as computed
+    (with autograd where the caller's context has it; ``rewards`` and the evidence fields
+    None until the RL step fills them in with :func:`dataclasses.replace`). The credit
+    signals, which shape rewards and advantages, are constants: :meth:`detached` is the one
+    place they are cut from the graph. The auxiliary losses read the signals as computed.
+
     Attributes:
         response_mask: [B, T] bool, real response tokens.
-        group_ids: [B] long, prompt group of each response.
-        rewards: [B] float outcome rewards.
+        group_ids: [B] long, prompt group of each response (None when the forward's batch
+            has none).
+        rewards: [B] float outcome rewards (None as the forward returns them).
         image_mask: [B, N] bool, valid image-token slots.
-        entropies: [B, T] token entropies (0 at padding) or None.
+        entropies: [B, T] float32 entropies of softmax(logits / temperature) (0 at padding),
+            or None.
         hidden: [B, T, D] last-layer hidden states at the rows ``P + t - 1`` that predict
             the response tokens, or None.
         own_hidden: [B, T, D] last-layer hidden states at the tokens' own positions
@@ -102,19 +111,20 @@ class Signals:
             (head mean; with autograd for grad layers in the loss forward).
         response_attention: layer -> [B, T, T] response x response attention (head mean).
         own_image_attention: layer -> [B, T, N] attention of the query at token t's own
-            position ``P + t`` on image tokens (head mean, detached; 0 at padding).
+            position ``P + t`` on image tokens (head mean; 0 at padding).
         evidence_mask: [B, N] float coverage in [0, 1], or None.
         evidence_target: [B, N] float smoothed target summing to 1 per sample, or None.
         region_labels: [B, N] long, 0 background, k = 1-based box index, or None.
-        logp: [B, T] log-probs of the response tokens (0 at padding): detached in the
-            credit signals, WITH autograd in the loss forward's; or None.
-        masked_logp: [B, T] detached log-probs of the response tokens on the perturbed image
-            (``SignalRequest.masked_logp``; 0 at padding), or None.
+        logp: [B, T] float32 log-probs of the response tokens (0 at padding): detached in
+            the credit signals, WITH autograd in the loss forward's; or None.
+        masked_logp: [B, T] log-probs of the response tokens on the perturbed image
+            (``SignalRequest.masked_logp``; 0 at padding; without autograd unless the
+            perturbation asks for it: PAPO's recompute option), or None.
     """
 
     response_mask: Tensor
-    group_ids: Tensor
-    rewards: Tensor
+    group_ids: Tensor | None
+    rewards: Tensor | None
     image_mask: Tensor
     entropies: Tensor | None = None
     hidden: Tensor | None = None
@@ -128,6 +138,20 @@ class Signals:
     region_labels: Tensor | None = None
     logp: Tensor | None = None
     masked_logp: Tensor | None = None
+
+    def detached(self) -> Signals:
+        """A copy whose tensors (and the attention maps of every layer) are cut from the
+        autograd graph: the credit signals, constants to the rewards and advantages they
+        shape. The only place signals are detached."""
+        values = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                value = value.detach()
+            elif isinstance(value, dict):
+                value = {layer: attn.detach() for layer, attn in value.items()}
+            values[f.name] = value
+        return Signals(**values)
 
     def layer_maps(self, kind: str, layers: Iterable[int]) -> list[Tensor]:
         """The maps of ``layers`` in ``image_attention``, ``response_attention`` or

@@ -16,7 +16,7 @@ from visgrpo.credit import resolve_layers
 from visgrpo.credit.diagnostics import batch_diagnostics
 from visgrpo.credit.mechanism import target_metrics
 from visgrpo.data.batch import PromptBatch, RolloutBatch
-from visgrpo.data.signals import SignalRequest
+from visgrpo.data.signals import SignalRequest, Signals
 from visgrpo.lightning.callbacks import attention_map
 from visgrpo.lightning.errors import check_hyperparameters
 from visgrpo.lightning.steps import signals_of
@@ -90,7 +90,7 @@ class PolicyModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (warmup + 1), end_factor=1.0, total_iters=warmup)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def forward_signals(self, model, rollout: RolloutBatch, request: SignalRequest):
+    def forward_signals(self, model, rollout: RolloutBatch, request: SignalRequest) -> Signals:
         """One teacher-forced forward of ``model`` over ``rollout`` (see attention/forward.py)."""
         return policy_forward(
             model,
@@ -126,7 +126,7 @@ class PolicyModule(L.LightningModule):
         rollout = self.engine.generate(self.policy, self.processor, batch, self.greedy(), seed=0).to(self.device)
         scored = self.reward_head(rollout.completions, rollout.samples)
         out = self.forward_signals(self.policy, rollout, self.validation_request)
-        signals = signals_of(out, rollout, scored.total.to(self.device), detach=True)
+        signals = signals_of(out, rollout, scored.total.to(self.device)).detached()
         n = len(rollout.completions)
         metrics = {
             f"{stage}/reward": scored.total.float().mean(),

@@ -307,10 +307,10 @@ class RLVRModule(PolicyModule):
         if prepared is not None and out.masked_logp is None:  # the rollout policy's (PAPO's auxiliary loss)
             out.masked_logp = prepared.masked_logp
         if prepared is None:
-            signals = signals_of(out, mb, r, detach=True)
+            signals = signals_of(out, mb, r).detached()
             adv = self._credit_advantages(mb, r, signals, plan.batch_stats, m)
             prepared = Prepared(None if backward else out.logp, adv, self._reference_logp(mb), out.masked_logp)
-            m["policy/entropy"] = masked_mean(out.entropy, mb.response_mask)
+            m["policy/entropy"] = masked_mean(signals.entropies, mb.response_mask)
             m.update(batch_diagnostics(signals, layer=self.diagnostics_layer))
         failed = False
         if backward:
@@ -361,7 +361,7 @@ class RLVRModule(PolicyModule):
 
     def _aux_loss(self, out, rollout, rewards: Tensor, normaliser, metrics: dict) -> Tensor:
         zero = torch.zeros((), device=out.logp.device)
-        aux, m = self.credit.auxiliary_loss(signals_of(out, rollout, rewards, detach=False), normaliser)
+        aux, m = self.credit.auxiliary_loss(signals_of(out, rollout, rewards), normaliser)
         metrics.update(m)
         return zero if aux is None else aux
 

@@ -4,6 +4,7 @@ micro-batches."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from visgrpo.data.batch import PromptBatch, RolloutBatch
 from visgrpo.data.fields import EVIDENCE_FIELDS
+from visgrpo.data.signals import Signals
 from visgrpo.objectives import DynamicSamplingAccumulator, overlong_penalty
 from visgrpo.rollout import SamplingConfig
 
@@ -126,24 +128,17 @@ def _reward_metrics(metrics: dict, prefix: str) -> dict[str, float]:
     return {prefix + k.split("/", 1)[-1]: float(v) for k, v in metrics.items() if k.startswith("reward/")}
 
 
-def signals_of(out, rollout: RolloutBatch, rewards: Tensor, detach: bool = True):
-    """Credit ``Signals`` of a forward result ``out`` over ``rollout`` with ``rewards`` [B].
-
-    ``detach=True`` for the signals that shape rewards and advantages (constants);
-    ``detach=False`` keeps the graph of the attention layers computed with autograd (EASE).
+def signals_of(out: Signals, rollout: RolloutBatch, rewards: Tensor) -> Signals:
+    """The forward's ``Signals`` ``out`` over ``rollout`` with the rollout's group ids,
+    ``rewards`` [B] and evidence filled in (tensors as computed: the credit signals are its
+    :meth:`~visgrpo.data.signals.Signals.detached` copy; the auxiliary losses read it as is).
     """
     # The rollout's evidence columns are padded to the widest image of the whole prompt batch;
     # after DAPO filtering / micro-batching these rows may have fewer image tokens (N).
-    n = out.image_tokens.mask.shape[1]  # N of these rows
+    n = out.image_mask.shape[1]  # N of these rows
     ev = {k: None if getattr(rollout, k) is None else getattr(rollout, k)[:, :n]  # [B, N]
           for k in EVIDENCE_FIELDS}
-    signals = out.to_signals(group_ids=rollout.group_ids, rewards=rewards, **ev)
-    if detach:
-        signals.image_attention = {k: v.detach() for k, v in signals.image_attention.items()}
-        signals.response_attention = {k: v.detach() for k, v in signals.response_attention.items()}
-        if getattr(signals, "logp", None) is not None:  # the credit signals are constants
-            signals.logp = signals.logp.detach()
-    return signals
+    return dataclasses.replace(out, group_ids=rollout.group_ids, rewards=rewards, **ev)
 
 
 _REDUCE = {"min": torch.minimum, "max": torch.maximum, "sum": torch.add}
@@ -167,7 +162,7 @@ def batch_statistics(credit, forward, rollout: RolloutBatch, rewards: Tensor, mi
     stats: dict[str, Tensor] = {}
     for idx in micro:
         mb = rollout.select(idx)
-        part = credit.batch_statistics(signals_of(forward(mb), mb, rewards[idx], detach=True))
+        part = credit.batch_statistics(signals_of(forward(mb), mb, rewards[idx]).detached())
         stats = {k: _REDUCE[reductions[k]](stats[k], v) if k in stats else v for k, v in part.items()}
     if world_size > 1:
         ops = {"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}
