@@ -1,7 +1,7 @@
 """``python -m experiments.bench [--quick]``: visgrpo vs TRL, credit overhead, micro-benchmarks.
 
-Writes runs/bench/results.json and results.md, or ``--out PATH`` (the committed
-experiments/bench/results.json only when named; see experiments/bench/README.md).
+Writes runs/bench/results.json and results.md, or ``--out PATH`` (committed results under
+experiments/bench/results/ change only when named; see experiments/bench/README.md).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--workdir", help="where the tiny model and data are built (default: a temp dir)")
     p.add_argument("--out", default="runs/bench/results.json",
                    help="JSON results (and the .md beside it); default under runs/, so the committed "
-                   "experiments/bench/results.json changes only when named explicitly")
+                   "experiments/bench/results/ changes only when named explicitly")
     p.add_argument("--from-json", help="re-derive summaries, ratios and markdown from the runs of a "
                    "results.json (no measurement); writes --out")
     p.add_argument("--worker", help=argparse.SUPPRESS)
