@@ -159,7 +159,8 @@ def comparisons(runs: dict[str, list[dict]], summary: dict, credits: list[str]) 
 
 
 def _script_help(path: Path) -> str:
-    res = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", f"experiments.bench.{path.stem}", "--help"],
+                         capture_output=True, text=True,
                          env=worker_env(2), cwd=ROOT, timeout=120)
     return res.stdout
 
@@ -183,7 +184,8 @@ def micro_benchmarks(quick: bool, workdir: Path, log) -> dict:
             args += ["--workdir", str(workdir)]
         t0, cpu0 = time.perf_counter(), _children_cpu()
         try:
-            res = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+            res = subprocess.run([sys.executable, "-m", f"experiments.bench.{path.stem}", *args],
+                                 capture_output=True, text=True,
                                  env=worker_env(2), cwd=ROOT, timeout=1800)
         except subprocess.TimeoutExpired:
             out[name] = {"status": "timeout", "args": args}

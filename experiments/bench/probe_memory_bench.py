@@ -24,7 +24,7 @@ so that freed tensors leave the resident set. "Extra" of a
 configuration = its peak minus the sdpa baseline's peak. Time: wall clock of the forward
 (best of ``--repeats``), on whatever cores ``--threads`` allows.
 
-Run: ``python experiments/bench/probe_memory_bench.py [--model tiny] [--quick]``; writes
+Run: ``python -m experiments.bench.probe_memory_bench [--model tiny] [--quick]``; writes
 ``experiments/bench/results/probe.json`` (``results/probe_tiny.json`` with ``--model tiny``,
 ``_quick`` added with --quick).
 """

@@ -8,7 +8,7 @@ authors' settings are visgrpo options, whose agreement with the authors' code is
 tests/credit/test_vppo.py, tests/credit/test_papo.py and tests/objectives/. The figures
 are the "measured effect" column of docs/methods.md. Run from the repository root:
 
-    python experiments/fidelity/measure_vppo_papo.py
+    python -m experiments.fidelity.measure_vppo_papo
 """
 
 from __future__ import annotations
