@@ -115,7 +115,12 @@ def measure_sayo() -> None:
     print(f"SAYO image span first..last (3 text tokens between two images): {_maxdiff(span, ref, every):.3f}")
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Print every SAYO / VGPO departure's size, one line each (one thread, fixed seeds)."""
     torch.set_num_threads(1)
     measure_vgpo()
     measure_sayo()
+
+
+if __name__ == "__main__":
+    main()

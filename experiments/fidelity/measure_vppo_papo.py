@@ -90,9 +90,14 @@ def measure_all_equal_group() -> None:
           f"{float(ours.abs().max()):.3f} visgrpo")
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Print every VPPO / PAPO / recipe departure's size, one line each."""
     sig, old, ref = batch()
     measure_vppo(sig)
     measure_papo(sig)
     measure_objective(sig, old, ref)
     measure_all_equal_group()
+
+
+if __name__ == "__main__":
+    main()

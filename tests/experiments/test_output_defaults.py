@@ -13,6 +13,9 @@ import pytest
 SCRIPTS = {
     "experiments.bench.__main__": "--out",
     "experiments.bench.plan_memory": "--out",
+    "experiments.fidelity.__main__": "--out",
+    "experiments.learning.__main__": "--results",
+    "experiments.shapes.__main__": "--out",
     "experiments.bench.prefill_bench": "--out",
     "experiments.bench.prefix_bench": "--out",
     "experiments.bench.scaling": "--out",
