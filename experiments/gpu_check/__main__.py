@@ -37,7 +37,6 @@ import torch
 from experiments.gpu_check.workspace import SIZES, build_model, build_rows
 from visgrpo.credit import CREDIT_METHODS
 
-HERE = Path(__file__).resolve().parent
 NAMES = ("setup", "probe_exactness_bfloat16", "probe_exactness_float32", "memory_throughput",
          *(f"train_{credit}" for credit in CREDIT_METHODS.names()), "train_dapo_dynamic_sampling", "qlora_nf4")
 
