@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # module path -> why its function-level ``visgrpo`` import stays (keep this list short).
 FUNCTION_IMPORT_ALLOWED = {
+    "visgrpo/cli.py": "lazy subcommands: `visgrpo --help` answers without importing torch and Lightning, "
+    "and `eval` / `plan` load only their own stack (issue 25)",
     "visgrpo/rewards/__init__.py": "RewardHead needs torch; the math-verify worker processes "
     "import this package and must stay light (module __getattr__)",
 }

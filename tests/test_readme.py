@@ -45,7 +45,7 @@ SKIP = {
                                       "(the dry run on the fixtures covers `visgrpo eval`)",
     "torchrun --nproc_per_node 8": "8 GPUs (tests/evaluation run 2 CPU ranks)",
     "python -m experiments.bench": "minutes to hours of benchmarking (tests/bench run each side once)",
-    "credit_overhead_bench.py": "a timing benchmark (tests/bench cover its harness)",
+    "python -m experiments.gpu_check": "a CUDA GPU with ~50 GiB (tests/experiments run it on the tiny CPU model)",
     "python -m experiments.mechanism": "the study: hours of RL runs (tests/experiments run its stages)",
 }
 # substring of the command -> (pattern, replacement): smaller sizes for CI

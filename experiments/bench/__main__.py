@@ -1,7 +1,7 @@
 """``python -m experiments.bench [--quick]``: visgrpo vs TRL, credit overhead, micro-benchmarks.
 
-Writes runs/bench/results.json and results.md, or ``--out PATH`` (the committed
-experiments/bench/results.json only when named; see experiments/bench/README.md).
+Writes runs/bench/results.json and results.md, or ``--out PATH`` (committed results under
+experiments/bench/results/ change only when named; see experiments/bench/README.md).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--workdir", help="where the tiny model and data are built (default: a temp dir)")
     p.add_argument("--out", default="runs/bench/results.json",
                    help="JSON results (and the .md beside it); default under runs/, so the committed "
-                   "experiments/bench/results.json changes only when named explicitly")
+                   "experiments/bench/results/ changes only when named explicitly")
     p.add_argument("--from-json", help="re-derive summaries, ratios and markdown from the runs of a "
                    "results.json (no measurement); writes --out")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -159,7 +159,8 @@ def comparisons(runs: dict[str, list[dict]], summary: dict, credits: list[str]) 
 
 
 def _script_help(path: Path) -> str:
-    res = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", f"experiments.bench.{path.stem}", "--help"],
+                         capture_output=True, text=True,
                          env=worker_env(2), cwd=ROOT, timeout=120)
     return res.stdout
 
@@ -183,7 +184,8 @@ def micro_benchmarks(quick: bool, workdir: Path, log) -> dict:
             args += ["--workdir", str(workdir)]
         t0, cpu0 = time.perf_counter(), _children_cpu()
         try:
-            res = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
+            res = subprocess.run([sys.executable, "-m", f"experiments.bench.{path.stem}", *args],
+                                 capture_output=True, text=True,
                                  env=worker_env(2), cwd=ROOT, timeout=1800)
         except subprocess.TimeoutExpired:
             out[name] = {"status": "timeout", "args": args}

@@ -1,7 +1,7 @@
 """Credit overhead measured in ONE process: the training pass with each credit method vs
 plain DAPO on the same rollout, interleaved, on the process CPU clock.
 
-``python experiments/bench/credit_overhead_bench.py [--quick] [--rounds N] [--credit sayo,vgpo,atrl,ease]
+``python -m experiments.bench.credit_overhead_bench [--quick] [--rounds N] [--credit sayo,vgpo,atrl,ease]
 [--workdir DIR] [--out FILE]``
 
 Why: on a shared machine the CPU time of a whole step varies by 10-30 % from one process
@@ -37,15 +37,9 @@ import argparse
 import gc
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 
 
 def configure(module, names: list[str]) -> None:

@@ -1,9 +1,9 @@
 """Vectorised VGPO credit vs a plain Python loop over the authors' equations.
 
-``python experiments/bench/credit_vs_loop_bench.py [--quick] [--out results.json]``
+``python -m experiments.bench.credit_vs_loop_bench [--quick] [--out results.json]``
 
 Times :func:`visgrpo.credit.vgpo.vgpo_token_advantages` (torch, CPU) against
-``tests/credit/vgpo_reference.py`` (one token at a time, Python floats) on random
+``experiments/fidelity/references/vgpo.py`` (one token at a time, Python floats) on random
 B x T responses (default B = 16, T = 1024, hidden D = 128, groups of 8, random lengths),
 checks that they agree, and prints the speed-up (issue 5 target: >= 100x, on its
 "hidden 512, 1,024 response tokens" config, hence D = 512 by default). Two figures:
@@ -19,7 +19,6 @@ process CPU time (``time.process_time``). Last stdout line is a JSON summary.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import time
@@ -31,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reference():
-    spec = importlib.util.spec_from_file_location("vgpo_reference", ROOT / "tests/credit/vgpo_reference.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from experiments.fidelity.references import vgpo
+
+    return vgpo
 
 
 def _cpu(fn) -> float:

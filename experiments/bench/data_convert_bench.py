@@ -1,6 +1,6 @@
 """``convert coco`` throughput on a generated COCO-style file of 100,000 annotations.
 
-``python experiments/bench/data_convert_bench.py [--quick] [--annotations N] [--per-image K]``
+``python -m experiments.bench.data_convert_bench [--quick] [--annotations N] [--per-image K]``
 
 Generates, in a temporary directory, ``N / K`` tiny PNG images (random sizes 8-24 px,
 written once; images are embedded in the dataset, so ``convert`` must read every file:
@@ -17,16 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def generate(root: Path, n_ann: int, per_image: int, seed: int = 0) -> tuple[Path, Path, Path]:

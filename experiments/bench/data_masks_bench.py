@@ -1,6 +1,6 @@
 """Throughput of ``visgrpo-data masks`` (samples/s on one core).
 
-``python experiments/bench/data_masks_bench.py [--quick] [--num 10000] [--out results.json]``
+``python -m experiments.bench.data_masks_bench [--quick] [--num 10000] [--out results.json]``
 
 Generates ``--num`` synthetic samples (``visgrpo-data synth``, 224 px, 4-7 objects, 1-3
 evidence boxes with segmentation RLEs), then times, single-threaded:
@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 TARGET = 5000.0
 

@@ -5,7 +5,7 @@ resident set size (``ru_maxrss``) from just after the inputs (bf16 logits that r
 labels) are allocated and touched, to the end of ``backward``. Both variants also allocate
 the bf16 gradient of the logits. Runs in well under 30 s on 2 CPU cores with the defaults.
 
-Usage: python experiments/bench/logprob_memory.py [--rows 2048] [--vocab 32768] [--chunk 256]
+Usage: python -m experiments.bench.logprob_memory [--rows 2048] [--vocab 32768] [--chunk 256]
 
 Recorded on the dev box (2 CPU cores, torch 2.14 CPU), defaults:
     unchunked: peak +1287 MiB (~5 float32 copies of [rows, V] at 256 MiB each)

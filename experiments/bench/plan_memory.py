@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=1,
                         help="measurements run at once (each in its own process, so each peak is its own)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results_plan_memory.md"))
+    parser.add_argument("--out", default="runs/bench/plan_memory.md",
+                        help="markdown report; default under runs/, so the committed "
+                        "experiments/bench/results/plan_memory.md changes only when named")
     args = parser.parse_args(argv)
     load_before = loadavg()
     runs = [(i, spec_of(case)) for i, case in enumerate(CASES) for _ in range(args.repeats)]

@@ -24,8 +24,8 @@ so that freed tensors leave the resident set. "Extra" of a
 configuration = its peak minus the sdpa baseline's peak. Time: wall clock of the forward
 (best of ``--repeats``), on whatever cores ``--threads`` allows.
 
-Run: ``python experiments/bench/probe_memory_bench.py [--model tiny] [--quick]``; writes
-``experiments/bench/results_probe.json`` (``results_probe_tiny.json`` with ``--model tiny``,
+Run: ``python -m experiments.bench.probe_memory_bench [--model tiny] [--quick]``; writes
+``experiments/bench/results/probe.json`` (``results/probe_tiny.json`` with ``--model tiny``,
 ``_quick`` added with --quick).
 """
 
@@ -185,7 +185,7 @@ def run_one(name: str, args) -> dict:
 
 def default_out(model: str, quick: bool) -> Path:
     """The JSON written without ``--out``: under ``runs/bench/`` (the committed
-    ``experiments/bench/results_probe*.json`` only when named)."""
+    ``experiments/bench/results/probe*.json`` only when named)."""
     return Path("runs/bench") / f"results_probe{'_tiny' if model == 'tiny' else ''}{'_quick' if quick else ''}.json"
 
 

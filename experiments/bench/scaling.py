@@ -2,8 +2,8 @@
 model, the response length and the image grow; whole training steps interleaved.
 
 ``python -m experiments.bench.scaling [--quick] [--rounds N] [--out DIR]`` writes
-experiments/bench/results/scaling.json, experiments/bench/results/scaling.md and
-experiments/bench/results/scaling.png (``--quick``: the same names with ``_quick``).
+DIR/scaling.{json,md,png} (``--quick``: the same names with ``_quick``);
+the committed run is experiments/bench/results/scaling_prefix/.
 
 Design (one axis at a time from a middle point, not the full cross product):
 middle = hidden 256 / 6 layers, 128 response tokens, 256 image tokens; the model axis adds

@@ -2,34 +2,21 @@
 
 Prints the max |difference| in final advantages (VGPO) or attention rewards (SAYO)
 between visgrpo's default and each option / each authors'-code behaviour we do not copy,
-using the loop transcriptions in tests/credit/{vgpo,sayo}_reference.py. The figures are
+using the loop transcriptions in experiments/fidelity/references/{vgpo,sayo}.py. The figures are
 the "measured effect" column of docs/methods.md. Run from the repository root:
 
-    python experiments/fidelity/measure_departures.py
+    python -m experiments.fidelity.measure_departures
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
+from experiments.fidelity.references import sayo as sayo_ref
+from experiments.fidelity.references import vgpo as vgpo_ref
 from visgrpo.credit import VGPOCredit
 from visgrpo.credit.sayo import sayo_attention_reward
 from visgrpo.data.signals import Signals
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "credit" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-vgpo_ref, sayo_ref = _load("vgpo_reference"), _load("sayo_reference")
 
 
 def _maxdiff(a, b, mask) -> float:
@@ -128,7 +115,12 @@ def measure_sayo() -> None:
     print(f"SAYO image span first..last (3 text tokens between two images): {_maxdiff(span, ref, every):.3f}")
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Print every SAYO / VGPO departure's size, one line each (one thread, fixed seeds)."""
     torch.set_num_threads(1)
     measure_vgpo()
     measure_sayo()
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ authors' settings are visgrpo options, whose agreement with the authors' code is
 tests/credit/test_vppo.py, tests/credit/test_papo.py and tests/objectives/. The figures
 are the "measured effect" column of docs/methods.md. Run from the repository root:
 
-    python experiments/fidelity/measure_vppo_papo.py
+    python -m experiments.fidelity.measure_vppo_papo
 """
 
 from __future__ import annotations
@@ -90,9 +90,14 @@ def measure_all_equal_group() -> None:
           f"{float(ours.abs().max()):.3f} visgrpo")
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Print every VPPO / PAPO / recipe departure's size, one line each."""
     sig, old, ref = batch()
     measure_vppo(sig)
     measure_papo(sig)
     measure_objective(sig, old, ref)
     measure_all_equal_group()
+
+
+if __name__ == "__main__":
+    main()

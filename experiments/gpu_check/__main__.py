@@ -37,7 +37,6 @@ import torch
 from experiments.gpu_check.workspace import SIZES, build_model, build_rows
 from visgrpo.credit import CREDIT_METHODS
 
-HERE = Path(__file__).resolve().parent
 NAMES = ("setup", "probe_exactness_bfloat16", "probe_exactness_float32", "memory_throughput",
          *(f"train_{credit}" for credit in CREDIT_METHODS.names()), "train_dapo_dynamic_sampling", "qlora_nf4")
 
@@ -79,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="model size (default: 3b with CUDA, tiny without)")
     ap.add_argument("--tiny", action="store_true", help="same as --size tiny")
     ap.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda if available")
-    ap.add_argument("--out", default=None, help="JSON file (default experiments/gpu_check/results_<size>.json)")
+    ap.add_argument("--out", default=None, help="JSON file (default runs/gpu_check/<size>.json; the committed "
+                    "experiments/gpu_check/results/<size>.json changes only when named)")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds after which no check starts")
     ap.add_argument("--work", default=None, help="workspace folder (default: a temporary one, removed)")
     ap.add_argument("--only", default=None, help="comma-separated check names or prefixes to run")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--device cuda: CUDA is not available on this machine")
     size = SIZES["tiny" if args.tiny else (args.size or ("3b" if device == "cuda" else "tiny"))]
     dtype = "bfloat16" if device == "cuda" else "float32"
-    out = Path(args.out) if args.out else HERE / f"results_{size.name}.json"
+    out = Path(args.out) if args.out else Path("runs/gpu_check") / f"{size.name}.json"
     torch.set_float32_matmul_precision("highest")
 
     report = {

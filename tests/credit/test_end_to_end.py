@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.attention import conftest as _conf
 from visgrpo.credit import build_credit
 from visgrpo.credit.diagnostics import batch_diagnostics
-
-_spec = importlib.util.spec_from_file_location(
-    "attention_conftest", Path(__file__).parents[1] / "attention" / "conftest.py"
-)
-_conf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conf)
 
 
 @pytest.mark.slow

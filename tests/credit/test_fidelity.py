@@ -8,29 +8,17 @@ and attention (docs/methods.md, "Departures from the authors' code").
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
+from experiments.fidelity.references import sayo as sayo_ref
+from experiments.fidelity.references import vgpo as vgpo_ref
+from tests.attention import conftest as _conf
 from visgrpo.credit import SAYOCredit, VGPOCredit
 from visgrpo.credit.sayo import sayo_attention_reward
 from visgrpo.credit.vgpo import focus_gate, normalised_position
 from visgrpo.data.signals import SignalRequest, Signals
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_HERE = Path(__file__).parent
-vgpo_ref = _load("vgpo_reference", _HERE / "vgpo_reference.py")
-sayo_ref = _load("sayo_reference", _HERE / "sayo_reference.py")
-_conf = _load("attention_conftest", _HERE.parent / "attention" / "conftest.py")
 
 
 def _lengths(gen, B, T):

@@ -1,5 +1,5 @@
 """PAPO (docs/methods.md, PAPO) against a line-by-line transcription of the authors' loss
-(tests/credit/papo_reference.py) on random ragged batches: value, gradient, the global
+(experiments/fidelity/references/papo.py) on random ragged batches: value, gradient, the global
 token normaliser under micro-batching, and one trained step in both modes."""
 
 from __future__ import annotations
@@ -7,13 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from experiments.fidelity.references.papo import authors_papo_terms, low_var_kl
 from tests.lightning.conftest import in_workspace, workspace  # noqa: F401  (fixtures of the step test)
 from visgrpo.credit import build_credit
 from visgrpo.credit.base import ComposedCredit
 from visgrpo.credit.papo import PAPOCredit
 from visgrpo.data.signals import Signals
-
-from .papo_reference import authors_papo_terms, low_var_kl
 
 
 def _batch(seed: int, B: int = 6, T: int = 11):
@@ -119,7 +118,7 @@ def test_kl_clipping_and_token_mask_match_the_authors_code(seed, clip, top_p):
 
 
 def test_annealing_follows_the_authors_controller():
-    from .papo_reference import AnnealingKLController
+    from experiments.fidelity.references.papo import AnnealingKLController
 
     method = PAPOCredit(gamma=0.02, eta_aug=0.05, eta_ori=0.05, schedule="annealing", anneal_steps=5)
     ctrl = AnnealingKLController(0.02, 0.0, 5)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
+from experiments.fidelity.references import vgpo as vgpo_reference
 from visgrpo.credit import VGPOCredit
 from visgrpo.credit.vgpo import (
     compensation,
@@ -20,10 +19,6 @@ from visgrpo.credit.vgpo import (
     visual_focus,
 )
 from visgrpo.data.signals import Signals
-
-_spec = importlib.util.spec_from_file_location("vgpo_reference", Path(__file__).with_name("vgpo_reference.py"))
-vgpo_reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(vgpo_reference)
 
 
 def test_psi_alpha_on_a_hand_built_2x4_example():

@@ -1,5 +1,5 @@
 """VPPO (docs/methods.md, VPPO) against a line-by-line transcription of the authors' code
-(tests/credit/vppo_reference.py) on random ragged batches; batch statistics make it
+(experiments/fidelity/references/vppo.py) on random ragged batches; batch statistics make it
 independent of micro-batching; ``vppo + ease`` composes and trains a step."""
 
 from __future__ import annotations
@@ -7,14 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from experiments.fidelity.references.vppo import authors_entropy_penalty, authors_vppo
 from tests.lightning.conftest import in_workspace, workspace  # noqa: F401  (fixtures of the step test)
 from visgrpo.credit import build_credit
 from visgrpo.credit.base import ComposedCredit
 from visgrpo.credit.ease import EASECredit
 from visgrpo.credit.vppo import VPPOCredit, token_dependency
 from visgrpo.data.signals import Signals
-
-from .vppo_reference import authors_entropy_penalty, authors_vppo
 
 
 def _batch(seed: int, B: int = 8, T: int = 13):

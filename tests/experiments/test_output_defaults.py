@@ -12,6 +12,10 @@ import pytest
 #: script module -> the option holding its output path.
 SCRIPTS = {
     "experiments.bench.__main__": "--out",
+    "experiments.bench.plan_memory": "--out",
+    "experiments.fidelity.__main__": "--out",
+    "experiments.learning.__main__": "--results",
+    "experiments.shapes.__main__": "--out",
     "experiments.bench.prefill_bench": "--out",
     "experiments.bench.prefix_bench": "--out",
     "experiments.bench.scaling": "--out",

@@ -1,0 +1,1 @@
+"""Fidelity: visgrpo's credit methods against transcriptions of the authors' code (see README.md)."""
