@@ -65,7 +65,8 @@ BOX_TOL = DEFAULT_TOL  # px of overshoot clipped silently, as every converter
 
 def _put_coverage(union, region, labels, tok_start, kstart, u: int, uni: np.ndarray, per: np.ndarray) -> None:
     """Write unit ``u``'s mask coverage (union [th, tw], per object [K, th, tw]) and the label of
-    the object covering most of each cell (ties: lower index; 0 where none) into the flat outputs."""
+    the object covering most of each cell (ties: lower index; 0 where none) into the flat outputs.
+    """
     lab = np.where(per.max(0) > 0, labels[kstart[u]:kstart[u + 1]][per.argmax(0)], 0)
     union[tok_start[u]:tok_start[u + 1]], region[tok_start[u]:tok_start[u + 1]] = uni.ravel(), lab.ravel()
 

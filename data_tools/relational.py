@@ -52,7 +52,8 @@ def region_name(cx: float, cy: float, size: int) -> str:
 
 def _roles(spots, size: int, rng: np.random.Generator):
     """``(kind, target, twin, reference or None, direction or None)`` indices for these
-    positions, or None when the relation would not be clear-cut."""
+    positions, or None when the relation would not be clear-cut.
+    """
     n = len(spots)
     kind = str(rng.choice(RELATIONS))
     a, b = (int(x) for x in rng.permutation(n)[:2])
@@ -76,7 +77,8 @@ def _roles(spots, size: int, rng: np.random.Generator):
 
 def _attributes(n: int, target: int, twin: int, ref: int | None, rng: np.random.Generator):
     """(shape, colour) of every object: the target and its twin share a shape (no other
-    object has it); another object shares the target's colour; the reference is unique."""
+    object has it); another object shares the target's colour; the reference is unique.
+    """
     shape, colour = str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS)))
     others = [s for s in SHAPES if s != shape]
     objs: list[tuple[str, str] | None] = [None] * n

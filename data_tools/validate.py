@@ -48,7 +48,8 @@ def _grid_from_fingerprint(fp: dict):
 
 def _image_size(img, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """Decode one image (``{"bytes", "path"}`` or PIL) the way training does (upright, RGB8,
-    pixel limit); return ``(height, width)``."""
+    pixel limit); return ``(height, width)``.
+    """
     im = decode_value(img, max_pixels)
     return im.height, im.width
 

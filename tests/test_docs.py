@@ -124,7 +124,8 @@ def _is_placeholder(word: str) -> bool:
 
 def readable_text(path: Path) -> str:
     """The text a reader sees: for Python, its comments and docstrings only (the rest is
-    blanked, keeping line numbers); other files whole."""
+    blanked, keeping line numbers); other files whole.
+    """
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix != ".py":
         return text

@@ -81,7 +81,8 @@ def parse_args(argv=None):
 
 def throughput_runs(base: RunSpec, a, log) -> dict[str, list[dict]]:
     """Alternating fresh-process runs: each round runs visgrpo and TRL (order flipped every
-    round) and every credit configuration (in the quick mode on round 0 only)."""
+    round) and every credit configuration (in the quick mode on round 0 only).
+    """
     runs: dict[str, list[dict]] = {}
     for r in range(a.repeats):
         pair = [replace(base, side="visgrpo"), replace(base, side="trl")]
@@ -121,7 +122,8 @@ def comparisons(runs: dict[str, list[dict]], summary: dict, credits: list[str]) 
     time are kept beside them (``wall_*``), and ``best_*`` compares each configuration's
     best run (fastest median CPU step): on this shared box a whole run sometimes lands in a
     slow phase (the same step then takes ~1.6x the CPU time), which shifts a median of five
-    runs but not the best one."""
+    runs but not the best one.
+    """
     out: dict = {}
     vis, trl = summary.get("visgrpo_dapo", {}), summary.get("trl_grpo", {})
     if "samples_per_cpu_s" in vis and "samples_per_cpu_s" in trl:
@@ -249,7 +251,8 @@ def _f(x, fmt: str = ".3f") -> str:
 
 def add_ab_ratios(comp: dict, micro: dict) -> None:
     """Add the in-process A/B step ratios of ``credit_overhead_bench.py`` (when it ran) to
-    the credit comparisons (``ab_step_ratio``, ``ab_extra_cpu_ms``, ``ab_control_step_ratio``)."""
+    the credit comparisons (``ab_step_ratio``, ``ab_extra_cpu_ms``, ``ab_control_step_ratio``).
+    """
     figs = (micro.get("credit_overhead_bench.py") or {}).get("figures") or {}
     for name, c in comp.items():
         if name != "visgrpo_over_trl" and f"{name}_step_ratio" in figs:

@@ -39,7 +39,8 @@ def _reference():
 
 def _cpu(fn) -> float:
     """Process CPU seconds of one ``fn()`` (CPU time: on a shared machine the wall time also
-    holds the waits for a core; both sides run on one thread)."""
+    holds the waits for a core; both sides run on one thread).
+    """
     t0 = time.process_time()
     fn()
     return time.process_time() - t0
@@ -48,7 +49,8 @@ def _cpu(fn) -> float:
 def _rounds(vec, loop, rounds: int, vec_reps: int) -> tuple[float, float, float]:
     """Interleaved rounds (``vec_reps`` vectorised calls, then one loop call): medians of the
     vectorised and loop times, and the median over rounds of loop / vectorised-median (the
-    ratio within a round is less sensitive to load that drifts over the run)."""
+    ratio within a round is less sensitive to load that drifts over the run).
+    """
     vec_t, loop_t, ratios = [], [], []
     for _ in range(rounds):
         v = statistics.median(_cpu(vec) for _ in range(vec_reps))

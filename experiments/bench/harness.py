@@ -54,7 +54,8 @@ def credit_methods() -> tuple[str, ...]:
 
 def overhead_target(method: str) -> float:
     """Issue 8's step-time target of ``method`` over plain DAPO: 1.25 for EASE (a backward
-    through the attention probe), 1.10 for every other method (new ones included)."""
+    through the attention probe), 1.10 for every other method (new ones included).
+    """
     return 1.25 if method == "ease" else 1.10
 
 

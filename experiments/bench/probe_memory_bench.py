@@ -185,7 +185,8 @@ def run_one(name: str, args) -> dict:
 
 def default_out(model: str, quick: bool) -> Path:
     """The JSON written without ``--out``: under ``runs/bench/`` (the committed
-    ``experiments/bench/results_probe*.json`` only when named)."""
+    ``experiments/bench/results_probe*.json`` only when named).
+    """
     return Path("runs/bench") / f"results_probe{'_tiny' if model == 'tiny' else ''}{'_quick' if quick else ''}.json"
 
 

@@ -271,7 +271,8 @@ def _fmt(q: dict, digits: int = 3) -> str:
 
 def targets(points: list[Point], results: dict[str, dict]) -> dict:
     """Target checks at the largest model (issue 17): visgrpo >= 1.2x TRL samples per CPU-s;
-    each credit method <= 1.10x plain DAPO (EASE <= 1.25x); the A/A control within +-3 %."""
+    each credit method <= 1.10x plain DAPO (EASE <= 1.25x); the A/A control within +-3 %.
+    """
     largest = [p for p in axis_points(points, "model") if p.name in results][-1]
     s = results[largest.name]["summary"]
     out = {"point": largest.name, "trl_ratio": s["trl"]["ratio"]["median"],

@@ -43,7 +43,8 @@ def target_of(arm: str) -> str | None:
 def mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest mean paired difference a two-sided paired t-test over ``n`` seeds detects with
     ``power`` when the differences have standard deviation ``sd``:
-    ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`` (the usual t approximation)."""
+    ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`` (the usual t approximation).
+    """
     from scipy import stats
 
     if n < 2 or not np.isfinite(sd):
@@ -53,7 +54,8 @@ def mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
 
 def steps_to_reach(curve: list, level: float) -> float:
     """First step of a ``[[step, value], ...]`` validation history at or above ``level`` (+1:
-    steps taken), NaN when never."""
+    steps taken), NaN when never.
+    """
     for step, value in sorted(curve):
         if value >= level - 1e-9:
             return float(step + 1)
@@ -146,7 +148,8 @@ def markdown(out: dict, title: str) -> str:
 
 def curves_figure(data: dict[str, dict[int, dict]], path: Path, title: str) -> Path:
     """Held-out greedy and sampled training accuracy per arm (mean over seeds), the warm
-    start's greedy (validation) and sampled (step 0 of every run) levels marked."""
+    start's greedy (validation) and sampled (step 0 of every run) levels marked.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -46,7 +46,8 @@ class Criteria:
 
 def window_means(curve: list[list[float]], window: int) -> tuple[float, float]:
     """Mean of the first and of the last ``window`` values of a ``[[step, value], ...]``
-    history (NaN, NaN for fewer than ``2 * window`` points: the windows would overlap)."""
+    history (NaN, NaN for fewer than ``2 * window`` points: the windows would overlap).
+    """
     v = np.array([x for _, x in sorted(curve)], dtype=np.float64)
     if len(v) < 2 * window:
         return math.nan, math.nan

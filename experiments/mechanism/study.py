@@ -59,7 +59,8 @@ def _dose_name(prefix: str, x: float) -> str:
 
 def configurations() -> dict[str, RunConfig]:
     """Every arm, in the order they run: the EASE dose-response first (the issue's probe
-    says it moves its target), then SAYO's, then the comparison of the registry's methods."""
+    says it moves its target), then SAYO's, then the comparison of the registry's methods.
+    """
     arms = [RunConfig("dapo", group="baseline", dose=0.0)]
     arms += [RunConfig(_dose_name("ease_lambda", x), credit=((EASE, (("lambda_attn", x),)),), group="ease_dose", dose=x)
              for x in EASE_DOSES]
@@ -146,7 +147,8 @@ def final_metrics(tracking_uri: str, run_name: str, experiment: str = EXPERIMENT
     run ``run_name``; with ``histories``, ``{"final": ..., "run_mean": ..., "curves": ...}``:
     the last values, the mean over the run's steps of every training metric (issue 22: a
     last step alone misreads a noisy run) and the ``[[step, value], ...]`` histories of
-    :data:`CURVES` (learning curves and steps-to-reach, recomputable from the JSON)."""
+    :data:`CURVES` (learning curves and steps-to-reach, recomputable from the JSON).
+    """
     from experiments.shapes.runs import client_for
 
     client = client_for(tracking_uri)

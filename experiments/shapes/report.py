@@ -62,7 +62,8 @@ def headline(groups: dict[str, list[RunData]], start_acc: float, start_ease: flo
 
 def _edge_mean(run: RunData, key: str, head: bool, k: int = EDGE) -> float:
     """Mean of the first (``head``) or last ``k`` logged values (one step's 64 sampled
-    responses are a noisy estimate)."""
+    responses are a noisy estimate).
+    """
     h = run.histories.get(key)
     if h is None or not len(h[1]):
         return math.nan

@@ -32,7 +32,8 @@ from experiments.shapes.stages import (
 def stage0(work: Workdir, with_model: bool = True, data: DataSettings | None = None) -> None:
     """Synthetic data (default :data:`recipe.DATA`), object-preserving crops, (optionally) the
     random-weight tiny model, and the evidence masks (for the new model, else the warm start's
-    processor)."""
+    processor).
+    """
     data = data or recipe.DATA
     make_data(work, data)
     crop(work, recipe.CROP_PIPELINE, data.seed)

@@ -1,5 +1,6 @@
 """policy_forward: one forward gives the same log-probs / entropies / hidden / attention as
-separate reference computations on the full model outputs."""
+separate reference computations on the full model outputs.
+"""
 
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def test_policy_forward_with_lora_and_grad(tiny_model_dirs, rl_batch):
 
 def test_policy_forward_under_gradient_checkpointing(tiny_model_dirs, rl_batch):
     """Non-reentrant checkpointing recomputes layers after the probe context has exited:
-    attention-loss gradients must equal those without checkpointing."""
+    attention-loss gradients must equal those without checkpointing.
+    """
     from transformers import AutoModelForImageTextToText
 
     path = tiny_model_dirs["qwen2_5_vl"]

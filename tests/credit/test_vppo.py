@@ -1,6 +1,7 @@
 """VPPO (docs/methods.md, VPPO) against a line-by-line transcription of the authors' code
 (tests/credit/vppo_reference.py) on random ragged batches; batch statistics make it
-independent of micro-batching; ``vppo + ease`` composes and trains a step."""
+independent of micro-batching; ``vppo + ease`` composes and trains a step.
+"""
 
 from __future__ import annotations
 

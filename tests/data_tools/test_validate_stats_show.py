@@ -102,7 +102,8 @@ def test_show_multi_image_record(tmp_path):
 def test_show_draws_the_box_and_the_heatmap_where_they_are(tmp_path):
     """What ``show`` draws, read back from the PNG: on a uniform grey 224 x 224 image whose
     evidence target is spread over the 3 x 3 tokens under the box, the lime outline lies on
-    the box's edges, and the heatmap is bright on those tokens and dark elsewhere."""
+    the box's edges, and the heatmap is bright on those tokens and dark elsewhere.
+    """
     from PIL import Image
 
     from data_tools.show import render

@@ -1,6 +1,7 @@
 """RLVRModule and SFTModule driven by a plain Trainer with a replay engine: the step logic
 (non-finite guard, fused vs two-pass, PPO epochs), evaluation numbers, SFT, LoRA
-checkpoints and export."""
+checkpoints and export.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """``resolve_model``: local directories, ``tiny:<family>`` built once on first use, and one
-line naming a path that is neither local nor on the hub (visgrpo/models/loading.py)."""
+line naming a path that is neither local nor on the hub (visgrpo/models/loading.py).
+"""
 
 from __future__ import annotations
 

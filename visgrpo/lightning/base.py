@@ -151,7 +151,8 @@ class PolicyModule(L.LightningModule):
     def attention_maps(self, prompts: PromptBatch, layer: int | str | None = None) -> list[tuple]:
         """``(image, heat [gh, gw], completion)`` for the first image of each prompt (greedy
         answer), at decoder ``layer`` (an index or a name such as ``two_thirds``; default the
-        diagnostics layer)."""
+        diagnostics layer).
+        """
         was_training = self.policy.training
         rollout = self.engine.generate(self.policy, self.processor, prompts, self.greedy(), seed=0).to(self.device)
         layer = self.diagnostics_layer if layer is None else resolve_layers(layer, self.num_layers)[0]

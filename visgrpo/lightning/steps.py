@@ -1,6 +1,7 @@
 """Pieces of the RL step that do not need the module: rollout collection (with DAPO dynamic
 sampling and overlong shaping), signals of a forward pass, and metric reduction over
-micro-batches."""
+micro-batches.
+"""
 
 from __future__ import annotations
 

@@ -66,7 +66,8 @@ class VisionDims:
 @dataclass(frozen=True)
 class LoraShape:
     """The adapters of one decoder layer: rank, dropout, adapter dtype bytes, and the input
-    widths of the adapted linears grouped by shared input (q/k/v, o, gate/up, down)."""
+    widths of the adapted linears grouped by shared input (q/k/v, o, gate/up, down).
+    """
 
     r: int
     dropout: float

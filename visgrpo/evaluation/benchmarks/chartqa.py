@@ -26,7 +26,8 @@ def chartqa(root: Path) -> list[EvalItem]:
 
     The id is the row index; the split is the category. The headline number is the
     relaxed accuracy over all rows (lmms-eval's ``relaxed_overall``). Scorer: relaxed
-    accuracy (5% for numbers)."""
+    accuracy (5% for numbers).
+    """
     items = []
     for i, row in enumerate(read_rows(root, split="test")):
         where = str(row.get("id", i))

@@ -1,5 +1,6 @@
 """RefCOCO, RefCOCO+ and RefCOCOg referring-expression grounding, every split (one
-registry entry per dataset and split: ``refcoco`` is RefCOCO val)."""
+registry entry per dataset and split: ``refcoco`` is RefCOCO val).
+"""
 
 from __future__ import annotations
 
