@@ -96,7 +96,8 @@ def repo_files() -> list[Path]:
     """The scanned files: the given suffixes, outside SKIP_DIRS and hidden directories."""
     out = []
     for dirpath, dirnames, filenames in os.walk(ROOT):
-        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".") and not d.endswith(".egg-info")]
+        dirnames[:] = [d for d in dirnames
+                       if d not in SKIP_DIRS and not d.startswith(".") and not d.endswith(".egg-info")]
         out += [Path(dirpath) / f for f in filenames if Path(f).suffix in SUFFIXES]
     return sorted(out)
 

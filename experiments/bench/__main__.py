@@ -323,7 +323,8 @@ def write_markdown(res: dict) -> str:
               "rollout, interleaved in one process; step = rollout phase + pass; the A/A control "
               "row shows its noise).", "",
               "| comparison | CPU ratio | CPU paired-round median | CPU best run | wall ratio | wall paired-round "
-              "median | in-process A/B (CPU) | target | met (CPU, end-to-end) |", "|---|---|---|---|---|---|---|---|---|"]
+              "median | in-process A/B (CPU) | target | met (CPU, end-to-end) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, c in res["comparisons"].items():
         met = "yes" if c["meets_target"] else "NO"
         if name == "visgrpo_over_trl":
@@ -352,7 +353,8 @@ def write_markdown(res: dict) -> str:
         shown = [x for i, x in enumerate(args) if x not in hidden and (i == 0 or args[i - 1] not in hidden)]
         took = ""
         if "seconds" in e:
-            took = f" ({e['seconds']:.1f} s wall" + (f", {e['cpu_seconds']:.1f} s CPU" if "cpu_seconds" in e else "") + ")"
+            took = (f" ({e['seconds']:.1f} s wall"
+                    + (f", {e['cpu_seconds']:.1f} s CPU" if "cpu_seconds" in e else "") + ")")
         lines.append(f"- `{name}` {' '.join(shown)}: {e['status']}{took}" + (f": {figs}" if figs else ""))
     return "\n".join(lines) + "\n"
 

@@ -11,7 +11,8 @@ checks that they agree, and prints the speed-up (issue 5 target: >= 100x, on its
 part without the D-dimensional dot products); the vectorised focus alone is timed too.
 The loop's cost is dominated by the D-dimensional Python dot products, so the full ratio
 grows with D; the vectorised weights are a few dozen small tensor ops (dispatch-bound, about
-5-10x the loop), the vectorised focus is two memory-bound passes over the [B, T, D] states. Loop inputs are converted to Python lists
+5-10x the loop), the vectorised focus is two memory-bound passes over the [B, T, D] states.
+Loop inputs are converted to Python lists
 before timing (conversion excluded); the vectorised side gets tensors. Times are medians of
 process CPU time (``time.process_time``). Last stdout line is a JSON summary.
 """

@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--out", type=Path, default=Path("runs/bench/prefill.md"),
-                   help="table (default under runs/; the committed experiments/bench/results/prefill.md only when named)")
+                   help="table (default under runs/; the committed experiments/bench/results/prefill.md "
+                        "only when named)")
     args = p.parse_args(argv)
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (quartiles)")

@@ -19,7 +19,8 @@ All run the decoder forward (``model.model``) under ``torch.no_grad``.
 
 Peak memory: the process's peak resident set (VmHWM, reset through /proc/self/clear_refs
 just before the forward) minus its resident set before the forward, after one unmeasured
-warm-up forward and with the previous forward's outputs freed, with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``)
+warm-up forward and with the previous forward's outputs freed, with glibc's mmap threshold
+fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``)
 so that freed tensors leave the resident set. "Extra" of a
 configuration = its peak minus the sdpa baseline's peak. Time: wall clock of the forward
 (best of ``--repeats``), on whatever cores ``--threads`` allows.

@@ -17,7 +17,8 @@ Protocol at a point (noise control): two long-lived workers (:mod:`experiments.b
 visgrpo and TRL, loaded once; then rounds. A round runs one whole training step (generation
 forced to the full length, rewards, forward, backward, optimiser) of every configuration in a
 random order drawn afresh each round (seeded): visgrpo ``plain`` DAPO, ``plain_control``
-(plain again under a second label: the A/A control), each credit method (``harness.credit_methods()``; the visgrpo worker switches
+(plain again under a second label: the A/A control), each credit method
+(``harness.credit_methods()``; the visgrpo worker switches
 its credit between steps, so every configuration trains the same policy, in turn) and TRL. Each
 step is timed on the worker's process CPU clock (one torch thread), from its command to the
 end of its optimiser step. Per round, every configuration's ratio to the same round's plain

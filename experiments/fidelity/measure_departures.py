@@ -71,7 +71,8 @@ def measure_vgpo() -> None:
     authors = vgpo_ref.authors_vgpo(adv, last, img, P, mask, gids)
     print(f"VGPO default vs authors' code (bugs fixed): {_maxdiff(default, authors, mask):.2e}")
     print(f"VGPO gate_rounding=ceil: {_maxdiff(vgpo_ours(*case, gate_rounding='ceil'), default, mask):.3f}")
-    print(f"VGPO hidden_position=predicting: {_maxdiff(vgpo_ours(*case, hidden_position='predicting'), default, mask):.3f}")
+    print("VGPO hidden_position=predicting: "
+          f"{_maxdiff(vgpo_ours(*case, hidden_position='predicting'), default, mask):.3f}")
     old = vgpo_ours(*case, gate_rounding="ceil", hidden_position="predicting")
     print(f"VGPO both old options: {_maxdiff(old, default, mask):.3f}")
     for offset, label in ((0.0, "random"), (3.0, "all cosines positive")):

@@ -42,7 +42,8 @@ MIN_CHAIN = 16  # response tokens below which there is no reasoning chain to for
 CLAIMS = [
     ("EASE raises evidence attention at its supervised layer (paper's λ = 1e-3)", "ease_lambda0.001",
      "val/ease/evidence_ratio", 1),
-    ("EASE raises evidence attention at its supervised layer (λ = 0.1)", "ease_lambda0.1", "val/ease/evidence_ratio", 1),
+    ("EASE raises evidence attention at its supervised layer (λ = 0.1)", "ease_lambda0.1",
+     "val/ease/evidence_ratio", 1),
     ("EASE improves accuracy (λ = 0.1)", "ease_lambda0.1", "val/accuracy", 1),
     ("SAYO improves region attention with an attention-only reward (weight 1)", "sayo_weight1",
      "val/sayo/region_ratio", 1),
@@ -242,7 +243,8 @@ def build(results: Path, label: str = "", chance: float | None = None) -> Path:
     steps = sorted({m.get("_steps") for c, runs in data.items() if c != "warmstart" for m in runs.values()} - {None})
     seeds = sorted({s for c, runs in data.items() if c != "warmstart" for s in runs})
     lines = [f"# Mechanism study report{f' — {label}' if label else ''}", "",
-             f"{sum(len(r) for c, r in data.items() if c != 'warmstart')} runs, {len(data) - ('warmstart' in data)} arms, "
+             f"{sum(len(r) for c, r in data.items() if c != 'warmstart')} runs, "
+             f"{len(data) - ('warmstart' in data)} arms, "
              f"seeds {seeds}, {steps} RL steps each. Every quantity is measured on held-out validation images at the "
              "end of training (greedy answers). Mean [bootstrap 95% CI over seeds]; Δ = paired difference from dapo "
              "on the same seeds [bootstrap 95% CI], p = exact two-sided sign-flip test and paired t-test.", "",

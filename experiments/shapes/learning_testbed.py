@@ -119,4 +119,5 @@ def rl_overrides() -> list[str]:
     """CLI overrides of ``configs/experiment/shapes_rl.yaml`` for this testbed's RL recipe."""
     return [f"--model.init_args.learning_rate={RL_LR}", f"--data.batch_size={RL_PROMPTS}",
             f"--model.init_args.sampling.max_new_tokens={MAX_NEW_TOKENS}",
-            f"--model.init_args.objective_overrides={json.dumps({'max_sampling_tries': 2, 'overlong_cache_length': OVERLONG_CACHE})}"]
+            "--model.init_args.objective_overrides="
+            f"{json.dumps({'max_sampling_tries': 2, 'overlong_cache_length': OVERLONG_CACHE})}"]

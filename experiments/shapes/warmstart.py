@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=".", help="where artifacts/, runs/ and mlflow.db go")
     parser.add_argument("--out", default="runs/shapes/warmstart",
-                        help=f"export directory of the warm start (the committed {WARMSTART_DIR.name}/ only when named)")
+                        help="export directory of the warm start "
+                             f"(the committed {WARMSTART_DIR.name}/ only when named)")
     parser.add_argument("--steps", type=int, default=recipe.SFT_STEPS)
     parser.add_argument("--val-every", type=int, default=50)
     args = parser.parse_args(argv)

@@ -61,7 +61,8 @@ def test_target_sums_to_one_and_peaks_in_the_box():
     assert cells == {(1, 2), (1, 3), (2, 2), (2, 3), (4, 6), (4, 7), (5, 6), (5, 7)}
     assert float(q.min()) >= 0.1 / 48  # uniform floor alpha / N
     # No box: uniform; a degenerate (zero-size) box still gives a finite distribution.
-    assert torch.allclose(smoothed_evidence_target(torch.zeros(0, 4), (2, 3)), torch.full((6,), 1 / 6, dtype=torch.float64))
+    assert torch.allclose(smoothed_evidence_target(torch.zeros(0, 4), (2, 3)),
+                          torch.full((6,), 1 / 6, dtype=torch.float64))
     q0 = smoothed_evidence_target(torch.tensor([[1.2, 0.7, 1.2, 0.7]]), (2, 3))
     assert torch.isfinite(q0).all() and int(q0.argmax()) == 1  # nearest centre: row 0, col 1
     with pytest.raises(ValueError, match="x1 >= x0"):
@@ -85,7 +86,8 @@ def test_evenly_spaced_selection():
 
 def _kl_setup(p_row, q, rewards=(1.0,)):
     attn = torch.tensor([[p_row]], requires_grad=True)  # [1, 1, N]
-    return attn, torch.ones(1, len(q), dtype=torch.bool), torch.tensor([q]), torch.ones(1, 1, dtype=torch.bool), torch.tensor(rewards)
+    return (attn, torch.ones(1, len(q), dtype=torch.bool), torch.tensor([q]), torch.ones(1, 1, dtype=torch.bool),
+            torch.tensor(rewards))
 
 
 def test_kl_hand_values_both_directions():
@@ -113,7 +115,8 @@ def test_gate_excludes_low_reward_trajectories_and_gradient_flows():
     attn = torch.rand(3, 6, 5).softmax(-1).requires_grad_(True)
     target = torch.rand(3, 5).softmax(-1)
     mask = torch.ones(3, 6, dtype=torch.bool)
-    loss, m = ease_attention_loss(attn, torch.ones(3, 5, dtype=torch.bool), target, mask, torch.tensor([1.0, 0.49, 0.5]))
+    loss, m = ease_attention_loss(attn, torch.ones(3, 5, dtype=torch.bool), target, mask,
+                                  torch.tensor([1.0, 0.49, 0.5]))
     loss.backward()
     assert float(m["gated"]) == 2.0  # rewards 1.0 and 0.5 pass the >= 0.5 gate
     assert attn.grad[0].abs().sum() > 0 and attn.grad[2].abs().sum() > 0
@@ -146,7 +149,8 @@ def test_global_normaliser_makes_micro_batches_add_up():
              for s in (slice(0, 2), slice(2, 4))]
     assert sum(parts).item() == pytest.approx(full.item(), rel=1e-6)
     # Without the global normaliser, each half would be its own mean (different sum).
-    halves = [ease_attention_loss(attn[s], img[s], target[s], mask[s], rewards[s])[0] for s in (slice(0, 2), slice(2, 4))]
+    halves = [ease_attention_loss(attn[s], img[s], target[s], mask[s], rewards[s])[0]
+              for s in (slice(0, 2), slice(2, 4))]
     assert sum(halves).item() != pytest.approx(full.item(), rel=1e-3)
 
 

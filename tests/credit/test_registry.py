@@ -97,7 +97,8 @@ def full_signals() -> Signals:
         response_attention={k: rows(B, T, T).tril() for k in range(L)},
         own_image_attention={k: rows(B, T, N) for k in range(L)},
         evidence_mask=torch.tensor([[1.0, 0, 0, 0]] * B), evidence_target=torch.tensor([[0.7, 0.1, 0.1, 0.1]] * B),
-        region_labels=torch.tensor([[1, 0, 0, 0]] * B), logp=logp, masked_logp=logp - 0.5 * torch.rand(B, T, generator=g),
+        region_labels=torch.tensor([[1, 0, 0, 0]] * B), logp=logp,
+        masked_logp=logp - 0.5 * torch.rand(B, T, generator=g),
     )
 
 

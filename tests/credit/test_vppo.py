@@ -85,8 +85,9 @@ def test_options_and_entropy_penalty():
     logp = sig.logp.clone().requires_grad_(True)
     sig.logp = logp
     loss, _ = VPPOCredit().auxiliary_loss(sig, normaliser=sig.response_mask.sum())
-    assert float(loss.detach()) == pytest.approx(authors_entropy_penalty(logp.tolist(), sig.response_mask.long().tolist()),
-                                        abs=1e-9)
+    assert float(loss.detach()) == pytest.approx(
+        authors_entropy_penalty(logp.tolist(), sig.response_mask.long().tolist()),
+        abs=1e-9)
     loss.backward()
     assert float(logp.grad[sig.response_mask].max()) == pytest.approx(-0.06 / int(sig.response_mask.sum()))
     assert VPPOCredit(entropy_coef=0.0).auxiliary_loss(sig)[0] is None

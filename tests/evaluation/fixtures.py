@@ -272,7 +272,8 @@ def refcoco(root: Path, splits: tuple[str, ...] = ("test", "testA", "testB")) ->
                         ("bbox", pa.list_(pa.float32())), ("iscrowd", pa.int8()),
                         ("file_name", pa.string())])
     rows = [{"question_id": str(i), "image": img(56, 42) if i == 0 else img(64, 48),
-             "question": "Please carefully observe the area circled in the image and come up with a caption for the area.",
+             "question": "Please carefully observe the area circled in the image and come up with a caption "
+                         "for the area.",
              "answer": exprs, "segmentation": [0.0] * 6, "bbox": box, "iscrowd": 0,
              "file_name": f"COCO_train2014_{i:012d}.jpg"}
             for i, (exprs, box) in enumerate([(["left dog", "brown dog"], REFCOCO_BOXES[0]),

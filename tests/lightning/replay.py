@@ -35,7 +35,8 @@ class ReplayEngine:
                 right = is_right(sample["id"], g)
                 text = f"<think></think><answer>{sample['answer'] if right else 'zero'}</answer>"
                 responses.append(tok(text, add_special_tokens=False)["input_ids"] + [eos[0]])
-        return assemble_rollout(processor, prompts, enc, responses, sampling.num_generations, eos, vision_token_ids(tok))
+        return assemble_rollout(processor, prompts, enc, responses, sampling.num_generations, eos,
+                                vision_token_ids(tok))
 
 
 class GradientRecorder(L.Callback):

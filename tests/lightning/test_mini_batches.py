@@ -194,6 +194,7 @@ def test_papo_updates_reuse_the_rollout_policys_masked_logprobs(in_workspace, mo
     request = SignalRequest(masked_logp=module.credit.methods[0].perturbation)
     with torch.no_grad():
         want = fresh.forward_signals(fresh.policy, module.last_rollout.select(torch.arange(8, 16)), request).masked_logp
-        now = module.forward_signals(module.policy, module.last_rollout.select(torch.arange(8, 16)), request).masked_logp
+        now = module.forward_signals(module.policy, module.last_rollout.select(torch.arange(8, 16)),
+                                     request).masked_logp
     torch.testing.assert_close(seen[1], want, rtol=0, atol=1e-5)
     assert float((now - want).abs().max()) > 1e-3  # the updated policy's would differ

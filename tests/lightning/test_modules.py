@@ -119,7 +119,8 @@ def test_validation_accuracy_counts_right_answers(in_workspace):
         assert math.isfinite(out[f"val/evidence_ratio_L{k}"])
     assert out["val/ease/evidence_ratio"] == pytest.approx(out[f"val/evidence_ratio_L{2 * layers // 3}"], rel=1e-5)
     assert out["val/evidence_ratio"] == pytest.approx(out[f"val/evidence_ratio_L{layers - 1}"], rel=1e-5)
-    for key in ("val/ease/kl", "val/sayo/region_ratio", "val/vgpo/focus_slope", "val/atrl/weight_std", "val/vppo/dependency",
+    for key in ("val/ease/kl", "val/sayo/region_ratio", "val/vgpo/focus_slope", "val/atrl/weight_std",
+                "val/vppo/dependency",
                 "val/atrl/clusters_per_response"):
         assert math.isfinite(out[key]), key
 

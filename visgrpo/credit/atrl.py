@@ -59,7 +59,8 @@ def anchor_tokens(c: Tensor, response_mask: Tensor, anchor_frac: float = 0.15) -
     return anchors
 
 
-def response_graph(attn: np.ndarray, top_k: int = 8, edge_scale: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def response_graph(attn: np.ndarray, top_k: int = 8,
+                   edge_scale: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR adjacency of one response's token graph (vectorised numpy).
 
     Args:
@@ -94,7 +95,8 @@ def response_graph(attn: np.ndarray, top_k: int = 8, edge_scale: int = 1000) -> 
     return xadj, v, weights.astype(np.int64)
 
 
-def partition_response(attn: np.ndarray, cluster_size: int = 16, top_k: int = 8, edge_scale: int = 1000, seed: int = 0) -> np.ndarray:
+def partition_response(attn: np.ndarray, cluster_size: int = 16, top_k: int = 8, edge_scale: int = 1000,
+                       seed: int = 0) -> np.ndarray:
     """Cluster index [n] of each real token: METIS into ``ceil(n / cluster_size)`` parts
     (all zeros when that is 1).
     """

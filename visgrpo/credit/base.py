@@ -11,7 +11,8 @@ forward pass (:class:`Signals`) and may
 * add an auxiliary loss computed on attention WITH autograd (EASE, ``auxiliary_loss``).
 
 Each method also declares the validation metrics of its own target
-(:meth:`CreditMethod.target_metrics`). Methods compose through :class:`ComposedCredit` (e.g. EASE + AT-RL). Each method declares
+(:meth:`CreditMethod.target_metrics`). Methods compose through :class:`ComposedCredit`
+(e.g. EASE + AT-RL). Each method declares
 the signals it needs with :meth:`CreditMethod.request` (the base class binds the decoder
 depth first, so layer specs resolve there) and the forward pass probes only those layers.
 """

@@ -136,7 +136,8 @@ class PAPOCredit(CreditMethod):
                              f"got {anneal_steps}")
         self.gamma, self.eta_aug, self.eta_ori = gamma, eta_aug, eta_ori
         self.mask_prob, self.patch_size = mask_prob, patch_size
-        self.recompute_masked_logp, self.kl_clip, self.kl_token_top_frac = recompute_masked_logp, kl_clip, kl_token_top_frac
+        self.recompute_masked_logp, self.kl_clip = recompute_masked_logp, kl_clip
+        self.kl_token_top_frac = kl_token_top_frac
         self.schedule, self.anneal_start, self.anneal_end, self.anneal_steps = (
             schedule, anneal_start, anneal_end, anneal_steps)
         self._rollout_batches = 0

@@ -1,7 +1,8 @@
 """VPPO: visually-perceptive policy optimisation (arXiv 2510.09285; docs/methods.md, VPPO).
 
 As the authors' code defines it (``update_policy`` in
-https://github.com/huaixuheqing/VPPO-RL/blob/HEAD/verl/workers/actor/dp_actor.py): with ``logp`` the rollout policy's log-probs on the real image and
+https://github.com/huaixuheqing/VPPO-RL/blob/HEAD/verl/workers/actor/dp_actor.py): with ``logp``
+the rollout policy's log-probs on the real image and
 ``logp_m`` those on an image with random 14-px patches blackened (p = 0.5)::
 
     d_t   = clamp(logp_m_t - logp_t, -20, 20)

@@ -215,7 +215,8 @@ class ExportModel(L.Callback):
         if not trainer.is_global_zero:
             return
         out = export_hf(
-            pl_module.policy, pl_module.processor, self.dirpath or Path(trainer.default_root_dir) / "export", self.merged
+            pl_module.policy, pl_module.processor,
+            self.dirpath or Path(trainer.default_root_dir) / "export", self.merged
         )
         self.exported = out
         client, run_id = mlflow_client(trainer)

@@ -119,7 +119,8 @@ def check_hyperparameters(**values: float | int) -> None:
             require(value > 0, key, f"must be > 0, got {value}")
         elif name in ("weight_decay", "warmup_steps", "max_grad_norm"):
             require(value >= 0, key, f"must be >= 0, got {value}")
-        elif name in ("micro_batch_size", "mini_batch_size", "ppo_epochs", "logprob_chunk_size", "attention_chunk_size"):
+        elif name in ("micro_batch_size", "mini_batch_size", "ppo_epochs", "logprob_chunk_size",
+                      "attention_chunk_size"):
             require(value >= 1, key, f"must be >= 1, got {value}")
         else:
             raise KeyError(f"no rule for hyper-parameter {name!r}")

@@ -53,7 +53,10 @@ class TextDims:
 
 @dataclass(frozen=True)
 class VisionDims:
-    """Vision tower sizes: ``depth`` blocks of width ``hidden``, MLP ``inter`` (``gated``: SwiGLU), ``heads``, ``merge``."""
+    """Vision tower sizes.
+
+    ``depth`` blocks of width ``hidden``, MLP ``inter`` (``gated``: SwiGLU), ``heads``, ``merge``.
+    """
 
     depth: int
     hidden: int

@@ -32,7 +32,7 @@ def mmvp_metrics(items: Sequence[EvalItem], completions: Sequence[str],
           source="MMVP/MMVP (dataset card); lmms-lab-eval/MMVP (dataset card); tsb0601/MMVP "
                  "scripts/evaluate_mllm.py, gpt_grader.py")
 def mmvp(root: Path) -> list[EvalItem]:
-    """MMVP, 300 questions in 150 pairs on CLIP-blind image pairs, in either release:
+    """MMVP, 300 questions in 150 pairs on CLIP-blind image pairs, in either release.
 
     * ``MMVP/MMVP`` (an image folder): ``Questions.csv`` with ``MMVP Images/<Index>.jpg``;
     * ``lmms-lab-eval/MMVP``: ``data/train-*.parquet`` with the same columns and an
