@@ -50,7 +50,8 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape, cx, cy, r, fill) -> None:
 
 def place(n: int, size: int, rng: np.random.Generator, tries: int = 200, radius: tuple[float, float] = (0.07, 0.12)):
     """Centres and radii of ``n`` non-overlapping objects inside the canvas (or None);
-    radii uniform in ``radius`` x ``size``."""
+    radii uniform in ``radius`` x ``size``.
+    """
     out: list[tuple[float, float, float]] = []
     for _ in range(tries * n):
         r = float(rng.uniform(*radius) * size)

@@ -76,7 +76,8 @@ class ProcessorGrid(Geometry):
     @classmethod
     def from_image_processor(cls, family: str, image_processor, source: str = "") -> ProcessorGrid:
         """Settings and ``smart_resize`` read from ``image_processor`` (as
-        :func:`visgrpo.data.geometry.processor_geometry` does for a full processor)."""
+        :func:`visgrpo.data.geometry.processor_geometry` does for a full processor).
+        """
         return cls(family, **image_processor_settings(image_processor),
                    smart_resize=smart_resize_of(image_processor),
                    image_processor=image_processor, source=source)
@@ -213,7 +214,8 @@ def union_cell_coverage(b: np.ndarray, th: int, tw: int) -> np.ndarray:
 def pixel_cell_overlap(pixels: int, cells: int) -> np.ndarray:
     """``[cells, pixels]`` float32: length of each original pixel [x, x+1] inside each cell
     (cells of ``pixels / cells`` px). Whole pixels weigh exactly 1, so summing a mask's pixels
-    with it in float32 is exact (integer counts), unlike summing weights of ``1/step``."""
+    with it in float32 is exact (integer counts), unlike summing weights of ``1/step``.
+    """
     step = pixels / cells  # a cell's extent in original pixels
     x = np.arange(pixels, dtype=np.float64)
     lo = np.arange(cells, dtype=np.float64)[:, None] * step  # [cells, 1]
@@ -223,7 +225,8 @@ def pixel_cell_overlap(pixels: int, cells: int) -> np.ndarray:
 
 def pixel_cell_weights(pixels: int, cells: int) -> np.ndarray:
     """``[cells, pixels]`` float64: share of each original pixel in each cell, averaged
-    (:func:`pixel_cell_overlap` / cell extent)."""
+    (:func:`pixel_cell_overlap` / cell extent).
+    """
     return pixel_cell_overlap(pixels, cells) / (pixels / cells)
 
 

@@ -65,7 +65,8 @@ BOX_TOL = DEFAULT_TOL  # px of overshoot clipped silently, as every converter
 
 def _put_coverage(union, region, labels, tok_start, kstart, u: int, uni: np.ndarray, per: np.ndarray) -> None:
     """Write unit ``u``'s mask coverage (union [th, tw], per object [K, th, tw]) and the label of
-    the object covering most of each cell (ties: lower index; 0 where none) into the flat outputs."""
+    the object covering most of each cell (ties: lower index; 0 where none) into the flat outputs.
+    """
     lab = np.where(per.max(0) > 0, labels[kstart[u]:kstart[u + 1]][per.argmax(0)], 0)
     union[tok_start[u]:tok_start[u + 1]], region[tok_start[u]:tok_start[u + 1]] = uni.ravel(), lab.ravel()
 
@@ -144,11 +145,13 @@ def evidence_for_table(
             if i not in bad:
                 bad[i] = RecordError(_record_where(ids, i, row_offset), field_fn(i), reason_fn(i))
 
-    flag(np.flatnonzero(n_img != n_img_w), lambda i: "width/height", lambda i: "width and height lists differ in length")
+    flag(np.flatnonzero(n_img != n_img_w), lambda i: "width/height",
+         lambda i: "width and height lists differ in length")
     flag(np.flatnonzero(n_img == 0), lambda i: "width/height", lambda i: "no image size")
     flag(np.flatnonzero(nbi != n_box), lambda i: "box_image", lambda i: f"{nbi[i]} entries for {n_box[i]} boxes")
     if segs is not None:
-        flag(np.flatnonzero(~seg_null & (nseg != n_box)), lambda i: "segmentation", lambda i: f"{nseg[i]} entries for {n_box[i]} boxes")
+        flag(np.flatnonzero(~seg_null & (nseg != n_box)), lambda i: "segmentation",
+             lambda i: f"{nseg[i]} entries for {n_box[i]} boxes")
     ok_rows = np.array([i not in bad for i in range(n)], bool)
     unit_ok = np.repeat(ok_rows, n_img)  # [U]
     h_u, w_u = np.where(unit_ok, heights, 1), np.where(unit_ok, widths, 1)  # [U]
@@ -163,18 +166,21 @@ def evidence_for_table(
             msg = str(e)
         if resized[j, 0] < 0:
             rows = unit_row[(inv.reshape(-1) == j) & unit_ok]
-            reason = f"image size {w}x{h} " + ("not positive" if resized[j, 0] == -1 else f"rejected by the processor: {msg}")
+            reason = f"image size {w}x{h} " + (
+                "not positive" if resized[j, 0] == -1 else f"rejected by the processor: {msg}")
             flag(rows, lambda i: "width/height", lambda i, r=reason: r)
     resized = resized[inv.reshape(-1)]  # [U, 2]
     ok_rows = np.array([i not in bad for i in range(n)], bool)
     box_ok = ok_rows[box_row] & (box_img >= 0) & (box_img < n_img[box_row])  # [B]
-    flag(box_row[ok_rows[box_row] & ~box_ok], lambda i: "box_image", lambda i: "index out of range of the sample's images")
+    flag(box_row[ok_rows[box_row] & ~box_ok], lambda i: "box_image",
+         lambda i: "index out of range of the sample's images")
     box_unit = img_start[box_row] + np.clip(box_img, 0, None)  # [B]
     box_unit = np.where(box_ok, box_unit, 0)
     W, H = w_u[box_unit].astype(np.float64), h_u[box_unit].astype(np.float64)  # [B]
     x0, y0, x1, y1 = boxes.T
     lim = np.stack([W, H, W, H], 1)
-    wrong = ~np.isfinite(boxes).all(1) | (x1 <= x0) | (y1 <= y0) | (boxes < -BOX_TOL).any(1) | (boxes > lim + BOX_TOL).any(1)
+    wrong = (~np.isfinite(boxes).all(1) | (x1 <= x0) | (y1 <= y0) | (boxes < -BOX_TOL).any(1)
+             | (boxes > lim + BOX_TOL).any(1))
     for bi in np.flatnonzero(wrong & box_ok):
         i = int(box_row[bi])
         if i not in bad:
@@ -219,7 +225,8 @@ def evidence_for_table(
         bmp = gaussian_cell_bumps(torch.from_numpy(np.ascontiguousarray(b, np.float64)), (th, tw),
                                   sigma_scale).numpy()  # [S, th, tw] float64
         pos = tok_start[units][:, None] + np.arange(th * tw)  # [S, th*tw]
-        union[pos], region[pos], bump[pos] = uni.reshape(len(units), -1), lab.reshape(len(units), -1), bmp.reshape(len(units), -1)
+        union[pos], region[pos], bump[pos] = (uni.reshape(len(units), -1), lab.reshape(len(units), -1),
+                                              bmp.reshape(len(units), -1))
     if segs is not None:
         for u in np.flatnonzero(k_u > 0):
             ob = order[kstart[u]:kstart[u + 1]]
@@ -252,7 +259,8 @@ def evidence_for_table(
     goff = pa.array(np.concatenate([[0], np.cumsum(n_img[keep])]).astype(np.int32))
     thw = np.concatenate([np.ones((len(kept_units), 1), np.int64), th_tw * grid.merge_size], 1)
     cols = {
-        "grid_thw": pa.ListArray.from_arrays(goff, pa.FixedSizeListArray.from_arrays(pa.array(thw.ravel().astype(np.int32)), 3)),
+        "grid_thw": pa.ListArray.from_arrays(
+            goff, pa.FixedSizeListArray.from_arrays(pa.array(thw.ravel().astype(np.int32)), 3)),
         **{
             name: pa.ListArray.from_arrays(off, pa.array(values))
             for name, values in zip(

@@ -52,7 +52,8 @@ def region_name(cx: float, cy: float, size: int) -> str:
 
 def _roles(spots, size: int, rng: np.random.Generator):
     """``(kind, target, twin, reference or None, direction or None)`` indices for these
-    positions, or None when the relation would not be clear-cut."""
+    positions, or None when the relation would not be clear-cut.
+    """
     n = len(spots)
     kind = str(rng.choice(RELATIONS))
     a, b = (int(x) for x in rng.permutation(n)[:2])
@@ -64,7 +65,8 @@ def _roles(spots, size: int, rng: np.random.Generator):
             return None
         target, twin = (a, b) if rng.random() < 0.5 else (b, a)
         before = xy[target, axis] < xy[twin, axis]
-        direction = ("on the left" if before else "on the right") if axis == 0 else ("at the top" if before else "at the bottom")
+        direction = (("on the left" if before else "on the right") if axis == 0
+                     else ("at the top" if before else "at the bottom"))
         return kind, target, twin, None, direction
     ref = int(rng.choice([k for k in range(n) if k not in (a, b)]))
     da, db = (float(np.linalg.norm(xy[k] - xy[ref])) for k in (a, b))
@@ -76,7 +78,8 @@ def _roles(spots, size: int, rng: np.random.Generator):
 
 def _attributes(n: int, target: int, twin: int, ref: int | None, rng: np.random.Generator):
     """(shape, colour) of every object: the target and its twin share a shape (no other
-    object has it); another object shares the target's colour; the reference is unique."""
+    object has it); another object shares the target's colour; the reference is unique.
+    """
     shape, colour = str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS)))
     others = [s for s in SHAPES if s != shape]
     objs: list[tuple[str, str] | None] = [None] * n
@@ -105,7 +108,8 @@ CHAINS = ("full", "candidates")
 def _reasoning(scene, kind, target, twin, ref, direction, size, chain: str = "full") -> str:
     place_of = [region_name((o["box"][0] + o["box"][2]) / 2, (o["box"][1] + o["box"][3]) / 2, size) for o in scene]
     centre = [((o["box"][0] + o["box"][2]) / 2, (o["box"][1] + o["box"][3]) / 2) for o in scene]
-    order = sorted(range(len(scene)), key=lambda k: (min(int(3 * centre[k][1] / size), 2), centre[k][0]))  # reading order
+    # reading order
+    order = sorted(range(len(scene)), key=lambda k: (min(int(3 * centre[k][1] / size), 2), centre[k][0]))
     listed = ", ".join(f"{_article(scene[k]['colour'])} {scene[k]['colour']} {scene[k]['shape']} at the {place_of[k]}"
                        for k in order)
     t, w = scene[target], scene[twin]

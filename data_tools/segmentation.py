@@ -107,7 +107,8 @@ def _rle_runs(counts) -> list[int]:
     (pycocotools ``rleFrString``: 5-bit groups offset by 48, continuation bit 0x20, sign bit
     0x10, runs after the second stored as the difference to the run two before).
     Well-formed strings take a tight loop over their bytes; anything else the checked loop
-    of :func:`_rle_runs_checked`, which names the fault."""
+    of :func:`_rle_runs_checked`, which names the fault.
+    """
     if isinstance(counts, str) and counts.isascii():
         runs: list[int] = []
         append, x, shift, n = runs.append, 0, 0, 0
@@ -134,7 +135,8 @@ def _rle_runs(counts) -> list[int]:
 def _rle_runs_checked(counts) -> list[int]:
     """Run lengths of an RLE's ``counts``: a list of ints, or COCO's compressed string
     (pycocotools ``rleFrString``: 5-bit groups offset by 48, continuation bit 0x20, sign bit
-    0x10, runs after the second stored as the difference to the run two before)."""
+    0x10, runs after the second stored as the difference to the run two before).
+    """
     if isinstance(counts, (list, tuple)):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
             raise ValueError("uncompressed counts must be a list of ints")
@@ -164,7 +166,8 @@ def _rle_runs_checked(counts) -> list[int]:
 
 def _segmentation_rle(seg, height: int, width: int) -> tuple[dict, list[int] | None]:
     """One entry -> (pycocotools RLE with compressed ``bytes`` counts, its validated run
-    lengths or ``None`` for polygons, whose RLE pycocotools builds itself)."""
+    lengths or ``None`` for polygons, whose RLE pycocotools builds itself).
+    """
     from pycocotools import mask as mask_utils
 
     obj = json.loads(seg) if isinstance(seg, str) else seg

@@ -85,7 +85,8 @@ def _attributes(qtype: str, n: int, rng: np.random.Generator):
 def make_sample(index: int, seed: int, size: int = 224, min_objects: int = 4,
                 max_objects: int = 7, question_types=QUESTION_TYPES, choice_fraction: float = 0.5) -> dict:
     """Sample ``index``: a row of the dataset (``image`` as PNG bytes), fully determined by
-    ``(seed, index)`` and the settings."""
+    ``(seed, index)`` and the settings.
+    """
     from pycocotools import mask as mask_utils
 
     rng = np.random.default_rng([seed, index])

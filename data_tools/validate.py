@@ -48,7 +48,8 @@ def _grid_from_fingerprint(fp: dict):
 
 def _image_size(img, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """Decode one image (``{"bytes", "path"}`` or PIL) the way training does (upright, RGB8,
-    pixel limit); return ``(height, width)``."""
+    pixel limit); return ``(height, width)``.
+    """
     im = decode_value(img, max_pixels)
     return im.height, im.width
 
@@ -74,7 +75,8 @@ def check_record(
     boxes = row.get("boxes") or []
     n = len(boxes)
     if isinstance(row.get("segmentation"), str):
-        raise RecordError(where, "segmentation", "one string; expected one JSON text per box (data_tools/segmentation.py)")
+        raise RecordError(where, "segmentation",
+                          "one string; expected one JSON text per box (data_tools/segmentation.py)")
     for col in ("box_labels", "segmentation", "box_image"):
         if row.get(col) is not None and len(row[col]) != n and (col != "box_labels" or row[col]):
             raise RecordError(where, col, f"{len(row[col])} entries for {n} boxes")
@@ -179,7 +181,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     path = Path(args.dataset)
     splits = split_dirs(path)
-    reports = [validate_dir(path / s if s else path, not args.no_images, args.max_image_pixels) for s in (splits or [""])]
+    reports = [validate_dir(path / s if s else path, not args.no_images, args.max_image_pixels)
+               for s in (splits or [""])]
     doc = {"ok": all(r["ok"] for r in reports), "splits": reports}
     dest = Path(args.report) if args.report else path.with_name(path.name + ".validate.json")
     dest.write_text(json.dumps(doc, indent=2))

@@ -1,5 +1,6 @@
 """The import architecture: the import-linter contracts of pyproject.toml hold, and no module of
-visgrpo or data_tools imports visgrpo inside a function (the way cycles used to be dodged)."""
+visgrpo or data_tools imports visgrpo inside a function (the way cycles used to be dodged).
+"""
 
 from __future__ import annotations
 

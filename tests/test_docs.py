@@ -96,7 +96,8 @@ def repo_files() -> list[Path]:
     """The scanned files: the given suffixes, outside SKIP_DIRS and hidden directories."""
     out = []
     for dirpath, dirnames, filenames in os.walk(ROOT):
-        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".") and not d.endswith(".egg-info")]
+        dirnames[:] = [d for d in dirnames
+                       if d not in SKIP_DIRS and not d.startswith(".") and not d.endswith(".egg-info")]
         out += [Path(dirpath) / f for f in filenames if Path(f).suffix in SUFFIXES]
     return sorted(out)
 
@@ -124,7 +125,8 @@ def _is_placeholder(word: str) -> bool:
 
 def readable_text(path: Path) -> str:
     """The text a reader sees: for Python, its comments and docstrings only (the rest is
-    blanked, keeping line numbers); other files whole."""
+    blanked, keeping line numbers); other files whole.
+    """
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix != ".py":
         return text

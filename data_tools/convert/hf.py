@@ -1,4 +1,4 @@
-"""``visgrpo-data convert hf``: a local Hugging Face dataset to the evidence schema.
+r"""``visgrpo-data convert hf``: a local Hugging Face dataset to the evidence schema.
 
 Input: a ``save_to_disk`` folder (``--split`` picks from a DatasetDict), a folder of parquet
 / JSON shards (files named after ``--split`` are kept when several splits sit together), or
@@ -9,7 +9,7 @@ Columns are mapped with ``--columns question=problem,answer=answer,image=images`
 ``box_image``), on top of a ``--preset``:
 
 * ``virl39k``: ViRL39K (``TIGER-Lab/ViRL39K``: ``qid``, ``question`` with ``<image>``
-  markers, ``answer`` (often ``\\boxed{...}``), ``image``: a list of paths relative to the
+  markers, ``answer`` (often ``\boxed{...}``), ``image``: a list of paths relative to the
   unpacked ``images.zip``);
 * ``geometry3k``: ``hiyouga/geometry3k`` style (``images``, ``problem``, ``answer``);
 * ``trl``: TRL's vision GRPO style (``prompt``: text or chat messages, ``image``,
@@ -118,7 +118,8 @@ def _undecoded(ds: datasets.Dataset, col: str) -> datasets.Dataset:
 def image_cell(value, where: str, field: str, root: Path, args) -> tuple[bytes, int, int, str]:
     """``(bytes, width, height, name)`` of a path or ``{"bytes", "path"}`` cell: embedded
     bytes and files take the same checks (``--check-images``, ``--max-image-pixels``,
-    ``--exif``); a path must stay under ``--image-root`` unless ``--allow-outside-root``."""
+    ``--exif``); a path must stay under ``--image-root`` unless ``--allow-outside-root``.
+    """
     check, max_pixels, exif = args.check_images, args.max_image_pixels, args.exif
     if isinstance(value, dict) and value.get("bytes"):
         data, w, h = common.image_bytes(value["bytes"], where, check, field, max_pixels, exif)
@@ -148,7 +149,7 @@ def question_text(value, where: str, field: str) -> str:
 
 
 def answer_value(value, where: str, field: str) -> str:
-    """The answer without ``<answer>`` tags and a whole-answer ``\\boxed{}``."""
+    r"""The answer without ``<answer>`` tags and a whole-answer ``\boxed{}``."""
     text = common.text_value(value, where, field).strip()
     tagged = _ANSWER_TAG.findall(text)
     text = tagged[-1].strip() if tagged else text

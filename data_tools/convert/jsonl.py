@@ -1,4 +1,4 @@
-"""``visgrpo-data convert jsonl``: generic JSON-lines grounding/VQA data to the schema.
+r"""``visgrpo-data convert jsonl``: generic JSON-lines grounding/VQA data to the schema.
 
 One JSON object per line. Field names are mapped with flags (dotted paths reach nested
 objects, e.g. ``--boxes-field annotation.boxes``). Relative image paths are resolved
@@ -13,8 +13,8 @@ Errors name ``FILE:LINE`` (plus the record id when known) and the field, e.g.
 
 Example::
 
-    visgrpo-data convert jsonl --input train.jsonl --image-root imgs --out ds \\
-        --question-field q --answer-field a --boxes-field bbox --box-format cxcywh-unit \\
+    visgrpo-data convert jsonl --input train.jsonl --image-root imgs --out ds \
+        --question-field q --answer-field a --boxes-field bbox --box-format cxcywh-unit \
         --answer-type choice
 """
 
@@ -200,7 +200,8 @@ def convert_record(obj: dict, where: str, rec_id: str, args, image_root: Path) -
 def id_prefixes(inputs: list[Path]) -> list[str]:
     """Default id prefix of each input: its stem, or, when two inputs share a stem (e.g.
     ``a/train.jsonl`` and ``b/train.jsonl``), its path without suffix below the inputs'
-    common directory, with ``/`` as ``_`` (``a_train``)."""
+    common directory, with ``/`` as ``_`` (``a_train``).
+    """
     stems = [p.stem for p in inputs]
     if len(set(stems)) == len(stems):
         return stems

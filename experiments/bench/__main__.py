@@ -81,7 +81,8 @@ def parse_args(argv=None):
 
 def throughput_runs(base: RunSpec, a, log) -> dict[str, list[dict]]:
     """Alternating fresh-process runs: each round runs visgrpo and TRL (order flipped every
-    round) and every credit configuration (in the quick mode on round 0 only)."""
+    round) and every credit configuration (in the quick mode on round 0 only).
+    """
     runs: dict[str, list[dict]] = {}
     for r in range(a.repeats):
         pair = [replace(base, side="visgrpo"), replace(base, side="trl")]
@@ -121,7 +122,8 @@ def comparisons(runs: dict[str, list[dict]], summary: dict, credits: list[str]) 
     time are kept beside them (``wall_*``), and ``best_*`` compares each configuration's
     best run (fastest median CPU step): on this shared box a whole run sometimes lands in a
     slow phase (the same step then takes ~1.6x the CPU time), which shifts a median of five
-    runs but not the best one."""
+    runs but not the best one.
+    """
     out: dict = {}
     vis, trl = summary.get("visgrpo_dapo", {}), summary.get("trl_grpo", {})
     if "samples_per_cpu_s" in vis and "samples_per_cpu_s" in trl:
@@ -251,7 +253,8 @@ def _f(x, fmt: str = ".3f") -> str:
 
 def add_ab_ratios(comp: dict, micro: dict) -> None:
     """Add the in-process A/B step ratios of ``credit_overhead_bench.py`` (when it ran) to
-    the credit comparisons (``ab_step_ratio``, ``ab_extra_cpu_ms``, ``ab_control_step_ratio``)."""
+    the credit comparisons (``ab_step_ratio``, ``ab_extra_cpu_ms``, ``ab_control_step_ratio``).
+    """
     figs = (micro.get("credit_overhead_bench.py") or {}).get("figures") or {}
     for name, c in comp.items():
         if name != "visgrpo_over_trl" and f"{name}_step_ratio" in figs:
@@ -322,7 +325,8 @@ def write_markdown(res: dict) -> str:
               "rollout, interleaved in one process; step = rollout phase + pass; the A/A control "
               "row shows its noise).", "",
               "| comparison | CPU ratio | CPU paired-round median | CPU best run | wall ratio | wall paired-round "
-              "median | in-process A/B (CPU) | target | met (CPU, end-to-end) |", "|---|---|---|---|---|---|---|---|---|"]
+              "median | in-process A/B (CPU) | target | met (CPU, end-to-end) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, c in res["comparisons"].items():
         met = "yes" if c["meets_target"] else "NO"
         if name == "visgrpo_over_trl":
@@ -351,7 +355,8 @@ def write_markdown(res: dict) -> str:
         shown = [x for i, x in enumerate(args) if x not in hidden and (i == 0 or args[i - 1] not in hidden)]
         took = ""
         if "seconds" in e:
-            took = f" ({e['seconds']:.1f} s wall" + (f", {e['cpu_seconds']:.1f} s CPU" if "cpu_seconds" in e else "") + ")"
+            took = (f" ({e['seconds']:.1f} s wall"
+                    + (f", {e['cpu_seconds']:.1f} s CPU" if "cpu_seconds" in e else "") + ")")
         lines.append(f"- `{name}` {' '.join(shown)}: {e['status']}{took}" + (f": {figs}" if figs else ""))
     return "\n".join(lines) + "\n"
 

@@ -51,7 +51,8 @@ def configure(module, names: list[str]) -> None:
 
 def training_pass(module, rollout, rewards) -> None:
     """One fused training pass of ``module`` over ``rollout`` (what a step does after the
-    rollouts and before the optimiser step); gradients dropped afterwards."""
+    rollouts and before the optimiser step); gradients dropped afterwards.
+    """
     from visgrpo.lightning.steps import reduce_metrics
 
     log: list[dict] = []

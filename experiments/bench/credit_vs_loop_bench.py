@@ -11,7 +11,8 @@ checks that they agree, and prints the speed-up (issue 5 target: >= 100x, on its
 part without the D-dimensional dot products); the vectorised focus alone is timed too.
 The loop's cost is dominated by the D-dimensional Python dot products, so the full ratio
 grows with D; the vectorised weights are a few dozen small tensor ops (dispatch-bound, about
-5-10x the loop), the vectorised focus is two memory-bound passes over the [B, T, D] states. Loop inputs are converted to Python lists
+5-10x the loop), the vectorised focus is two memory-bound passes over the [B, T, D] states.
+Loop inputs are converted to Python lists
 before timing (conversion excluded); the vectorised side gets tensors. Times are medians of
 process CPU time (``time.process_time``). Last stdout line is a JSON summary.
 """
@@ -37,7 +38,8 @@ def _reference():
 
 def _cpu(fn) -> float:
     """Process CPU seconds of one ``fn()`` (CPU time: on a shared machine the wall time also
-    holds the waits for a core; both sides run on one thread)."""
+    holds the waits for a core; both sides run on one thread).
+    """
     t0 = time.process_time()
     fn()
     return time.process_time() - t0
@@ -46,7 +48,8 @@ def _cpu(fn) -> float:
 def _rounds(vec, loop, rounds: int, vec_reps: int) -> tuple[float, float, float]:
     """Interleaved rounds (``vec_reps`` vectorised calls, then one loop call): medians of the
     vectorised and loop times, and the median over rounds of loop / vectorised-median (the
-    ratio within a round is less sensitive to load that drifts over the run)."""
+    ratio within a round is less sensitive to load that drifts over the run).
+    """
     vec_t, loop_t, ratios = [], [], []
     for _ in range(rounds):
         v = statistics.median(_cpu(vec) for _ in range(vec_reps))

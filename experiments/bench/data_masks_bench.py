@@ -84,7 +84,8 @@ def main(argv=None) -> int:
 
 def _timed(fn) -> float:
     """Process CPU seconds of ``fn()`` (one thread: the time on one core, without the time
-    spent waiting for a core on a shared machine)."""
+    spent waiting for a core on a shared machine).
+    """
     t = time.process_time()
     fn()
     return time.process_time() - t

@@ -2,7 +2,8 @@
 per-process memory, fresh-subprocess workers and medians.
 
 Every measured configuration runs in a fresh Python process (``python -m experiments.bench
---worker SPEC.json``, :mod:`experiments.bench.worker`), so its peak resident set is its own. A worker runs ``warmup_steps +
+--worker SPEC.json``, :mod:`experiments.bench.worker`), so its peak resident set is its own.
+A worker runs ``warmup_steps +
 measure_steps`` optimiser steps and reports, for the measured steps only:
 
 * ``step_times``: wall time between the ends of consecutive optimiser steps (so everything a
@@ -54,7 +55,8 @@ def credit_methods() -> tuple[str, ...]:
 
 def overhead_target(method: str) -> float:
     """Issue 8's step-time target of ``method`` over plain DAPO: 1.25 for EASE (a backward
-    through the attention probe), 1.10 for every other method (new ones included)."""
+    through the attention probe), 1.10 for every other method (new ones included).
+    """
     return 1.25 if method == "ease" else 1.10
 
 
@@ -275,7 +277,8 @@ def prepare_assets(workdir: Path, n_rows: int = 32, seed: int = 0) -> tuple[Path
         corpus = [PROMPT_TEMPLATE.format(question=r["question"]) for r in rows]
         build_tiny(FAMILY, model_dir, corpus=corpus, seed=seed)
     if not (data_dir / "visgrpo_meta.json").exists():
-        # evidence columns exactly as `visgrpo-data masks` builds them (docs/methods.md, EASE and Evidence-to-token mapping)
+        # evidence columns exactly as `visgrpo-data masks` builds them
+        # (docs/methods.md, EASE and Evidence-to-token mapping)
         geom = processor_geometry(load_processor(str(model_dir)))
         ds = datasets.Dataset.from_list(rows, features=datasets.Features(BASE_FEATURES))
         ds, _ = build_masks(ds, geom, progress=False)

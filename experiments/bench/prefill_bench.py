@@ -76,7 +76,8 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
 def interleaved_aba(call, rounds: int) -> dict:
     """Time ``call("A")``, ``call("B")`` and ``call("A2")`` (A again: the A/A control) in a
     rotating order for ``rounds`` rounds; medians of A and B (CPU s) and the quartiles of the
-    per-round ratios B/A and A2/A."""
+    per-round ratios B/A and A2/A.
+    """
     times: dict[str, list[float]] = {"A": [], "B": [], "A2": []}
     order = ["A", "B", "A2"]
     for r in range(rounds):
@@ -90,7 +91,8 @@ def interleaved_aba(call, rounds: int) -> dict:
 
 def run_cases(args, cases, name: str, run_case, table) -> str:
     """Build one model per image-token count, run ``run_case`` on every case, write and print
-    ``table`` to ``args.out``. ``args``: rounds, prompts, hidden, layers, out."""
+    ``table`` to ``args.out``. ``args``: rounds, prompts, hidden, layers, out.
+    """
     set_threads(1)
     load_before = loadavg()
     force_lengths(max(T for _, _, T in cases))  # EOS suppressed until then; max_new_tokens caps
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--out", type=Path, default=Path("runs/bench/prefill.md"),
-                   help="table (default under runs/; the committed experiments/bench/results/prefill.md only when named)")
+                   help="table (default under runs/; the committed experiments/bench/results/prefill.md "
+                        "only when named)")
     args = p.parse_args(argv)
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (quartiles)")

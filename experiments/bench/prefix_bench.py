@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--cases", type=int, default=len(CASES), help="run the first N of CASES")
     p.add_argument("--out", type=Path, default=Path("runs/bench/prefix.md"),
-                   help="table (default under runs/; the committed experiments/bench/results/prefix.md only when named)")
+                   help="table (default under runs/; the committed experiments/bench/results/prefix.md "
+                        "only when named)")
     args = p.parse_args(argv)
     if args.rounds < 2:
         p.error("--rounds must be >= 2 (quartiles)")

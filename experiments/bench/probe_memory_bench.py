@@ -19,8 +19,8 @@ All run the decoder forward (``model.model``) under ``torch.no_grad``.
 
 Peak memory: the process's peak resident set (VmHWM, reset through /proc/self/clear_refs
 just before the forward) minus its resident set before the forward, after one unmeasured
-warm-up forward and with the previous forward's outputs freed, with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``)
-so that freed tensors leave the resident set. "Extra" of a
+warm-up forward and with the previous forward's outputs freed, with glibc's mmap threshold
+fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``) so that freed tensors leave the resident set. "Extra" of a
 configuration = its peak minus the sdpa baseline's peak. Time: wall clock of the forward
 (best of ``--repeats``), on whatever cores ``--threads`` allows.
 
@@ -185,7 +185,8 @@ def run_one(name: str, args) -> dict:
 
 def default_out(model: str, quick: bool) -> Path:
     """The JSON written without ``--out``: under ``runs/bench/`` (the committed
-    ``experiments/bench/results/probe*.json`` only when named)."""
+    ``experiments/bench/results/probe*.json`` only when named).
+    """
     return Path("runs/bench") / f"results_probe{'_tiny' if model == 'tiny' else ''}{'_quick' if quick else ''}.json"
 
 

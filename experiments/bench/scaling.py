@@ -17,7 +17,8 @@ Protocol at a point (noise control): two long-lived workers (:mod:`experiments.b
 visgrpo and TRL, loaded once; then rounds. A round runs one whole training step (generation
 forced to the full length, rewards, forward, backward, optimiser) of every configuration in a
 random order drawn afresh each round (seeded): visgrpo ``plain`` DAPO, ``plain_control``
-(plain again under a second label: the A/A control), each credit method (``harness.credit_methods()``; the visgrpo worker switches
+(plain again under a second label: the A/A control), each credit method
+(``harness.credit_methods()``; the visgrpo worker switches
 its credit between steps, so every configuration trains the same policy, in turn) and TRL. Each
 step is timed on the worker's process CPU clock (one torch thread), from its command to the
 end of its optimiser step. Per round, every configuration's ratio to the same round's plain
@@ -271,7 +272,8 @@ def _fmt(q: dict, digits: int = 3) -> str:
 
 def targets(points: list[Point], results: dict[str, dict]) -> dict:
     """Target checks at the largest model (issue 17): visgrpo >= 1.2x TRL samples per CPU-s;
-    each credit method <= 1.10x plain DAPO (EASE <= 1.25x); the A/A control within +-3 %."""
+    each credit method <= 1.10x plain DAPO (EASE <= 1.25x); the A/A control within +-3 %.
+    """
     largest = [p for p in axis_points(points, "model") if p.name in results][-1]
     s = results[largest.name]["summary"]
     out = {"point": largest.name, "trl_ratio": s["trl"]["ratio"]["median"],

@@ -103,7 +103,8 @@ def grpo_config(spec: RunSpec, output_dir: str):
 
 def build_trainer(spec: RunSpec, output_dir: str, callbacks=()):
     """``(trainer, token_log)``: a GRPOTrainer for ``spec``; ``token_log`` receives the
-    completion-token count of every generation batch."""
+    completion-token count of every generation batch.
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOTrainer

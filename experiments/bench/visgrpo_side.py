@@ -26,7 +26,7 @@ REWARD_PATH = "experiments.bench.visgrpo_side:bench_reward_batch"
 
 
 def bench_reward_batch(completions: list[str], samples: list[dict], **kwargs) -> list[float]:
-    """visgrpo user reward (``module:function``): :func:`bench_reward` per completion."""
+    """Visgrpo user reward (``module:function``): :func:`bench_reward` per completion."""
     return [bench_reward(c, s["answer"]) for c, s in zip(completions, samples, strict=True)]
 
 

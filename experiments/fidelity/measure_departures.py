@@ -26,7 +26,8 @@ def _maxdiff(a, b, mask) -> float:
 
 def vgpo_batch(seed=0, B=16, T=40, D=16, P=12, G=8, offset=0.0):
     """16 responses (2 prompts x 8, rows shuffled), ragged lengths 1..T, random hidden states
-    (``offset`` > 0 shifts them so that every cosine is positive)."""
+    (``offset`` > 0 shifts them so that every cosine is positive).
+    """
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, T + 1, (B,), generator=gen)
     lengths[0], lengths[1] = T, 1
@@ -57,7 +58,8 @@ def measure_vgpo() -> None:
     authors = vgpo_ref.authors_vgpo(adv, last, img, P, mask, gids)
     print(f"VGPO default vs authors' code (bugs fixed): {_maxdiff(default, authors, mask):.2e}")
     print(f"VGPO gate_rounding=ceil: {_maxdiff(vgpo_ours(*case, gate_rounding='ceil'), default, mask):.3f}")
-    print(f"VGPO hidden_position=predicting: {_maxdiff(vgpo_ours(*case, hidden_position='predicting'), default, mask):.3f}")
+    print("VGPO hidden_position=predicting: "
+          f"{_maxdiff(vgpo_ours(*case, hidden_position='predicting'), default, mask):.3f}")
     old = vgpo_ours(*case, gate_rounding="ceil", hidden_position="predicting")
     print(f"VGPO both old options: {_maxdiff(old, default, mask):.3f}")
     for offset, label in ((0.0, "random"), (3.0, "all cosines positive")):
@@ -76,7 +78,8 @@ def measure_vgpo() -> None:
 def sayo_batch(seed=0, B=16, T=40, H=4, K=60):
     """16 ragged responses; T + 1 query rows per response (row 0 = the last prompt token,
     row j + 1 = completion token j), softmax attention over K keys; two images at keys
-    10..29 and 33..52 (the span 10..52 holds 3 text tokens); random evidence regions."""
+    10..29 and 33..52 (the span 10..52 holds 3 text tokens); random evidence regions.
+    """
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, T + 1, (B,), generator=gen)
     lengths[0], lengths[1] = T, 1

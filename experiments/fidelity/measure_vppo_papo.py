@@ -77,7 +77,8 @@ def measure_objective(sig, old, ref) -> None:
 
 def authors_grpo_advantage_float32(rewards: list[float], eps: float = 1e-6) -> list[float]:
     """EasyR1's ``compute_grpo_outcome_advantage`` (the base of both authors' repositories)
-    for one group: float32 scores, ``torch.mean`` / ``torch.std`` of the group."""
+    for one group: float32 scores, ``torch.mean`` / ``torch.std`` of the group.
+    """
     scores = torch.tensor(rewards, dtype=torch.float32)
     mean, std = torch.mean(scores), torch.std(scores)
     return ((scores - mean) / (std + eps)).tolist()

@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "meta": {
             "command": " ".join(["python -m experiments.gpu_check", *(argv if argv is not None else sys.argv[1:])]),
-            "device": torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+            "device": (torch.cuda.get_device_name(0) if device == "cuda"
+                       else f"cpu ({platform.processor() or platform.machine()})"),
             "size": size.name, "dtype": dtype, "attention": "sdpa",
             "versions": _versions(), "budget_s": args.budget,
             "work": {"image_tokens": size.image_tokens, "max_new_tokens": size.max_new_tokens,

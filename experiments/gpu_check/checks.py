@@ -78,7 +78,8 @@ def memory_and_throughput(model_dir, dtype: str, device: str, size) -> dict:
     """Peak memory and time of one forward+backward (all weights trainable) of
     ``size.micro_batch`` responses: plain SDPA, the probe on one layer with gradient (EASE), the probe on every
     layer without gradient, and eager ``output_attentions=True``. Peak memory (CUDA only) is
-    ``max_memory_allocated`` minus the allocation before the pass."""
+    ``max_memory_allocated`` minus the allocation before the pass.
+    """
     model, processor = _load(model_dir, dtype, device)
     model.train()
     b = size.micro_batch
@@ -144,7 +145,8 @@ def memory_and_throughput(model_dir, dtype: str, device: str, size) -> dict:
 
 class _StepTimer:
     """Lightning callback: wall time, tokens and peak memory of each training step; stops
-    the run at the check's deadline."""
+    the run at the check's deadline.
+    """
 
     def __init__(self, device: str, deadline: float):
         import lightning.pytorch as pl
@@ -186,7 +188,8 @@ def train_steps(model_dir, rows, size, dtype: str, device: str, credit: str, dea
     """``steps`` RLVRModule steps (DAPO, the given credit method) through a Lightning Trainer.
 
     DAPO's dynamic sampling is off unless asked (one round of it is checked on its own), so
-    that a failure there does not hide the credit methods' results."""
+    that a failure there does not hide the credit methods' results.
+    """
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 

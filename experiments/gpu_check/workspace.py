@@ -197,7 +197,8 @@ def probe_inputs(processor, size: Size, micro_batch: int = 1, seed: int = 0):
     side = image_side(size)
     pixels = torch.randint(0, 256, (side, side, 3), generator=gen, dtype=torch.uint8).numpy()
     image = Image.fromarray(pixels)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what colour is the circle ?"}]}]
+    messages = [{"role": "user",
+                 "content": [{"type": "image"}, {"type": "text", "text": "what colour is the circle ?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     enc = processor(text=[text], images=[image], return_tensors="pt")
     P, T = enc["input_ids"].shape[1], size.probe_response

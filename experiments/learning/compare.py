@@ -2,7 +2,8 @@
 
 ``python -m experiments.learning.compare --results experiments/learning/results`` writes
 ``experiments/learning/results/comparison.md`` (with ``comparison.json`` and
-``learning_curves.png`` there) beside the mechanism report (``python -m experiments.mechanism --report-only``), reading only
+``learning_curves.png`` there) beside the mechanism report
+(``python -m experiments.mechanism --report-only``), reading only
 ``runs/*.json``, so every number here can be recomputed from the committed raw runs:
 
 * the learning precondition (:mod:`experiments.mechanism.precondition`) of ``dapo``;
@@ -43,7 +44,8 @@ def target_of(arm: str) -> str | None:
 def mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest mean paired difference a two-sided paired t-test over ``n`` seeds detects with
     ``power`` when the differences have standard deviation ``sd``:
-    ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`` (the usual t approximation)."""
+    ``(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`` (the usual t approximation).
+    """
     from scipy import stats
 
     if n < 2 or not np.isfinite(sd):
@@ -53,7 +55,8 @@ def mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
 
 def steps_to_reach(curve: list, level: float) -> float:
     """First step of a ``[[step, value], ...]`` validation history at or above ``level`` (+1:
-    steps taken), NaN when never."""
+    steps taken), NaN when never.
+    """
     for step, value in sorted(curve):
         if value >= level - 1e-9:
             return float(step + 1)
@@ -84,7 +87,8 @@ def compare(data: dict[str, dict[int, dict]], chance: float) -> dict:
             "steps_to_dapo_final": float(np.nanmean(reach)) if np.isfinite(reach).any() else math.nan,
             "reached": int(np.isfinite(reach).sum()), "target": tkey,
             "early_sampled": float(np.mean([np.mean([x for _, x in sorted(m["_curves"][report.SAMPLED])][:EARLY])
-                                            for m in runs.values() if report.SAMPLED in m.get("_curves", {})] or [math.nan])),
+                                            for m in runs.values() if report.SAMPLED in m.get("_curves", {})]
+                                           or [math.nan])),
             "target_value": bootstrap_ci(report.values(runs, tkey).values())[0] if tkey else None,
             "target_delta": t and t["mean"], "target_lo": t and t["lo"], "target_hi": t and t["hi"],
             "target_p_t": t and t["p_t"],
@@ -117,12 +121,14 @@ def markdown(out: dict, title: str) -> str:
              "## Held-out accuracy, target and speed per arm", "",
              f"dapo's mean final accuracy (the speed target): {_f(out['dapo_final'])}. Δ = paired difference from dapo "
              "on the same seeds [bootstrap 95% CI]; p: exact sign-flip / paired t-test.", "",
-             "| arm | seeds | held-out accuracy [95% CI] | Δ vs dapo [95% CI] | p sign-flip | p t-test | no-image acc | "
+             "| arm | seeds | held-out accuracy [95% CI] | Δ vs dapo [95% CI] | p sign-flip | p t-test | "
+             "no-image acc | "
              "target at its layer | target Δ vs dapo [95% CI], p t | steps to dapo's final acc (runs reaching) | "
              f"sampled acc, first {EARLY} steps |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
-        d = "—" if r["delta"] is None else f"{_f(r['delta'], sign=True)} [{_f(r['delta_lo'], sign=True)}, {_f(r['delta_hi'], sign=True)}]"
+        d = ("—" if r["delta"] is None
+             else f"{_f(r['delta'], sign=True)} [{_f(r['delta_lo'], sign=True)}, {_f(r['delta_hi'], sign=True)}]")
         tv = "—" if not r["target"] else f"{r['target'].split('/', 1)[1]} = {_f(r['target_value'])}"
         td = ("—" if r["target_delta"] is None else
               f"{_f(r['target_delta'], sign=True)} [{_f(r['target_lo'], sign=True)}, {_f(r['target_hi'], sign=True)}], "
@@ -146,7 +152,8 @@ def markdown(out: dict, title: str) -> str:
 
 def curves_figure(data: dict[str, dict[int, dict]], path: Path, title: str) -> Path:
     """Held-out greedy and sampled training accuracy per arm (mean over seeds), the warm
-    start's greedy (validation) and sampled (step 0 of every run) levels marked."""
+    start's greedy (validation) and sampled (step 0 of every run) levels marked.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,7 +165,8 @@ def curves_figure(data: dict[str, dict[int, dict]], path: Path, title: str) -> P
     for arm, runs in data.items():
         if arm == "warmstart":
             continue
-        val = [dict(map(tuple, m["_curves"]["val/accuracy"])) for m in runs.values() if "val/accuracy" in m.get("_curves", {})]
+        val = [dict(map(tuple, m["_curves"]["val/accuracy"])) for m in runs.values()
+               if "val/accuracy" in m.get("_curves", {})]
         if val:
             steps = sorted(set.intersection(*(set(v) for v in val)))
             x0, y0 = ([0], [warm["val/accuracy"]]) if "val/accuracy" in warm else ([], [])
@@ -179,7 +187,8 @@ def curves_figure(data: dict[str, dict[int, dict]], path: Path, title: str) -> P
     if step0:
         for ax in (ax1, ax2):
             ax.axhline(float(np.mean(step0)), ls=":", c="grey", lw=1.5, label="warm start, sampled (step 1)")
-    ax1.set(xlabel="RL step", ylabel="accuracy", title="held-out greedy accuracy (mean over seeds; step 0 = warm start)")
+    ax1.set(xlabel="RL step", ylabel="accuracy",
+            title="held-out greedy accuracy (mean over seeds; step 0 = warm start)")
     ax2.set(xlabel="RL step", title="sampled training accuracy (first round; seeds, 5-step mean)")
     for ax in (ax1, ax2):
         ax.legend(fontsize=7)

@@ -41,7 +41,8 @@ def overlong_settings(lengths, headroom: float = 1.25, proportion: float = DAPO_
 def response_lengths(model: str, data: str, n: int = 200, max_new_tokens: int = 256, generations: int = 4,
                      seed: int = 0) -> dict[str, list[int]]:
     """Greedy and sampled (temperature 1, ``generations`` each) response lengths of
-    ``model`` on the first ``n`` prompts of the dataset directory ``data``."""
+    ``model`` on the first ``n`` prompts of the dataset directory ``data``.
+    """
     import torch
 
     from visgrpo.lightning.datamodule import EvidenceDataModule

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--testbed", choices=("shapes", "relational", "learning", "prior"), default="shapes",
                         help="shapes: the committed shapes warm start; relational: build the relational data, "
                              "tiny model and SFT warm start first (experiments/mechanism/testbed.py); learning: "
-                             "the shapes data from a warm start with an answer prior; prior: a question-text cue right in training, "
+                             "the shapes data from a warm start with an answer prior; prior: a question-text cue "
+                             "right in training, "
                              "wrong on held-out (experiments/learning)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--label", default="", help="heading note of the report (e.g. the pilot's scale)")

@@ -149,7 +149,8 @@ def pretrain_vision(model_dir: Path, train: Path, val: Path, out: Path, *, steps
     heads = PerceptionHeads(model.config.text_config.hidden_size, th, tw)
     params = list(model.model.visual.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     rng = np.random.default_rng(seed)
     model.train()
     for step in range(steps):

@@ -46,7 +46,8 @@ class Criteria:
 
 def window_means(curve: list[list[float]], window: int) -> tuple[float, float]:
     """Mean of the first and of the last ``window`` values of a ``[[step, value], ...]``
-    history (NaN, NaN for fewer than ``2 * window`` points: the windows would overlap)."""
+    history (NaN, NaN for fewer than ``2 * window`` points: the windows would overlap).
+    """
     v = np.array([x for _, x in sorted(curve)], dtype=np.float64)
     if len(v) < 2 * window:
         return math.nan, math.nan
@@ -103,7 +104,8 @@ def describe(result: dict) -> str:
     return " ".join([
         f"Size {word[s['ok']]}: DAPO {s['gain']:+.3f} over the warm start's {result['warm_accuracy']:.3f} "
         f"(needed {s['needed']:+.3f}: +0.10 or half the error).",
-        f"Significance {word[g['ok']]}: {g['n']} seeds, 95% CI [{g['lo']:+.3f}, {g['hi']:+.3f}], t-test p = {g['p_t']:.2g}"
+        f"Significance {word[g['ok']]}: {g['n']} seeds, 95% CI [{g['lo']:+.3f}, {g['hi']:+.3f}], "
+        f"t-test p = {g['p_t']:.2g}"
         f" (needed >= 5 seeds, CI above 0, p < 0.01).",
         f"Sampled accuracy rising {word[r['ok']]}: " + (
             f"mean of the last minus the first 10 steps {r['rise']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] over "

@@ -42,7 +42,8 @@ MIN_CHAIN = 16  # response tokens below which there is no reasoning chain to for
 CLAIMS = [
     ("EASE raises evidence attention at its supervised layer (paper's λ = 1e-3)", "ease_lambda0.001",
      "val/ease/evidence_ratio", 1),
-    ("EASE raises evidence attention at its supervised layer (λ = 0.1)", "ease_lambda0.1", "val/ease/evidence_ratio", 1),
+    ("EASE raises evidence attention at its supervised layer (λ = 0.1)", "ease_lambda0.1",
+     "val/ease/evidence_ratio", 1),
     ("EASE improves accuracy (λ = 0.1)", "ease_lambda0.1", "val/accuracy", 1),
     ("SAYO improves region attention with an attention-only reward (weight 1)", "sayo_weight1",
      "val/sayo/region_ratio", 1),
@@ -74,7 +75,8 @@ SAMPLED = "reward/first_round/accuracy"
 
 def learning(data: dict[str, dict[int, dict]], chance: float | None) -> dict | None:
     """The learning precondition (:mod:`.precondition`) of ``dapo`` against the warm start
-    (None without both)."""
+    (None without both).
+    """
     warm = next(iter(data.get("warmstart", {}).values()), {})
     base = data.get(BASELINE, {})
     if "val/accuracy" not in warm or not base:
@@ -122,7 +124,8 @@ def _mean(v: dict[int, float]) -> float:
 
 def _testable(arm: str, quantity: str, data) -> str | None:
     """Why a claim cannot be tested at this scale (None: testable). Measured on the arm's
-    runs, else on dapo's (every run measures every method's target)."""
+    runs, else on dapo's (every run measures every method's target).
+    """
     runs = data.get(arm) or data.get(BASELINE, {})
     length = _mean(values(runs, "val/response_length"))
     if arm == "dapo+vgpo" and np.isfinite(length) and length < MIN_CHAIN:
@@ -137,7 +140,8 @@ def _testable(arm: str, quantity: str, data) -> str | None:
 def verdict(row: dict | None, sign: int, why_not: str | None) -> str:
     """``supported`` needs the bootstrap CI of the paired change to exclude 0 in the
     predicted direction AND the paired t-test p < 0.05 (a bootstrap CI over 3-5 seeds is
-    too narrow to stand alone); a CI that excludes 0 without that is ``weak evidence``."""
+    too narrow to stand alone); a CI that excludes 0 without that is ``weak evidence``.
+    """
     if why_not:
         return f"not testable at this scale ({why_not})"
     if row is None:
@@ -221,7 +225,8 @@ def figures(data, results: Path) -> dict[str, Path]:
 
 def build(results: Path, label: str = "", chance: float | None = None) -> Path:
     """Write the report under ``results``; returns the README path. ``chance``: the task's
-    chance accuracy, for the precondition's no-image part (None: that part fails)."""
+    chance accuracy, for the precondition's no-image part (None: that part fails).
+    """
     results = Path(results)
     data = load(results)
     rows = summary(data)
@@ -238,7 +243,8 @@ def build(results: Path, label: str = "", chance: float | None = None) -> Path:
     steps = sorted({m.get("_steps") for c, runs in data.items() if c != "warmstart" for m in runs.values()} - {None})
     seeds = sorted({s for c, runs in data.items() if c != "warmstart" for s in runs})
     lines = [f"# Mechanism study report{f' — {label}' if label else ''}", "",
-             f"{sum(len(r) for c, r in data.items() if c != 'warmstart')} runs, {len(data) - ('warmstart' in data)} arms, "
+             f"{sum(len(r) for c, r in data.items() if c != 'warmstart')} runs, "
+             f"{len(data) - ('warmstart' in data)} arms, "
              f"seeds {seeds}, {steps} RL steps each. Every quantity is measured on held-out validation images at the "
              "end of training (greedy answers). Mean [bootstrap 95% CI over seeds]; Δ = paired difference from dapo "
              "on the same seeds [bootstrap 95% CI], p = exact two-sided sign-flip test and paired t-test.", "",

@@ -21,7 +21,8 @@ import numpy as np
 
 def bootstrap_ci(values, n_boot: int = 10_000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: the mean of the finite ``values`` and its percentile-bootstrap
-    ``1 - alpha`` interval (NaNs without values; ``lo == hi == mean`` for one value)."""
+    ``1 - alpha`` interval (NaNs without values; ``lo == hi == mean`` for one value).
+    """
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if len(v) == 0:
         return math.nan, math.nan, math.nan
@@ -49,7 +50,8 @@ def sign_flip_p(diffs) -> float:
 
 def paired_t_p(diffs) -> float:
     """Two-sided p of the paired t-test ``mean(diffs) != 0`` (NaN below 2 values; 0 when
-    every difference is the same non-zero value, 1 when all are 0)."""
+    every difference is the same non-zero value, 1 when all are 0).
+    """
     from scipy import stats
 
     d = np.asarray(diffs, dtype=np.float64)

@@ -23,9 +23,9 @@ from experiments.shapes.stages import WARMSTART_DIR, Workdir, fit, write_json
 
 EXPERIMENT = "mechanism"
 EASE_DOSES = (1e-3, 1e-2, 1e-1, 1.0)  # + 0 = the dapo run (lambda 0 leaves DAPO's gradient unchanged)
-SAYO_DOSES = (0.3, 1.0, 3.0)
+SAYO_DOSES = (0.3, 1.0, 3.0)  # + 0 = the dapo run (weight 0 adds nothing to the reward)
 OVERLAY_SEED = 0
-OVERLAY_LAYERS = ("two_thirds", "last")  # EASE's layer and SAYO's, drawn for every arm (same images)  # + 0 = the dapo run (weight 0 adds nothing to the reward)
+OVERLAY_LAYERS = ("two_thirds", "last")  # EASE's layer and SAYO's, drawn for every arm (same images)
 
 EASE = "visgrpo.credit.ease.EASECredit"
 SAYO = "visgrpo.credit.sayo.SAYOCredit"
@@ -59,11 +59,13 @@ def _dose_name(prefix: str, x: float) -> str:
 
 def configurations() -> dict[str, RunConfig]:
     """Every arm, in the order they run: the EASE dose-response first (the issue's probe
-    says it moves its target), then SAYO's, then the comparison of the registry's methods."""
+    says it moves its target), then SAYO's, then the comparison of the registry's methods.
+    """
     arms = [RunConfig("dapo", group="baseline", dose=0.0)]
     arms += [RunConfig(_dose_name("ease_lambda", x), credit=((EASE, (("lambda_attn", x),)),), group="ease_dose", dose=x)
              for x in EASE_DOSES]
-    arms += [RunConfig(_dose_name("sayo_weight", x), credit=((SAYO, (("reward_weight", x),)),), group="sayo_dose", dose=x)
+    arms += [RunConfig(_dose_name("sayo_weight", x), credit=((SAYO, (("reward_weight", x),)),), group="sayo_dose",
+                       dose=x)
              for x in SAYO_DOSES]
     arms += [
         RunConfig("dapo+vgpo", credit=((VGPO, ()),)),
@@ -146,12 +148,14 @@ def final_metrics(tracking_uri: str, run_name: str, experiment: str = EXPERIMENT
     run ``run_name``; with ``histories``, ``{"final": ..., "run_mean": ..., "curves": ...}``:
     the last values, the mean over the run's steps of every training metric (issue 22: a
     last step alone misreads a noisy run) and the ``[[step, value], ...]`` histories of
-    :data:`CURVES` (learning curves and steps-to-reach, recomputable from the JSON)."""
+    :data:`CURVES` (learning curves and steps-to-reach, recomputable from the JSON).
+    """
     from experiments.shapes.runs import client_for
 
     client = client_for(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.runName = '{run_name}' and attributes.status = 'FINISHED'",
+    runs = client.search_runs([exp.experiment_id],
+                              f"tags.mlflow.runName = '{run_name}' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise RuntimeError(f"no finished MLflow run named {run_name!r} in experiment {experiment!r}")
@@ -207,7 +211,8 @@ def warmstart_result(study: Study, budget: StudyBudget, log: Path | None = None)
         "--seed_everything=0", f"--model.init_args.policy.name_or_path={study.warmstart}",
         *study.run_overrides("warmstart"), f"--data.limit_val={budget.limit_val}", *study.extra,
     ]
-    fit(study.work, [recipe.RL_CONFIG, study.config_file(configurations()["dapo"])], overrides, log=log, threads=study.threads,
+    fit(study.work, [recipe.RL_CONFIG, study.config_file(configurations()["dapo"])], overrides, log=log,
+        threads=study.threads,
         subcommand="validate")
     result = {"config": "warmstart", "group": "warmstart", "seed": 0, "limit_val": budget.limit_val,
               "final": final_metrics(study.work.tracking_uri, "warmstart", study.experiment)}

@@ -53,7 +53,8 @@ class Relational:
         return work.root / "artifacts" / "relational"
 
     def model(self, work: Workdir) -> Path:
-        return work.root / "artifacts" / f"tiny_relational_h{self.hidden_size}L{self.num_layers}v{self.vision_hidden}d{self.vision_depth}"
+        return (work.root / "artifacts"
+                / f"tiny_relational_h{self.hidden_size}L{self.num_layers}v{self.vision_hidden}d{self.vision_depth}")
 
     def perceiving(self, work: Workdir) -> Path:
         """The tiny model after perception pretraining (:func:`model` when ``vision_steps`` is 0)."""
@@ -107,7 +108,8 @@ def data_overrides(work: Workdir, tb: Relational = Relational()) -> list[str]:
 
 def rl_overrides(work: Workdir, tb: Relational = Relational()) -> list[str]:
     """:func:`data_overrides` plus the relational RL settings (learning rate, prompts per step)."""
-    return [*data_overrides(work, tb), f"--model.init_args.learning_rate={tb.rl_lr}", f"--data.batch_size={tb.rl_prompts}"]
+    return [*data_overrides(work, tb), f"--model.init_args.learning_rate={tb.rl_lr}",
+            f"--data.batch_size={tb.rl_prompts}"]
 
 
 def warm_start(work: Workdir, tb: Relational = Relational(), out: Path = WARMSTART, log: Path | None = None) -> Path:

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Workdir(Path(args.workdir).resolve())
     base = LEARNING_DEMO if args.testbed == "learning" else recipe.DEMO
-    budget = replace(base, steps=args.steps or base.steps, val_every=args.val_every or base.val_every, seeds=(args.seed,))
+    budget = replace(base, steps=args.steps or base.steps, val_every=args.val_every or base.val_every,
+                     seeds=(args.seed,))
     warmstart = learning.WARMSTART if args.testbed == "learning" else recipe.WARMSTART_DIR
     extra = learning.rl_overrides() if args.testbed == "learning" else []
     t0 = time.time()
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = [recipe.ease_config(args.ease_lambda)] if method == "dapo+ease" else []
         note = f" (lambda {args.ease_lambda:g})" if configs else ""
         print(f"[{time.time() - t0:.0f}s] RL: {method}{note}, {budget.steps} steps, seed {args.seed}", flush=True)
-        recipe.rl_run(work, "demo", method, args.seed, budget, warmstart=warmstart, threads=args.threads, configs=configs,
+        recipe.rl_run(work, "demo", method, args.seed, budget, warmstart=warmstart, threads=args.threads,
+                      configs=configs,
                       extra=extra)
     out = Path(args.out)
     if not out.is_absolute():

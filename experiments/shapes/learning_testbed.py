@@ -61,7 +61,8 @@ class Learning:
 def skew(src: Path, dst: Path, colour: str, share: float, seed: int) -> dict:
     """Write the dataset directory ``src`` to ``dst`` with a ``share`` of its answers (drawn
     independently per record) replaced by ``colour``; returns counts. Atomic
-    (``save_dataset``): ``dst`` is complete or absent."""
+    (``save_dataset``): ``dst`` is complete or absent.
+    """
     ds, meta = load_dataset_dir(src)
     rng = np.random.default_rng(seed)
     swap = rng.random(len(ds)) < share  # [N]
@@ -74,7 +75,8 @@ def skew(src: Path, dst: Path, colour: str, share: float, seed: int) -> dict:
 
 def build(work: Workdir, tb: Learning = Learning(), out: Path = WARMSTART, log: Path | None = None) -> Path:
     """The shapes data (if absent), the skewed SFT data and the SFT from the committed shapes
-    warm start, exported to ``out`` with ``warmstart.json``; skipped when ``out`` exists."""
+    warm start, exported to ``out`` with ``warmstart.json``; skipped when ``out`` exists.
+    """
     if (out / "config.json").exists():
         return out
     if not (work.data / "validation").exists():
@@ -117,4 +119,5 @@ def rl_overrides() -> list[str]:
     """CLI overrides of ``configs/experiment/shapes_rl.yaml`` for this testbed's RL recipe."""
     return [f"--model.init_args.learning_rate={RL_LR}", f"--data.batch_size={RL_PROMPTS}",
             f"--model.init_args.sampling.max_new_tokens={MAX_NEW_TOKENS}",
-            f"--model.init_args.objective_overrides={json.dumps({'max_sampling_tries': 2, 'overlong_cache_length': OVERLONG_CACHE})}"]
+            "--model.init_args.objective_overrides="
+            f"{json.dumps({'max_sampling_tries': 2, 'overlong_cache_length': OVERLONG_CACHE})}"]

@@ -1,5 +1,6 @@
 """Figures of the shapes report (matplotlib, Agg): curves with mean +/- std bands, the
-visual-attention-by-position curve, and the before/after attention-overlay grid."""
+visual-attention-by-position curve, and the before/after attention-overlay grid.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def curves_figure(groups: dict[str, list[RunData]], panels: list[tuple[str, str,
 
 def position_figure(groups: dict[str, list[RunData]], path: Path, warm: list[RunData] = ()) -> Path | None:
     """Validation visual-attention mass by relative response position at the end of RL
-    (mean over seeds), with the warm start's curve for reference."""
+    (mean over seeds), with the warm start's curve for reference.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     x = (np.arange(POSITION_BINS) + 0.5) / POSITION_BINS

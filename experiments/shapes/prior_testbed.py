@@ -47,7 +47,8 @@ class Cue:
 def add_cue(src: Path, dst: Path, right: float, seed: int) -> dict:
     """Write ``src`` to ``dst`` with `` (<colour>)`` after each question: the answer with
     probability ``right``, else a uniformly drawn other colour; adds the columns ``cue`` and
-    ``cue_conflict``. Atomic (``save_dataset``). Returns counts."""
+    ``cue_conflict``. Atomic (``save_dataset``). Returns counts.
+    """
     ds, meta = load_dataset_dir(src)
     rng = np.random.default_rng(seed)
     colours = sorted(COLOURS)
@@ -65,7 +66,8 @@ def add_cue(src: Path, dst: Path, right: float, seed: int) -> dict:
 
 def build(work: Workdir, tb: Cue = Cue(), out: Path = WARMSTART, log: Path | None = None) -> Path:
     """The cued splits (train: right ``train_right``; validation: always wrong) and the SFT
-    warm start from the committed shapes warm start (skipped when ``out`` exists)."""
+    warm start from the committed shapes warm start (skipped when ``out`` exists).
+    """
     if not (work.data / "validation").exists():
         stage0(work, with_model=False)
     data = tb.data(work)

@@ -24,7 +24,8 @@ from experiments.shapes.runs import RunData, by_method, client_for, load_runs, m
 
 KEYS = [
     "val/accuracy", "val/reward", "val/evidence_ratio", "val/response_length", "val/ease/evidence_ratio",
-    "reward/first_round/outcome", "reward/first_round/accuracy", "reward/filtered/total", "diag/evidence_ratio", "rollout/response_length",
+    "reward/first_round/outcome", "reward/first_round/accuracy", "reward/filtered/total", "diag/evidence_ratio",
+    "rollout/response_length",
     *[f"val/visual_mass_pos{k:02d}" for k in range(10)],
 ]
 BASELINE = "dapo"
@@ -62,7 +63,8 @@ def headline(groups: dict[str, list[RunData]], start_acc: float, start_ease: flo
 
 def _edge_mean(run: RunData, key: str, head: bool, k: int = EDGE) -> float:
     """Mean of the first (``head``) or last ``k`` logged values (one step's 64 sampled
-    responses are a noisy estimate)."""
+    responses are a noisy estimate).
+    """
     h = run.histories.get(key)
     if h is None or not len(h[1]):
         return math.nan
@@ -94,16 +96,20 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 def _table_md(rows: list[dict]) -> list[str]:
     lines = [
-        f"| method | seeds | val acc (warm start) | final val acc | seeds above warm start | Δ vs dapo | train acc, first {EDGE} steps | train acc, last {EDGE} steps | val evidence ratio (last layer) | val response length | val evidence ratio at EASE's layer |",
+        f"| method | seeds | val acc (warm start) | final val acc | seeds above warm start | Δ vs dapo | "
+        f"train acc, first {EDGE} steps | train acc, last {EDGE} steps | val evidence ratio (last layer) | "
+        "val response length | val evidence ratio at EASE's layer |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         start = "n/a" if not math.isfinite(r["val_acc_start"]) else f"{r['val_acc_start']:.3f}"
-        delta = "—" if r["method"] == BASELINE or not math.isfinite(r["delta_vs_dapo"]) else f"{r['delta_vs_dapo']:+.3f}"
+        delta = ("—" if r["method"] == BASELINE or not math.isfinite(r["delta_vs_dapo"])
+                 else f"{r['delta_vs_dapo']:+.3f}")
         lines.append(
             f"| {r['method']} | {r['seeds']} | {start} | {fmt(r['val_acc'], r['val_acc_std'])} | "
             f"{r['seeds_above_start']}/{r['seeds']} | {delta} | "
-            f"{fmt(r['train_acc_first'], r['train_acc_first_std'])} | {fmt(r['train_acc_last'], r['train_acc_last_std'])} | "
+            f"{fmt(r['train_acc_first'], r['train_acc_first_std'])} | "
+            f"{fmt(r['train_acc_last'], r['train_acc_last_std'])} | "
             f"{fmt(r['val_evidence_ratio'], r['val_evidence_ratio_std'], 2)} | "
             f"{fmt(r['val_response_length'], r['val_response_length_std'], 1)} | "
             f"{fmt(r['val_ease_evidence_ratio'], r['val_ease_evidence_ratio_std'], 2)} |"
@@ -174,16 +180,22 @@ def build_report(tracking_uri: str, out: Path, study: str = "full", experiment: 
     out.mkdir(parents=True, exist_ok=True)
     figs = {
         "accuracy": plots.curves_figure(groups, [("val/accuracy", "validation accuracy (greedy)", 1),
-                                                 ("reward/first_round/accuracy", "training accuracy (sampled)", TRAIN_WINDOW)],
+                                                 ("reward/first_round/accuracy", "training accuracy (sampled)",
+                                                  TRAIN_WINDOW)],
                                         out / "accuracy.png", start),
         "reward": plots.curves_figure(groups, [("reward/first_round/outcome", "training outcome reward", TRAIN_WINDOW),
-                                               ("reward/filtered/total", "total reward after filtering (incl. SAYO bonus)", TRAIN_WINDOW)],
+                                               ("reward/filtered/total",
+                                                "total reward after filtering (incl. SAYO bonus)", TRAIN_WINDOW)],
                                       out / "reward.png"),
-        "evidence_ratio": plots.curves_figure(groups, [("val/ease/evidence_ratio", "evidence ratio at EASE's layer (validation)", 1),
-                                                       ("val/evidence_ratio", "evidence ratio, last layer (validation)", 1),
-                                                       ("diag/evidence_ratio", "evidence ratio, last layer (training)", TRAIN_WINDOW)],
+        "evidence_ratio": plots.curves_figure(groups, [("val/ease/evidence_ratio",
+                                                        "evidence ratio at EASE's layer (validation)", 1),
+                                                       ("val/evidence_ratio",
+                                                        "evidence ratio, last layer (validation)", 1),
+                                                       ("diag/evidence_ratio",
+                                                        "evidence ratio, last layer (training)", TRAIN_WINDOW)],
                                               out / "evidence_ratio.png", start),
-        "response_length": plots.curves_figure(groups, [("rollout/response_length", "rollout response length", TRAIN_WINDOW),
+        "response_length": plots.curves_figure(groups, [("rollout/response_length", "rollout response length",
+                                                         TRAIN_WINDOW),
                                                         ("val/response_length", "validation response length", 1)],
                                                out / "response_length.png", start),
         "visual_mass_by_position": plots.position_figure(groups, out / "visual_mass_by_position.png", warm),

@@ -122,7 +122,8 @@ def make_model(work: Workdir, seed: int = 0, **dims) -> Path:
 
 def make_masks(work: Workdir, processor: Path, source: Path | None = None) -> Path:
     """Stage 0d: evidence masks of ``source`` (default: the cropped data) for ``processor``
-    (its exact token grid), written to ``work.data``."""
+    (its exact token grid), written to ``work.data``.
+    """
     _data_cli(["masks", "--dataset", str(source or work.cropped), "--processor", str(processor),
                "--out", str(work.data), "--overwrite", "--no-progress"])
     return work.data

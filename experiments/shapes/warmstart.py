@@ -32,7 +32,8 @@ from experiments.shapes.stages import (
 def stage0(work: Workdir, with_model: bool = True, data: DataSettings | None = None) -> None:
     """Synthetic data (default :data:`recipe.DATA`), object-preserving crops, (optionally) the
     random-weight tiny model, and the evidence masks (for the new model, else the warm start's
-    processor)."""
+    processor).
+    """
     data = data or recipe.DATA
     make_data(work, data)
     crop(work, recipe.CROP_PIPELINE, data.seed)
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=".", help="where artifacts/, runs/ and mlflow.db go")
     parser.add_argument("--out", default="runs/shapes/warmstart",
-                        help=f"export directory of the warm start (the committed {WARMSTART_DIR.name}/ only when named)")
+                        help="export directory of the warm start "
+                             f"(the committed {WARMSTART_DIR.name}/ only when named)")
     parser.add_argument("--steps", type=int, default=recipe.SFT_STEPS)
     parser.add_argument("--val-every", type=int, default=50)
     args = parser.parse_args(argv)

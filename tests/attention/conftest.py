@@ -18,7 +18,8 @@ def _load(path: str, impl: str):
 def make_rl_batch(path: str, T: int = 5, seed: int = 0) -> dict:
     """Two prompts (the first with two images, the second with one and a longer question),
     left-padded to P by the processor, followed by random responses right-padded to T
-    (the second response has 2 padding tokens)."""
+    (the second response has 2 padding tokens).
+    """
     from PIL import Image
     from transformers import AutoProcessor
 
@@ -70,7 +71,8 @@ def make_rl_batch(path: str, T: int = 5, seed: int = 0) -> dict:
 
 def repeat_groups(batch: dict, order: list[int]) -> dict:
     """The two-prompt batch with each prompt repeated as in a rollout (row r is prompt ``order[r]``), the
-    responses differing per row, and the vision rows repeated per row."""
+    responses differing per row, and the vision rows repeated per row.
+    """
     idx = torch.tensor(order)
     grid = batch["image_grid_thw"]
     per_image = (grid.prod(-1)).tolist()
@@ -102,7 +104,7 @@ def grouped_batch():
 
 @pytest.fixture(scope="session")
 def tiny_models(tiny_model_dirs):
-    """family -> (sdpa model, eager model, batch), built once per session."""
+    """Family -> (sdpa model, eager model, batch), built once per session."""
     cache: dict = {}
 
     class _Models(dict):

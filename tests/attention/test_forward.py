@@ -1,5 +1,6 @@
 """policy_forward: one forward gives the same log-probs / entropies / hidden / attention as
-separate reference computations on the full model outputs."""
+separate reference computations on the full model outputs.
+"""
 
 from __future__ import annotations
 
@@ -127,7 +128,8 @@ def test_policy_forward_with_lora_and_grad(tiny_model_dirs, rl_batch):
 
 def test_policy_forward_under_gradient_checkpointing(tiny_model_dirs, rl_batch):
     """Non-reentrant checkpointing recomputes layers after the probe context has exited:
-    attention-loss gradients must equal those without checkpointing."""
+    attention-loss gradients must equal those without checkpointing.
+    """
     from transformers import AutoModelForImageTextToText
 
     path = tiny_model_dirs["qwen2_5_vl"]
@@ -170,7 +172,8 @@ def test_policy_forward_accepts_rollout_batch_objects(tiny_models):
 
 def test_signals_carry_the_graph_until_detached(tiny_models):
     """policy_forward's Signals keep autograd on every computed tensor; ``detached()`` is a
-    copy with the same values and no graph, leaving the original as it was."""
+    copy with the same values and no graph, leaving the original as it was.
+    """
     sdpa, _, batch = tiny_models["qwen2_5_vl"]
     req = SimpleNamespace(image_attention_layers=[-1], response_attention_layers=[1], grad_attention_layers=[1],
                           hidden_states=True, own_attention_layers=[1])

@@ -1,6 +1,7 @@
 """The masked-image signal: patch blackening on the processor's own grid (pixel-exact with
 blackening the resized image and running the real processor), per-row seeds that do not
-depend on micro-batching, and the no-grad masked forward of ``policy_forward``."""
+depend on micro-batching, and the no-grad masked forward of ``policy_forward``.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def _processor(family: str):
 @pytest.mark.parametrize(("family", "cells"), [("qwen2_5_vl", 1), ("qwen2_5_vl", 2), ("qwen3_vl", 1)])
 def test_blackening_equals_processing_a_blackened_image(family, cells):
     """Blackening rows == the processor's output for the resized image with those pixel
-    cells set to 0 (uint8 black), the authors' loop over ``range(0, h, size)``."""
+    cells set to 0 (uint8 black), the authors' loop over ``range(0, h, size)``.
+    """
     from PIL import Image
 
     fam = get_family(family)

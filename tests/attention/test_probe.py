@@ -29,7 +29,7 @@ def _model_inputs(batch):
 
 
 def _eager_block(attn, rows, cols, per_head):
-    """attn [B, H, L, L] -> [B, (H,) T, C] at (rows, cols) (reference by plain indexing)."""
+    """Attn [B, H, L, L] -> [B, (H,) T, C] at (rows, cols) (reference by plain indexing)."""
     a = attn if per_head else attn.mean(1, keepdim=True)
     out = torch.stack([a[b][:, rows[b]][:, :, cols[b]] for b in range(a.shape[0])])
     return out if per_head else out[:, 0]

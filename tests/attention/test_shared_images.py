@@ -1,5 +1,6 @@
 """Encoding each prompt's images once per group: same log-probs, attention, hidden states and
-gradients as running the vision tower on every repeated row."""
+gradients as running the vision tower on every repeated row.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The shared-prefix forward (one prompt pass per group, rows continuing its KV cache) gives
-every output of the plain forward and the same parameter gradients."""
+every output of the plain forward and the same parameter gradients.
+"""
 
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ def _phi(z: float) -> float:
 
 def test_bench_evidence_is_built_by_data_tools_masks_by_hand():
     """prepare_assets builds the bench data's evidence with data_tools.masks.build_masks and
-    the model processor's Geometry; its values for the bench's geometry, by hand."""
+    the model processor's Geometry; its values for the bench's geometry, by hand.
+    """
     import datasets
 
     from data_tools.masks import build_masks
@@ -214,7 +215,8 @@ def test_one_step_each_side(tmp_path):
 @pytest.mark.slow
 def test_credit_overhead_ab_configures_like_the_module(tmp_path):
     """The A/B script gives the module the signal request RLVRModule builds for a method, and
-    reports a ratio per method and the A/A control."""
+    reports a ratio per method and the A/A control.
+    """
     from experiments.bench import credit_overhead_bench as ab
     from experiments.bench.visgrpo_side import build_module
 
@@ -258,7 +260,8 @@ def test_from_json_rederives_summaries_and_ratios(monkeypatch, tmp_path):
 def test_probe_memory_bench_counts_the_probe_results():
     """The probe's extra memory over plain SDPA includes its own results (alive at the peak):
     a baseline read while the previous forward's results were still held undercounted it
-    (15 MB extra for 32 MB of results at the benchmark size)."""
+    (15 MB extra for 32 MB of results at the benchmark size).
+    """
     import json
     import os
     import subprocess

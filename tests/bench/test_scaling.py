@@ -1,5 +1,6 @@
 """Scaling runner (experiments/bench/scaling.py): statistics and design by hand (fast), and a
-tiny interleaved run end to end (slow: it starts a visgrpo and a TRL worker per point)."""
+tiny interleaved run end to end (slow: it starts a visgrpo and a TRL worker per point).
+"""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ from visgrpo.data.signals import Signals
 
 def _two_block_case(n_block=16, c_a=0.3, c_b=0.4, n_img=4):
     """One response of 2 * n_block tokens: causal attention confined to each block; image
-    attention mass c_a on block A (tokens 0..15), c_b on block B (16..31)."""
+    attention mass c_a on block A (tokens 0..15), c_b on block B (16..31).
+    """
     T = 2 * n_block
     ra = torch.zeros(1, T, T)
     for t in range(T):
@@ -128,7 +129,8 @@ def _reference_graph(a: np.ndarray, top_k: int, edge_scale: int = 1000):
 @pytest.mark.parametrize("n,top_k", [(1, 8), (2, 8), (5, 2), (9, 8), (40, 8), (40, 0), (40, 3)])
 def test_graph_equals_edge_by_edge_reference(n, top_k):
     """CSR arrays (edges sorted per vertex, int64) equal the definition built edge by edge:
-    the chain plus each token's top-k symmetrised links, both ways, deduplicated."""
+    the chain plus each token's top-k symmetrised links, both ways, deduplicated.
+    """
     a = np.tril(np.random.default_rng(n + top_k).random((n, n))).astype(np.float32)
     xadj, adjncy, ew = response_graph(a, top_k=top_k)
     adj, weight = _reference_graph(a, top_k)

@@ -162,6 +162,7 @@ def test_lightning_cli_style_class_path_instantiation():
         '--credit=[{"class_path": "visgrpo.credit.EASECredit", "init_args": {"lambda_attn": 0.01}},'
         ' {"class_path": "visgrpo.credit.ATRLCredit", "init_args": {"layers": [3, "last"]}}]'
     ])
-    methods = parser.instantiate(cfg).credit if hasattr(parser, "instantiate") else parser.instantiate_classes(cfg).credit
+    methods = (parser.instantiate(cfg).credit if hasattr(parser, "instantiate")
+               else parser.instantiate_classes(cfg).credit)
     assert isinstance(methods[0], EASECredit) and methods[0].lambda_attn == 0.01
     assert ComposedCredit(methods).signal_request(8).image_attention_layers == frozenset({3, 7})

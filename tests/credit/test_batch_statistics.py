@@ -1,6 +1,7 @@
 """Batch-scope credit statistics: a batch split into parts whose statistics are combined
 gives, part by part, the advantages of the whole batch (VGPO's focus min-max); the
-composition prefixes them; the loss forward's request comes from the methods."""
+composition prefixes them; the loss forward's request comes from the methods.
+"""
 
 from __future__ import annotations
 

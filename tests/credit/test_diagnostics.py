@@ -23,13 +23,15 @@ def test_evidence_ratio_hand_values():
     # Response 1: no evidence -> undefined (NaN), excluded from the batch mean.
     attn = torch.tensor([[[0.2, 0.1, 0.1, 0.1]], [[0.25, 0.25, 0.25, 0.25]]])
     ev = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
-    ratio, m = evidence_attention_ratio(attn, torch.ones(2, 4, dtype=torch.bool), ev, torch.ones(2, 1, dtype=torch.bool))
+    ratio, m = evidence_attention_ratio(attn, torch.ones(2, 4, dtype=torch.bool), ev,
+                                        torch.ones(2, 1, dtype=torch.bool))
     assert ratio[0].item() == pytest.approx(1.6) and math.isnan(ratio[1].item())
     assert float(m["evidence_ratio"]) == pytest.approx(1.6) and m["evidence_ratio_undefined"] == 1.0
     # Half coverage on token 1 too: share (1 + 0.5) / 4 = 0.375, mass 0.4 + 0.5 * 0.2 = 0.5
     # -> ratio 0.5 / 0.375 = 4 / 3.
     ev2 = torch.tensor([[1.0, 0.5, 0.0, 0.0]])
-    ratio2, _ = evidence_attention_ratio(attn[:1], torch.ones(1, 4, dtype=torch.bool), ev2, torch.ones(1, 1, dtype=torch.bool))
+    ratio2, _ = evidence_attention_ratio(attn[:1], torch.ones(1, 4, dtype=torch.bool), ev2,
+                                         torch.ones(1, 1, dtype=torch.bool))
     assert ratio2[0].item() == pytest.approx(4 / 3)
 
 
@@ -70,5 +72,6 @@ def test_batch_diagnostics_keys_and_values():
     assert batch_diagnostics(sig, layer=3) == {}  # layer not probed: nothing
     sig.evidence_mask = None
     assert "diag/evidence_ratio" not in batch_diagnostics(sig)
-    assert torch.equal(visual_mass(attn, torch.tensor([[True, True, False, False]]), torch.ones(1, 2, dtype=torch.bool)),
+    assert torch.equal(visual_mass(attn, torch.tensor([[True, True, False, False]]),
+                                   torch.ones(1, 2, dtype=torch.bool)),
                        torch.tensor([[0.3, 0.1]]))

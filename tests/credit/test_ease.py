@@ -1,5 +1,6 @@
 """EASE (arXiv 2605.30912): KL values, gate, gradients, micro-batching (the evidence target
-itself: tests/data/test_evidence.py)."""
+itself: tests/data/test_evidence.py).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_evenly_spaced_selection():
 
 def _kl_setup(p_row, q, rewards=(1.0,)):
     attn = torch.tensor([[p_row]], requires_grad=True)  # [1, 1, N]
-    return attn, torch.ones(1, len(q), dtype=torch.bool), torch.tensor([q]), torch.ones(1, 1, dtype=torch.bool), torch.tensor(rewards)
+    img = torch.ones(1, len(q), dtype=torch.bool)
+    return attn, img, torch.tensor([q]), torch.ones(1, 1, dtype=torch.bool), torch.tensor(rewards)
 
 
 def test_kl_hand_values_both_directions():
@@ -60,7 +62,8 @@ def test_gate_excludes_low_reward_trajectories_and_gradient_flows():
     attn = torch.rand(3, 6, 5).softmax(-1).requires_grad_(True)
     target = torch.rand(3, 5).softmax(-1)
     mask = torch.ones(3, 6, dtype=torch.bool)
-    loss, m = ease_attention_loss(attn, torch.ones(3, 5, dtype=torch.bool), target, mask, torch.tensor([1.0, 0.49, 0.5]))
+    rewards = torch.tensor([1.0, 0.49, 0.5])
+    loss, m = ease_attention_loss(attn, torch.ones(3, 5, dtype=torch.bool), target, mask, rewards)
     loss.backward()
     assert float(m["gated"]) == 2.0  # rewards 1.0 and 0.5 pass the >= 0.5 gate
     assert attn.grad[0].abs().sum() > 0 and attn.grad[2].abs().sum() > 0
@@ -93,7 +96,8 @@ def test_global_normaliser_makes_micro_batches_add_up():
              for s in (slice(0, 2), slice(2, 4))]
     assert sum(parts).item() == pytest.approx(full.item(), rel=1e-6)
     # Without the global normaliser, each half would be its own mean (different sum).
-    halves = [ease_attention_loss(attn[s], img[s], target[s], mask[s], rewards[s])[0] for s in (slice(0, 2), slice(2, 4))]
+    halves = [ease_attention_loss(attn[s], img[s], target[s], mask[s], rewards[s])[0]
+              for s in (slice(0, 2), slice(2, 4))]
     assert sum(halves).item() != pytest.approx(full.item(), rel=1e-3)
 
 

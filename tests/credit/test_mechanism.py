@@ -1,5 +1,6 @@
 """Each credit method's target quantity (its ``target_metrics``, gathered by
-visgrpo/credit/mechanism.py) on hand-checked batches."""
+visgrpo/credit/mechanism.py) on hand-checked batches.
+"""
 
 from __future__ import annotations
 

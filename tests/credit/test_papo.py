@@ -1,6 +1,7 @@
 """PAPO (docs/methods.md, PAPO) against a line-by-line transcription of the authors' loss
 (experiments/fidelity/references/papo.py) on random ragged batches: value, gradient, the global
-token normaliser under micro-batching, and one trained step in both modes."""
+token normaliser under micro-batching, and one trained step in both modes.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Every registered credit method comes with its four files: the method module (where it
 registers and declares its validation target), ``configs/credit/<name>.yaml``,
 ``tests/credit/test_<name>.py`` and a section of ``docs/methods.md``. Registration is
-automatic: the package imports all its modules."""
+automatic: the package imports all its modules.
+"""
 
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ L, B, T, N, D = 3, 2, 6, 4, 8
 
 def full_signals() -> Signals:
     """Every signal a method may read, for a 3-layer model (random but valid: attention rows
-    are distributions over the image tokens, evidence covers token 0)."""
+    are distributions over the image tokens, evidence covers token 0).
+    """
     g = torch.Generator().manual_seed(0)
 
     def rows(*shape):
@@ -95,14 +97,16 @@ def full_signals() -> Signals:
         response_attention={k: rows(B, T, T).tril() for k in range(L)},
         own_image_attention={k: rows(B, T, N) for k in range(L)},
         evidence_mask=torch.tensor([[1.0, 0, 0, 0]] * B), evidence_target=torch.tensor([[0.7, 0.1, 0.1, 0.1]] * B),
-        region_labels=torch.tensor([[1, 0, 0, 0]] * B), logp=logp, masked_logp=logp - 0.5 * torch.rand(B, T, generator=g),
+        region_labels=torch.tensor([[1, 0, 0, 0]] * B), logp=logp,
+        masked_logp=logp - 0.5 * torch.rand(B, T, generator=g),
     )
 
 
 @pytest.mark.parametrize("name", CREDIT_METHODS.names())
 def test_method_declares_its_validation_target(name):
     """The method's own file declares its target metrics; the validation loop then measures
-    them (val/<name>/<metric>) with no central table to update."""
+    them (val/<name>/<metric>) with no central table to update.
+    """
     cls = CREDIT_METHODS.get(name)
     if name in NO_OWN_TARGET:
         assert not cls.declares_target(), f"{name} declares a target: remove it from NO_OWN_TARGET"
@@ -121,7 +125,8 @@ def test_method_declares_its_validation_target(name):
 
 def test_readme_method_table_lists_exactly_the_registered_methods():
     """The README's method table is the one list of methods outside the registry: it must
-    name every registered method (``none`` aside) and nothing else."""
+    name every registered method (``none`` aside) and nothing else.
+    """
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("| method | signal |"):].split("\n\n", 1)[0]
     rows = [line.split("|")[1].strip() for line in table.splitlines()[2:] if line.startswith("|")]

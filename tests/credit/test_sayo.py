@@ -22,7 +22,8 @@ def test_known_region_share():
     # a_reg = 0.4, a_img = (0.4 + 3 * 0.2) / 4 = 0.25 -> r = tanh(log 1.6) = 1.56 / 3.56.
     attn = torch.tensor([[[0.4, 0.2, 0.2, 0.2]]])
     region = torch.tensor([[True, False, False, False]])
-    r, m = sayo_attention_reward(attn, torch.ones(1, 4, dtype=torch.bool), region, torch.ones(1, 1), torch.ones(1, 1, dtype=torch.bool))
+    r, m = sayo_attention_reward(attn, torch.ones(1, 4, dtype=torch.bool), region, torch.ones(1, 1),
+                                 torch.ones(1, 1, dtype=torch.bool))
     assert float(r[0]) == pytest.approx(1.56 / 3.56, abs=1e-6)
     assert float(r[0]) == pytest.approx(_tanh_log(1.6), abs=1e-6)
     assert float(m["a_img"]) == pytest.approx(0.25) and float(m["a_reg"]) == pytest.approx(0.4)
@@ -72,7 +73,8 @@ def test_entropy_selection_picks_the_top_30_percent_of_real_tokens_only():
 def test_no_region_gives_zero_and_is_counted():
     attn = torch.full((2, 2, 3), 1 / 3)
     region = torch.tensor([[False, False, False], [True, False, False]])
-    r, m = sayo_attention_reward(attn, torch.ones(2, 3, dtype=torch.bool), region, torch.ones(2, 2), torch.ones(2, 2, dtype=torch.bool))
+    r, m = sayo_attention_reward(attn, torch.ones(2, 3, dtype=torch.bool), region, torch.ones(2, 2),
+                                 torch.ones(2, 2, dtype=torch.bool))
     assert float(r[0]) == 0.0
     assert float(r[1]) == pytest.approx(0.0, abs=1e-6)  # uniform: a_reg = a_img -> tanh(0)
     assert m["no_region"] == 1.0

@@ -1,6 +1,7 @@
 """VPPO (docs/methods.md, VPPO) against a line-by-line transcription of the authors' code
 (experiments/fidelity/references/vppo.py) on random ragged batches; batch statistics make it
-independent of micro-batching; ``vppo + ease`` composes and trains a step."""
+independent of micro-batching; ``vppo + ease`` composes and trains a step.
+"""
 
 from __future__ import annotations
 
@@ -83,8 +84,8 @@ def test_options_and_entropy_penalty():
     logp = sig.logp.clone().requires_grad_(True)
     sig.logp = logp
     loss, _ = VPPOCredit().auxiliary_loss(sig, normaliser=sig.response_mask.sum())
-    assert float(loss.detach()) == pytest.approx(authors_entropy_penalty(logp.tolist(), sig.response_mask.long().tolist()),
-                                        abs=1e-9)
+    expected = authors_entropy_penalty(logp.tolist(), sig.response_mask.long().tolist())
+    assert float(loss.detach()) == pytest.approx(expected, abs=1e-9)
     loss.backward()
     assert float(logp.grad[sig.response_mask].max()) == pytest.approx(-0.06 / int(sig.response_mask.sum()))
     assert VPPOCredit(entropy_coef=0.0).auxiliary_loss(sig)[0] is None

@@ -1,5 +1,6 @@
 """EASE's evidence target (visgrpo.data.evidence): the smoothed box target q and its
-Gaussian cell bumps, against hand-derived values and a midpoint-rule integration."""
+Gaussian cell bumps, against hand-derived values and a midpoint-rule integration.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def test_target_sums_to_one_and_peaks_in_the_box():
     assert cells == {(1, 2), (1, 3), (2, 2), (2, 3), (4, 6), (4, 7), (5, 6), (5, 7)}
     assert float(q.min()) >= 0.1 / 48  # uniform floor alpha / N
     # No box: uniform; a degenerate (zero-size) box still gives a finite distribution.
-    assert torch.allclose(smoothed_evidence_target(torch.zeros(0, 4), (2, 3)), torch.full((6,), 1 / 6, dtype=torch.float64))
+    uniform = torch.full((6,), 1 / 6, dtype=torch.float64)
+    assert torch.allclose(smoothed_evidence_target(torch.zeros(0, 4), (2, 3)), uniform)
     q0 = smoothed_evidence_target(torch.tensor([[1.2, 0.7, 1.2, 0.7]]), (2, 3))
     assert torch.isfinite(q0).all() and int(q0.argmax()) == 1  # nearest centre: row 0, col 1
     with pytest.raises(ValueError, match="x1 >= x0"):

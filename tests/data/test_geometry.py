@@ -1,5 +1,6 @@
 """Processor geometry (visgrpo.data.geometry): the one source of the token grid and of the
-processor fingerprint, shared by the training side and the data tools."""
+processor fingerprint, shared by the training side and the data tools.
+"""
 
 from __future__ import annotations
 

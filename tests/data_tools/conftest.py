@@ -10,7 +10,8 @@ from data_tools.cli import build_parser, main
 def run_command(argv: list[str]) -> int:
     """Run one ``visgrpo-data`` sub-command WITHOUT :func:`data_tools.cli.main`'s error
     handling, so that bad input raises (tests then check the exception's record and field;
-    ``test_cli_errors.py`` checks what ``main`` makes of it: one line, exit code 1)."""
+    ``test_cli_errors.py`` checks what ``main`` makes of it: one line, exit code 1).
+    """
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

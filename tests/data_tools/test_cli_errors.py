@@ -1,5 +1,6 @@
 """``visgrpo-data`` turns bad input into one line ``visgrpo-data <cmd>: error: ...`` and exit 1,
-naming the record and the field, and leaves no partial output (data_tools/cli.py main)."""
+naming the record and the field, and leaves no partial output (data_tools/cli.py main).
+"""
 
 from __future__ import annotations
 

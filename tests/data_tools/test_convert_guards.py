@@ -1,6 +1,7 @@
 """convert guards: --image-root is a boundary, the pixel limit, and the clear messages of
 issue-listed weak spots (labels, same-named inputs, skip report, bad segmentations, bad
-instances files, refs pickles, stale work folders of killed runs)."""
+instances files, refs pickles, stale work folders of killed runs).
+"""
 
 from __future__ import annotations
 

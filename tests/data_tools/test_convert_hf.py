@@ -1,5 +1,6 @@
 """``visgrpo-data convert hf`` on fixtures in the exact schemas of ViRL39K, Geometry3K and
-TRL-style datasets, plus an explicit column mapping with boxes."""
+TRL-style datasets, plus an explicit column mapping with boxes.
+"""
 
 from __future__ import annotations
 

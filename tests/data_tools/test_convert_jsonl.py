@@ -1,5 +1,6 @@
 """convert jsonl: field mapping, box formats, bad input naming file:line and field, skip reports,
-atomic output, parquet."""
+atomic output, parquet.
+"""
 
 from __future__ import annotations
 

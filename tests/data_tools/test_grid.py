@@ -70,7 +70,8 @@ RELEASED_PIXELS = {
 def test_family_settings_equal_the_processors_own():
     """The family table against transformers itself: patch / merge / temporal sizes of each
     model config's vision tower and of the processor classes, their image mean / std and
-    minimum size, and the released size bounds above (class defaults differ for max_pixels)."""
+    minimum size, and the released size bounds above (class defaults differ for max_pixels).
+    """
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2VLConfig,

@@ -1,5 +1,6 @@
 """One orientation rule: EXIF-rotated JPEGs give boxes, evidence masks and training pixels
-in one frame (convert -> masks -> the training decode), for orientations 3, 6 and 8."""
+in one frame (convert -> masks -> the training decode), for orientations 3, 6 and 8.
+"""
 
 from __future__ import annotations
 

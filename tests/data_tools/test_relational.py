@@ -1,5 +1,6 @@
 """``visgrpo-data synth --task relational``: determinism, answers and boxes re-derived from
-the generator's scene, distractors, the reasoning chain and the CLI."""
+the generator's scene, distractors, the reasoning chain and the CLI.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The ``segmentation`` column round-trips from every writer (synth, convert coco / jsonl) into
-``masks``: one JSON text per box, ``""`` for none (data_tools/segmentation.py)."""
+``masks``: one JSON text per box, ``""`` for none (data_tools/segmentation.py).
+"""
 
 from __future__ import annotations
 
@@ -134,7 +135,8 @@ def test_format_helpers_and_the_retired_one_string_format():
 def test_fast_segmentation_path_equals_the_overlap_products_on_random_masks():
     """The whole-pixel fast path (one pycocotools decode per image, block sums) and the tight
     run parser give exactly the previous results: overlap products of each decoded mask
-    (data_tools.grid.segmentation_coverage) and the checked parser, on random masks."""
+    (data_tools.grid.segmentation_coverage) and the checked parser, on random masks.
+    """
     import numpy as np
     from pycocotools import mask as mask_utils
 

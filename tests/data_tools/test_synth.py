@@ -91,7 +91,8 @@ def test_cli_writes_train_and_validation(synth_dir):
 
 def test_object_count_defaults_follow_the_task():
     """``--min-objects`` defaults to each task's own minimum: the README's plain
-    ``synth --task relational`` must not be refused by the shapes default (4)."""
+    ``synth --task relational`` must not be refused by the shapes default (4).
+    """
     import argparse
 
     from data_tools.synth import add_arguments, settings_from_args

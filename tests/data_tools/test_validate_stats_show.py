@@ -102,7 +102,8 @@ def test_show_multi_image_record(tmp_path):
 def test_show_draws_the_box_and_the_heatmap_where_they_are(tmp_path):
     """What ``show`` draws, read back from the PNG: on a uniform grey 224 x 224 image whose
     evidence target is spread over the 3 x 3 tokens under the box, the lime outline lies on
-    the box's edges, and the heatmap is bright on those tokens and dark elsewhere."""
+    the box's edges, and the heatmap is bright on those tokens and dark elsewhere.
+    """
     from PIL import Image
 
     from data_tools.show import render
@@ -117,7 +118,8 @@ def test_show_draws_the_box_and_the_heatmap_where_they_are(tmp_path):
     r, g, b = png[..., 0], png[..., 1], png[..., 2]
     # The image area: the grey darkened by the heatmap's zero colour (inferno(0) ~ black, alpha .45)
     dark = (abs(r - g) < 12) & (abs(g - b) < 20) & (r > 40) & (r < 110)
-    rows, cols = np.nonzero(dark.sum(1) > 0.5 * dark.sum(1).max())[0], np.nonzero(dark.sum(0) > 0.5 * dark.sum(0).max())[0]
+    rows = np.nonzero(dark.sum(1) > 0.5 * dark.sum(1).max())[0]
+    cols = np.nonzero(dark.sum(0) > 0.5 * dark.sum(0).max())[0]
     top, left, bottom, right = rows.min(), cols.min(), rows.max() + 1, cols.max() + 1  # not the title's text
     scale = (right - left) / 224
     assert abs((bottom - top) / 224 - scale) < 0.02 * scale  # square, as drawn

@@ -44,7 +44,8 @@ def readme(root: Path, text: str = "---\nlicense: cc-by-4.0\n---\n# dataset card
 
 def mathvista(root: Path) -> None:
     """``AI4Math/MathVista``: ``data/testmini-*.parquet`` beside two ``test`` shards
-    (answers hidden), plus the JSON annotations at the top level."""
+    (answers hidden), plus the JSON annotations at the top level.
+    """
     schema = pa.schema([("pid", pa.string()), ("question", pa.string()), ("image", pa.string()),
                         ("decoded_image", IMAGE), ("choices", pa.list_(pa.string())),
                         ("unit", pa.string()), ("precision", pa.float64()), ("answer", pa.string()),
@@ -95,7 +96,8 @@ MATHVERSE_COLS = [("sample_index", pa.string()), ("problem_index", pa.string()),
 def mathverse(root: Path) -> None:
     """``AI4Math/MathVerse``: ``testmini.parquet`` and ``testmini_text_only.parquet`` at the
     top level (configs ``testmini`` / ``testmini_text_only``), the JSON twins and
-    ``images.zip``. A Vision-Only item has its options only in ``question_for_eval``."""
+    ``images.zip``. A Vision-Only item has its options only in ``question_for_eval``.
+    """
     meta = {"split": "testmini", "source": "GeoQA"}
     choices = "Choices:\nA:30°\nB:45°\nC:60°\nD:90°"
     rows = [
@@ -150,7 +152,8 @@ def wemath(root: Path, parquet: bool = True) -> None:
     """``We-Math/We-Math``: ``data/testmini-*.parquet`` (images embedded in the
     ``image_path`` column), ``testmini.json`` and ``testmini.zip`` as downloaded (not
     unpacked; the archive's step folders sit under ``testmini/``), and
-    ``knowledge_structure_nodes.json``."""
+    ``knowledge_structure_nodes.json``.
+    """
     readme(root)
     rows = []
     with zipfile.ZipFile(root / "testmini.zip", "w") as z:
@@ -180,7 +183,8 @@ def wemath(root: Path, parquet: bool = True) -> None:
 
 def logicvista(root: Path) -> None:
     """The authors' ``data/``: ``dataset.json`` (``{"v1_0": {...}}``) and ``images/``, with
-    the odd answers of the real file: several letters, a number, an empty string."""
+    the odd answers of the real file: several letters, a number, an empty string.
+    """
     (root / "data" / "images").mkdir(parents=True)
     data = {}
     for key, ans, skill, capability in (
@@ -217,7 +221,8 @@ HALLUSION_COLS = ["category", "subcategory", "visual_input", "set_id", "figure_i
 def hallusionbench(root: Path) -> None:
     """``lmms-lab/HallusionBench``: ``data/image-*.parquet`` and ``data/non_image-*.parquet``
     (a VS set: the question without a figure, ``figure_id`` 0, then on the original and
-    the edited figure, 1 and 2; a VD set: one question on figures 0 and 1)."""
+    the edited figure, 1 and 2; a VD set: one question on figures 0 and 1).
+    """
     schema = pa.schema([(c, pa.string()) for c in HALLUSION_COLS] + [("image", IMAGE)])
 
     def row(cat, sub, vis, set_id, fig, qid, gt, image=True):
@@ -236,7 +241,8 @@ def hallusionbench(root: Path) -> None:
 
 def pope(root: Path) -> None:
     """``lmms-lab/POPE``: ``data/test-*.parquet`` (config ``default``) and the ``Full``
-    config's ``Full/{adversarial,popular,random}-*.parquet``, which are not read."""
+    config's ``Full/{adversarial,popular,random}-*.parquet``, which are not read.
+    """
     schema = pa.schema([("id", pa.string()), ("question_id", pa.string()),
                         ("question", pa.string()), ("answer", pa.string()),
                         ("image_source", pa.string()), ("image", IMAGE), ("category", pa.string())])
@@ -259,13 +265,15 @@ REFCOCO_BOXES = [[5.0, 4.0, 20.0, 16.0], [30.0, 10.0, 18.0, 25.0]]  # COCO xywh
 
 def refcoco(root: Path, splits: tuple[str, ...] = ("test", "testA", "testB")) -> None:
     """``lmms-lab/RefCOCO``: ``data/{val,test,testA,testB}-*.parquet`` (RefCOCO+: val,
-    testA, testB; RefCOCOg: val, test)."""
+    testA, testB; RefCOCOg: val, test).
+    """
     schema = pa.schema([("question_id", pa.string()), ("image", IMAGE), ("question", pa.string()),
                         ("answer", pa.list_(pa.string())), ("segmentation", pa.list_(pa.float32())),
                         ("bbox", pa.list_(pa.float32())), ("iscrowd", pa.int8()),
                         ("file_name", pa.string())])
     rows = [{"question_id": str(i), "image": img(56, 42) if i == 0 else img(64, 48),
-             "question": "Please carefully observe the area circled in the image and come up with a caption for the area.",
+             "question": "Please carefully observe the area circled in the image and come up with a caption "
+                         "for the area.",
              "answer": exprs, "segmentation": [0.0] * 6, "bbox": box, "iscrowd": 0,
              "file_name": f"COCO_train2014_{i:012d}.jpg"}
             for i, (exprs, box) in enumerate([(["left dog", "brown dog"], REFCOCO_BOXES[0]),

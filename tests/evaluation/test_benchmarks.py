@@ -1,5 +1,6 @@
 """Each loader reads its benchmark's download as ``huggingface-cli download`` leaves it
-(fixtures.py builds them)."""
+(fixtures.py builds them).
+"""
 
 from __future__ import annotations
 

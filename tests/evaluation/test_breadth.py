@@ -1,6 +1,7 @@
 """The breadth benchmarks: real-layout loading, official scorers on realistic free-text
 outputs (each expected value derived by hand from the official rule cited), composite
-metrics, and one-line errors on bad records."""
+metrics, and one-line errors on bad records.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
-"""No lost work (issue 23, item 5), in process: every benchmark is loaded and checked
+"""No lost work (issue 23, item 5), in process.
+
+Every benchmark is loaded and checked
 before the first prompt is generated and all problems are listed; a benchmark that fails
 is reported while the others complete; its finished batches stay journaled, so the rerun
-generates only the rest. (The SIGKILL of a real process: test_eval_kill.py.)"""
+generates only the rest. (The SIGKILL of a real process: test_eval_kill.py.)
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``visgrpo eval`` as real processes (issue 23, items 5 and 6):
+"""``visgrpo eval`` as real processes (issue 23, items 5 and 6).
 
 * SIGKILL in the middle of a run, rerun the same command: it resumes from the journal,
   generates only the batches that were not journaled, and ends exactly like a run that

@@ -94,7 +94,8 @@ def write_parquet(path, rows: list[dict]) -> None:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     """MathVista and MathVerse rows of this test's own (the columns their downloads have),
-    and MMStar from the shared fixtures (a benchmark scored by rules only)."""
+    and MMStar from the shared fixtures (a benchmark scored by rules only).
+    """
     root = tmp_path_factory.mktemp("bench")
     image = {"bytes": png(), "path": None}
     vista = {"image": "images/1.jpg", "decoded_image": image, "unit": None}

@@ -102,7 +102,8 @@ def test_ranks_from_torchrun_env_shard_whole_batches_round_robin():
 
 def test_a_batch_recorded_for_other_items_is_not_done(tmp_path):
     """``--limit 3`` then ``--limit 5`` with batches of 2: batch 1 held item 2 alone, now
-    items 2 and 3, so it is generated again; batch 0 is reused."""
+    items 2 and 3, so it is generated again; batch 0 is reused.
+    """
     j = Journal(tmp_path, {"x": 1})
     first = items(3)
     j.record(0, first[0:2], [["a0"], ["a1"]])

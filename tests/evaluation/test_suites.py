@@ -1,5 +1,6 @@
 """Paper suites: definitions point at registered benchmarks, the table reads the right rows
-in the paper's column order, and ``visgrpo eval --suite`` runs and prints it."""
+in the paper's column order, and ``visgrpo eval --suite`` runs and prints it.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """``python -m experiments.gpu_check`` in its CPU mode: the tiny model in float32 runs every
-check and writes one JSON file with the figures and a status per check."""
+check and writes one JSON file with the figures and a status per check.
+"""
 
 from __future__ import annotations
 

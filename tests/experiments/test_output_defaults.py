@@ -1,5 +1,6 @@
 """Documented commands never overwrite committed results: every study and benchmark script
-writes under ``runs/`` unless ``--out`` (``--results``) names a path, e.g. the committed one."""
+writes under ``runs/`` unless ``--out`` (``--results``) names a path, e.g. the committed one.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The shapes experiment: the report on a hand-made MLflow store, and a 2-step smoke of the
-demo's stages (data, masks, warm-start validation, RL, report)."""
+demo's stages (data, masks, warm-start validation, RL, report).
+"""
 
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def test_curve_mean_std_over_seeds(tmp_path):
 @pytest.mark.slow
 def test_demo_stages_two_steps(tmp_path):
     """Stage 0 (data + masks for the committed warm start), warm-start validation, 2 RL steps
-    of dapo, then the report from the run's MLflow store."""
+    of dapo, then the report from the run's MLflow store.
+    """
     from dataclasses import replace
 
     from experiments.shapes import recipe

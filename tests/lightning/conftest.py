@@ -1,6 +1,7 @@
 """A workspace shaped like the experiments expect (``artifacts/`` under the working dir):
 a tiny Qwen2.5-VL whose vocabulary holds the synthetic questions, and the synthetic
-evidence dataset with masks for its processor. Built once per session."""
+evidence dataset with masks for its processor. Built once per session.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.fixture
 def in_workspace(workspace, tmp_path, monkeypatch) -> Path:
     """A fresh working directory whose ``artifacts/`` is the workspace's (relative paths of
-    configs/ resolve there); its ``runs/`` and MLflow store are the test's own."""
+    configs/ resolve there); its ``runs/`` and MLflow store are the test's own.
+    """
     work = tmp_path / "work"
     work.mkdir()
     (work / "artifacts").symlink_to(workspace / "artifacts", target_is_directory=True)
@@ -48,5 +50,6 @@ def in_workspace(workspace, tmp_path, monkeypatch) -> Path:
 
 def tracking_args(work: Path) -> tuple[str, ...]:
     """An absolute MLflow URI: MLflow caches stores by URI string, so relative sqlite paths
-    would point to the first test's file after a chdir."""
+    would point to the first test's file after a chdir.
+    """
     return ("--trainer.logger.init_args.tracking_uri", f"sqlite:///{work}/mlflow.db")

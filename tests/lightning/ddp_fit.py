@@ -29,7 +29,8 @@ from visgrpo.rollout import SamplingConfig
 
 class ShardedRLVRModule(RLVRModule):
     """The RL module with its policy sharded by FSDP2 (``fully_shard``) over the data-parallel
-    mesh."""
+    mesh.
+    """
 
     def configure_model(self) -> None:
         mesh = self.device_mesh["data_parallel"]

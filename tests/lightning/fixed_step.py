@@ -28,7 +28,8 @@ CREDITS = ("none", "sayo", "vgpo", "atrl", "ease", "ease+atrl")
 
 def _explicit(cls, **kwargs):
     """``cls(**kwargs)`` with only the options its constructor has: options added later
-    (with a default that changes behaviour) are pinned here to the behaviour recorded."""
+    (with a default that changes behaviour) are pinned here to the behaviour recorded.
+    """
     params = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in kwargs.items() if k in params})
 
@@ -37,7 +38,8 @@ def credit_methods(name: str) -> list:
     """The credit methods of ``name`` with every option spelled out (defaults may change).
 
     SAYO's reward is scaled up (the random tiny model's attention is nearly uniform, so its
-    raw reward is ~1e-3) and AT-RL's clusters are small, so both change the advantages."""
+    raw reward is ~1e-3) and AT-RL's clusters are small, so both change the advantages.
+    """
     build = {
         "sayo": lambda: _explicit(
             SAYOCredit, rho=0.3, layer="last", reward_weight=50.0, region_threshold=0.0, eps=1e-8,

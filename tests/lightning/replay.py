@@ -1,5 +1,6 @@
 """Test doubles for the training system: a replay rollout engine (fixed responses per prompt
-id, so runs compare exactly whatever the sampler would do) and a gradient recorder."""
+id, so runs compare exactly whatever the sampler would do) and a gradient recorder.
+"""
 
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ class ReplayEngine:
                 right = is_right(sample["id"], g)
                 text = f"<think></think><answer>{sample['answer'] if right else 'zero'}</answer>"
                 responses.append(tok(text, add_special_tokens=False)["input_ids"] + [eos[0]])
-        return assemble_rollout(processor, prompts, enc, responses, sampling.num_generations, eos, vision_token_ids(tok))
+        return assemble_rollout(processor, prompts, enc, responses, sampling.num_generations, eos,
+                                vision_token_ids(tok))
 
 
 class GradientRecorder(L.Callback):
     """The (all-reduced, clipped) gradients at each optimiser step: AdamW's update is nearly
-    invariant to the gradient's scale, so the gradients are what must match."""
+    invariant to the gradient's scale, so the gradients are what must match.
+    """
 
     def __init__(self) -> None:
         self.grads: list[dict[str, torch.Tensor]] = []
@@ -57,7 +60,8 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 class StepProbe:
     """Records, in one process, the ``global_step`` and sample ids of every ``training_step``,
     and at the first one the optimiser state and the data module's position: what a resumed
-    process starts from (installed with :func:`probe_training_steps`)."""
+    process starts from (installed with :func:`probe_training_steps`).
+    """
 
     def __init__(self) -> None:
         self.steps: list[int] = []
@@ -69,7 +73,8 @@ class StepProbe:
 
 def probe_training_steps(monkeypatch) -> StepProbe:
     """A fresh :class:`StepProbe` wrapped around ``RLVRModule.training_step`` (replaces any
-    earlier probe: the wrapped function is the module's own)."""
+    earlier probe: the wrapped function is the module's own).
+    """
     probe, step = StepProbe(), getattr(RLVRModule.training_step, "probed", RLVRModule.training_step)
 
     def probed(self, batch, batch_idx):
@@ -90,7 +95,8 @@ def probe_training_steps(monkeypatch) -> StepProbe:
 def assert_started_from(probe: StepProbe, ckpt: dict) -> None:
     """The probed process started from ``ckpt``: its first step is the checkpoint's, the
     optimiser state (AdamW's step, exp_avg, exp_avg_sq) and the trainable weights equal the
-    checkpoint's, and the data position is the checkpoint's plus the batch just drawn."""
+    checkpoint's, and the data position is the checkpoint's plus the batch just drawn.
+    """
     assert probe.steps and probe.steps[0] == ckpt["global_step"] > 0, probe.steps
     (saved,) = ckpt["optimizer_states"]
     assert saved["state"] and probe.optimizer_state["state"].keys() == saved["state"].keys()

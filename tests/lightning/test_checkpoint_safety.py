@@ -1,6 +1,7 @@
 """Every checkpoint the CLI reads is loaded weights-only: a malicious pickle given as
 ``--ckpt_path`` (a local file or an http URL) is refused with one line, and its payload never
-runs (visgrpo/lightning/checkpoint_io.py)."""
+runs (visgrpo/lightning/checkpoint_io.py).
+"""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class Payload:
 
 def write_evil(path: Path, marker: Path, fmt: str) -> Path:
     """A checkpoint-shaped file whose unpickling runs :class:`Payload` (``torch.save``'s zip
-    format or a bare pickle, as ``torch.load`` reads both)."""
+    format or a bare pickle, as ``torch.load`` reads both).
+    """
     obj = {"state_dict": {}, "hyper_parameters": {"x": Payload(marker)}}
     if fmt == "torch":
         torch.save(obj, path)

@@ -1,5 +1,6 @@
 """The Lightning CLI and configs/: every YAML composes into a complete config
-(``--print_config``, nothing instantiated), links and errors."""
+(``--print_config``, nothing instantiated), links and errors.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ VARIANTS = {"papo_grpo": "papo"}
 def credit_classes(config: str) -> list[str]:
     """Class paths expected in ``configs/credit/<config>.yaml``: the registered method of
     that name (or of the variant, :data:`VARIANTS`), or registered methods joined by ``_``
-    (``ease_atrl``); ``none``: none."""
+    (``ease_atrl``); ``none``: none.
+    """
     config = VARIANTS.get(config, config)
     names = [config] if config in CREDIT_METHODS else config.split("_")
     classes = [CREDIT_METHODS.get(n) for n in names if n != "none"]

@@ -1,5 +1,6 @@
 """Config composition: experiment files list their parts (expanded into jsonargparse's
-repeated ``--config``, no temporary file) and callbacks merge by class across files."""
+repeated ``--config``, no temporary file) and callbacks merge by class across files.
+"""
 
 from __future__ import annotations
 

@@ -198,7 +198,8 @@ def test_evidence_reaches_the_rollout_batch(data_dir, model_dir):
 
 def _odd_images_dataset(path):
     """Two 56x56 rows the training decode must convert: a 16-bit gradient PNG (mode I;16)
-    and an RGBA PNG whose left half is transparent."""
+    and an RGBA PNG whose left half is transparent.
+    """
     import io
 
     import numpy as np

@@ -4,7 +4,8 @@ ranks of 2 prompts train exactly like one process of 4 prompts.
 
 The same holds with the policy's parameters sharded by torch's FSDP2 (``fully_shard``, through
 Lightning's ``ModelParallelStrategy``; Lightning's ``FSDPStrategy`` refuses a CPU
-accelerator): gradients are reduce-scattered instead of all-reduced."""
+accelerator): gradients are reduce-scattered instead of all-reduced.
+"""
 
 from __future__ import annotations
 

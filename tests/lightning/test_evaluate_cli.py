@@ -1,5 +1,6 @@
 """``visgrpo validate`` and ``visgrpo test`` through the CLI: the metrics they report equal
-those computed by hand from the replayed answers (greedy decoding = replayed response 0)."""
+those computed by hand from the replayed answers (greedy decoding = replayed response 0).
+"""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def reported(work: Path) -> dict[str, float]:
 
 def expected(split: Path, stage: str) -> dict[str, float]:
     """Accuracy overall and per answer type: the fraction of samples whose replayed greedy
-    answer is the right one."""
+    answer is the right one.
+    """
     ds = load_from_disk(str(split))
     right = [is_right(i, 0) for i in ds["id"]]
     out = {f"{stage}/accuracy": sum(right) / len(right)}

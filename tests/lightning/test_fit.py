@@ -1,6 +1,7 @@
 """End-to-end ``visgrpo fit`` on the tiny Qwen2.5-VL and synthetic evidence data: every
 objective preset and every credit method trains two steps through the Lightning CLI and
-leaves its metrics, the resolved config and the rollout table in the MLflow store."""
+leaves its metrics, the resolved config and the rollout table in the MLflow store.
+"""
 
 from __future__ import annotations
 

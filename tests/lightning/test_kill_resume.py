@@ -150,7 +150,8 @@ def test_sigkill_then_resume_equals_uninterrupted(workspace, tmp_path):
             torch.testing.assert_close(out["state_dict"][k], v, rtol=0, atol=1e-6, msg=f"{name}: {k}")
         rewards = reward_history(work)
         assert rewards == pytest.approx(ref_rewards, abs=1e-6), name
-        rows.append(f"{name:30s} | {found if found is not None else 'none':>5} | {resumed[0] if resumed else 'none (done)'} "
+        rows.append(f"{name:30s} | {found if found is not None else 'none':>5} | "
+                    f"{resumed[0] if resumed else 'none (done)'} "
                     f"| equal (before the kill: steps {ran_before}, saves begun at steps {saves})")
         print("\nKILL ROW", rows[-1], flush=True)
     print("\nkill point | checkpoint found (global_step) | resumed at step | final weights & rewards")

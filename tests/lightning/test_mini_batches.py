@@ -132,7 +132,8 @@ class _Crash(RuntimeError):
 def test_crash_inside_a_rollout_batch_resumes_exactly(in_workspace, monkeypatch):
     """Checkpoints fall between rollout batches; a crash after the first of the 2
     mini-batch steps of rollout batch 1 resumes from the checkpoint after rollout batch 0
-    and redoes rollout batch 1 whole: the result equals the uninterrupted run."""
+    and redoes rollout batch 1 whole: the result equals the uninterrupted run.
+    """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     import visgrpo.lightning.rlvr as rlvr
@@ -172,7 +173,8 @@ def test_crash_inside_a_rollout_batch_resumes_exactly(in_workspace, monkeypatch)
 
 def test_papo_updates_reuse_the_rollout_policys_masked_logprobs(in_workspace, monkeypatch):
     """Both authors' codes compute the masked-image log-probs once per rollout batch with the
-    rollout policy: the second mini-batch's PAPO loss sees those, not the updated policy's."""
+    rollout policy: the second mini-batch's PAPO loss sees those, not the updated policy's.
+    """
     from visgrpo.credit.papo import PAPOCredit
 
     seen = []
@@ -192,6 +194,7 @@ def test_papo_updates_reuse_the_rollout_policys_masked_logprobs(in_workspace, mo
     request = SignalRequest(masked_logp=module.credit.methods[0].perturbation)
     with torch.no_grad():
         want = fresh.forward_signals(fresh.policy, module.last_rollout.select(torch.arange(8, 16)), request).masked_logp
-        now = module.forward_signals(module.policy, module.last_rollout.select(torch.arange(8, 16)), request).masked_logp
+        now = module.forward_signals(module.policy, module.last_rollout.select(torch.arange(8, 16)),
+                                     request).masked_logp
     torch.testing.assert_close(seen[1], want, rtol=0, atol=1e-5)
     assert float((now - want).abs().max()) > 1e-3  # the updated policy's would differ

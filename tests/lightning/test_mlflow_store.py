@@ -1,6 +1,7 @@
 """Several ``visgrpo fit`` processes started together on a fresh ``sqlite:///`` MLflow store
 (the default logger) all get their run: the store's schema and the experiment are created
-once, under ``<db>.lock`` (visgrpo/lightning/mlflow_store.py)."""
+once, under ``<db>.lock`` (visgrpo/lightning/mlflow_store.py).
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """RLVRModule and SFTModule driven by a plain Trainer with a replay engine: the step logic
 (non-finite guard, fused vs two-pass, PPO epochs), evaluation numbers, SFT, LoRA
-checkpoints and export."""
+checkpoints and export.
+"""
 
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def test_validation_accuracy_counts_right_answers(in_workspace):
         assert math.isfinite(out[f"val/evidence_ratio_L{k}"])
     assert out["val/ease/evidence_ratio"] == pytest.approx(out[f"val/evidence_ratio_L{2 * layers // 3}"], rel=1e-5)
     assert out["val/evidence_ratio"] == pytest.approx(out[f"val/evidence_ratio_L{layers - 1}"], rel=1e-5)
-    for key in ("val/ease/kl", "val/sayo/region_ratio", "val/vgpo/focus_slope", "val/atrl/weight_std", "val/vppo/dependency",
+    for key in ("val/ease/kl", "val/sayo/region_ratio", "val/vgpo/focus_slope", "val/atrl/weight_std",
+                "val/vppo/dependency",
                 "val/atrl/clusters_per_response"):
         assert math.isfinite(out[key]), key
 

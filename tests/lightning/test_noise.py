@@ -1,5 +1,6 @@
 """Third-party noise that is not the user's concern is silenced (visgrpo/lightning/noise.py),
-and the progress bar is not labelled ``Epoch 0/-2`` (callbacks.StepProgressBar)."""
+and the progress bar is not labelled ``Epoch 0/-2`` (callbacks.StepProgressBar).
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ per-step rewards equal those of an uninterrupted 4-step run (CPU, same seed).
 Each step is seeded from ``global_step``, so equal weights alone would not tell a resumed run
 from one that ignored the checkpoint and retrained from step 0: the resumed process must also
 run only steps 2 and 3, on the straight run's batches of those steps, starting from the
-checkpoint's optimiser state, weights and data position."""
+checkpoint's optimiser state, weights and data position.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Each run's own directory and MLflow run name, the end-of-run summary, the effective config
-on record, and what ``--help`` tells (visgrpo/lightning/cli.py, record.py; visgrpo/cli.py)."""
+on record, and what ``--help`` tells (visgrpo/lightning/cli.py, record.py; visgrpo/cli.py).
+"""
 
 from __future__ import annotations
 

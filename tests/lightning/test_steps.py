@@ -1,5 +1,6 @@
 """Pieces of the RL step: the overlong cache, rollout collection with DAPO dynamic sampling,
-signals over a subset of rows, metric reduction."""
+signals over a subset of rows, metric reduction.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def test_overlong_cache_keeps_the_preset_when_it_fits_else_dapo_proportion():
 
 def test_signals_of_cuts_evidence_to_the_rows_image_width():
     """A micro-batch of small-image rows has N = 4 image tokens while the rollout's evidence
-    columns are padded to the batch's widest image (6): the first 4 entries are its own."""
+    columns are padded to the batch's widest image (6): the first 4 entries are its own.
+    """
     logp = torch.zeros(2, 3, requires_grad=True) * 1.0  # [B, T] with a graph
     out = Signals(torch.ones(2, 3, dtype=torch.bool), None, None, torch.ones(2, 4, dtype=torch.bool), logp=logp)
     target = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25, 0.0, 0.0]])

@@ -1,6 +1,7 @@
 """User errors of ``visgrpo fit|validate|test``: one line ``error: ...`` naming the config key
 or file, exit code 2, no traceback; ``--debug`` / ``VISGRPO_DEBUG=1`` give the traceback;
-bugs keep theirs (visgrpo/cli.py, visgrpo/lightning/errors.py)."""
+bugs keep theirs (visgrpo/cli.py, visgrpo/lightning/errors.py).
+"""
 
 from __future__ import annotations
 

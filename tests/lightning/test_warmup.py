@@ -1,5 +1,6 @@
 """The learning-rate warm-up: lr * (s + 1) / (warmup + 1) at optimiser step s, then lr; a
-scheduler restored from its state (and its optimiser's) continues the same schedule."""
+scheduler restored from its state (and its optimiser's) continues the same schedule.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """``resolve_model``: local directories, ``tiny:<family>`` built once on first use, and one
-line naming a path that is neither local nor on the hub (visgrpo/models/loading.py)."""
+line naming a path that is neither local nor on the hub (visgrpo/models/loading.py).
+"""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def test_hub_ids(monkeypatch):
         Exception.__init__(err, "404 Repository Not Found")
         raise err
     monkeypatch.setattr(huggingface_hub, "model_info", missing)
-    with pytest.raises(ModelNotFound, match="^org/none: neither a local directory nor a model on the Hugging Face hub$"):
+    with pytest.raises(ModelNotFound,
+                       match="^org/none: neither a local directory nor a model on the Hugging Face hub$"):
         resolve_model("org/none")
     monkeypatch.setattr(huggingface_hub, "model_info", lambda name, **kw: object())
     assert resolve_model("org/model") == "org/model"

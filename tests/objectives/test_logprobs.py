@@ -1,5 +1,6 @@
 """Chunked token log-probs / entropy: hand values, exactness and gradients vs unchunked,
-and a check that no full-vocabulary float32 tensor larger than one chunk is created."""
+and a check that no full-vocabulary float32 tensor larger than one chunk is created.
+"""
 
 from __future__ import annotations
 

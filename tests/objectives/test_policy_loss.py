@@ -13,7 +13,7 @@ from visgrpo.objectives import POLICY_LOSSES, aggregate, gspo_loss, ppo_clip_los
 
 
 def _ratios_to_logp(ratios):
-    """logp with old_logp = 0 so that r = exp(logp) equals the given ratios."""
+    """Logp with old_logp = 0 so that r = exp(logp) equals the given ratios."""
     logp = torch.log(torch.tensor(ratios, dtype=torch.float64)).requires_grad_(True)
     return logp, torch.zeros_like(logp)
 

@@ -1,5 +1,6 @@
 """``visgrpo plan``'s estimate against the measured peak of two real training steps on CPU
-(experiments/bench/plan_memory.py, in a fresh process): within 20%, and the weights exact."""
+(experiments/bench/plan_memory.py, in a fresh process): within 20%, and the weights exact.
+"""
 
 from __future__ import annotations
 

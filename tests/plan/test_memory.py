@@ -1,5 +1,6 @@
 """The memory estimate: the per-layer activation count against the tensors autograd really
-saves, the step shape and the per-GPU sums by hand."""
+saves, the step shape and the per-GPU sums by hand.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def _layer_and_facts(family: str, lora: bool, dtype: torch.dtype):
 
 def _saved_bytes_per_token(model, lora: bool) -> float:
     """Bytes autograd saves in the SECOND decoder layer (its input requires grad, as in any
-    layer after the first), per token, measured with saved-tensor hooks (one count per storage)."""
+    layer after the first), per token, measured with saved-tensor hooks (one count per storage).
+    """
     from transformers.masking_utils import create_causal_mask
 
     base = model.get_base_model() if lora else model
@@ -110,8 +112,9 @@ def test_step_shape_by_hand():
 
 
 def test_full_fine_tuning_decoder_count_by_hand():
-    """h 64, q 64, kv 32 (repeated to 64 when padded), I 128, 4 heads, float32: norms
-    2 x 12h, attention 4 (2q + 2q_rep) + 4 x 4 heads + 4q, MLP 4 x 4I."""
+    """H 64, q 64, kv 32 (repeated to 64 when padded), I 128, 4 heads, float32: norms
+    2 x 12h, attention 4 (2q + 2q_rep) + 4 x 4 heads + 4q, MLP 4 x 4I.
+    """
     f = _facts()
     assert decoder_bytes_per_token(f, padded=True) == 2 * 12 * 64 + 4 * (2 * 64 + 2 * 64) + 16 + 4 * 64 + 16 * 128
     assert decoder_bytes_per_token(f, padded=False) == decoder_bytes_per_token(f, padded=True) - 4 * 2 * 32

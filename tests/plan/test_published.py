@@ -1,5 +1,6 @@
 """The shipped published model configs: loadable offline, and the parameter counts they give
-on the meta device equal the released checkpoints' (the hub's safetensors totals)."""
+on the meta device equal the released checkpoints' (the hub's safetensors totals).
+"""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def test_names_resolve_with_or_without_owner():
 
 def test_lora_and_qlora_counts_on_the_meta_device():
     """r=16 on the 7 text projections of the 28 layers of Qwen2.5-VL-7B (h 3584, q 3584,
-    kv 512, MLP 18944): 16 x sum(in + out) per layer, by hand."""
+    kv 512, MLP 18944): 16 x sum(in + out) per layer, by hand.
+    """
     h, kv, inter, L, r = 3584, 512, 18944, 28, 16
     per_layer = r * ((h + h) + (h + kv) * 2 + (h + h) + (h + inter) * 2 + (inter + h))
     lora = LoraSettings(r=r, alpha=32, dropout=0.05)

@@ -1,7 +1,8 @@
 """Tiny stand-ins for the recipes' smoke fits: per model family, a tiny random-weight model
 whose vocabulary holds the synthetic questions, and the synthetic evidence dataset masked for
 that model's processor (what ``visgrpo-data synth`` + ``masks`` give a user). Built once per
-session, only for the families a test asks for."""
+session, only for the families a test asks for.
+"""
 
 from __future__ import annotations
 

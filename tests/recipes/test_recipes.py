@@ -148,7 +148,8 @@ RECIPE_NAMES = sorted(str(p.relative_to(RECIPES).with_suffix("")) for p in RECIP
 
 def recipe_args(name: str) -> list[str]:
     """``--config`` arguments of a recipe: its parts as files and its own keys as YAML text,
-    without ``model.init_args.mini_batch_size`` when RLVRModule does not have it yet."""
+    without ``model.init_args.mini_batch_size`` when RLVRModule does not have it yet.
+    """
     args: list[str] = []
     for part in expand_parts(RECIPES / f"{name}.yaml"):
         if isinstance(part, dict):
@@ -277,7 +278,8 @@ def recipe_setting(name: str, *keys: str):
 def smoke_overrides(name: str, work: Path, model_dir: Path, data_dir: Path) -> str:
     """One step on CPU: the tiny model of the recipe's family and the tiny data, 12-token
     responses, no logger or callbacks; everything else (objective, credit, rewards, G, prompt,
-    LoRA, micro-batches) stays the recipe's."""
+    LoRA, micro-batches) stays the recipe's.
+    """
     pub = PUBLISHED[name]
     steps = pub.rollout_batch // pub.update_batch  # keep the recipe's mini-batches per rollout batch
     init = {

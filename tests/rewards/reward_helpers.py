@@ -37,7 +37,8 @@ def raises(completion, sample):
 
 def sleepy_verify(payload):
     """Worker task standing in for the verifier: sleeps ``payload['sleep']`` seconds and
-    reports its wall-clock interval as the reason ("start,end")."""
+    reports its wall-clock interval as the reason ("start,end").
+    """
     start = time.time()
     time.sleep(float(payload.get("sleep", 1.0)))
     return {"correct": True, "reason": f"{start},{time.time()}"}

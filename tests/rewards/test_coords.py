@@ -1,6 +1,7 @@
 """A box round-trips in each family's coordinate convention, and data tools, the grounding
 reward, the evaluation scorer and the prompt agree on that convention, in the model's
-input frame (the processor's real resize)."""
+input frame (the processor's real resize).
+"""
 
 from __future__ import annotations
 

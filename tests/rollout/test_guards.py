@@ -1,6 +1,7 @@
 """Rollout guards: vision / placeholder tokens can never be sampled (HF ``suppress_tokens``,
 vLLM ``bad_words``), and a batch mixing text-only, one-image and two-image prompts goes
-through one RL step end to end."""
+through one RL step end to end.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from visgrpo.rollout.vision import vision_token_ids
 @pytest.fixture
 def favouring(tiny):
     """The tiny model with logits that favour the vision tokens by a wide margin
-    (image_pad first): an lm_head forward hook adds a bias to their columns."""
+    (image_pad first): an lm_head forward hook adds a bias to their columns.
+    """
     model, processor = tiny
     ids = vision_token_ids(processor.tokenizer)
     pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")

@@ -16,7 +16,8 @@ G = 3
 
 class Force(LogitsProcessor):
     """Force token ``plan[step]`` at generation step ``step`` for the rows in ``rows`` (all if
-    None); ids in ``ban`` are never sampled otherwise."""
+    None); ids in ``ban`` are never sampled otherwise.
+    """
 
     def __init__(self, prompt_len: int, plan: dict[int, int], rows=None, ban=()):
         self.prompt_len, self.plan, self.rows, self.ban = prompt_len, plan, rows, list(ban)

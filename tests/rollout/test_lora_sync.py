@@ -1,6 +1,7 @@
 """What the vLLM engine sends at each rollout under LoRA (``merged_weights``), checked on
 CPU: exactly the merged model's weights under the base model's names, text and
-vision-tower adapters included, and the policy unmerged afterwards."""
+vision-tower adapters included, and the policy unmerged afterwards.
+"""
 
 from __future__ import annotations
 

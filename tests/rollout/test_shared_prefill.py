@@ -1,5 +1,6 @@
 """Shared prefill (HFRolloutEngine(share_prefill=True)) against the G-fold prefill of
-``generate(num_return_sequences=G)``: same tokens, same logits, one prefill per prompt."""
+``generate(num_return_sequences=G)``: same tokens, same logits, one prefill per prompt.
+"""
 
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def test_shared_prefill_matches_gfold_prefill(tiny):
 
 def test_one_prompt_after_a_larger_batch_and_one_response(tiny):
     """P = 1 right after P = 3 (the model's stored rope offsets are rebuilt); G = 1 takes the
-    G-fold path (nothing to share) and gives the same rollout as share_prefill=False."""
+    G-fold path (nothing to share) and gives the same rollout as share_prefill=False.
+    """
     model, processor = tiny
     sampling = SamplingConfig(max_new_tokens=5, num_generations=3)
     HFRolloutEngine().generate(model, processor, prompt_batch(processor, three_rows()), sampling, 0)

@@ -30,7 +30,8 @@ from visgrpo.models.families import FAMILIES
 def pixel_layout(base, image_mean=None, image_std=None) -> PixelLayout:
     """The processor layout of ``base`` (a ``*ForConditionalGeneration``): patch, merge and
     temporal sizes from its vision config; ``image_mean`` / ``image_std`` given (the loaded
-    processor's) or those of the model's family."""
+    processor's) or those of the model's family.
+    """
     vc = base.config.vision_config
     if image_mean is None or image_std is None:
         fam = next((f for f in FAMILIES.values() if f.model_class == type(base).__name__), None)
@@ -49,7 +50,8 @@ def pixel_layout(base, image_mean=None, image_std=None) -> PixelLayout:
 
 def row_seeds(group_ids: Tensor, seed: int, per_response: bool = True) -> list[int]:
     """[B] seeds: ``mix_seed(seed, group id, ordinal of the row within its group)`` (ordinal 0
-    for all rows when not ``per_response``)."""
+    for all rows when not ``per_response``).
+    """
     g = group_ids.tolist()
     seen: dict[int, int] = {}
     out = []

@@ -71,7 +71,8 @@ AttentionMaskInterface.register(PROBE_NAME, sdpa_mask)
 def _allowed_rows(attention_mask: Tensor | None, rows: Tensor, B: int, L: int, offset: int = 0) -> Tensor:
     """Mask of the query rows ``rows`` [B, c] (key positions; the mask's query index is
     ``rows - offset``): bool [B, 1, c, L] (True = visible), or the additive float rows of a
-    float mask."""
+    float mask.
+    """
     if attention_mask is None:  # plain causal: key j visible from row i iff j <= i
         return (torch.arange(L, device=rows.device)[None, None, :] <= rows[:, :, None])[:, None]
     if attention_mask.dim() != 4 or attention_mask.shape[-1] != L:
@@ -84,7 +85,8 @@ def _allowed_rows(attention_mask: Tensor | None, rows: Tensor, B: int, L: int, o
 def _chunk_probs(q_rows, key, mask, cols, scale):
     """Probabilities of one chunk. q_rows [B, Hkv, G, c, d], key [B, Hkv, L, d] (float32),
     mask [B, 1, c, L] (bool visible, or additive float), cols [B, C].
-    Returns (sel [B, Hkv, G, c, C], p [B, Hkv, G, c, L])."""
+    Returns (sel [B, Hkv, G, c, C], p [B, Hkv, G, c, L]).
+    """
     B, Hkv, G, c, d = q_rows.shape
     L = key.shape[2]
     # In place after the matmul: one [B, H, c, L] float32 buffer (plus small row stats).

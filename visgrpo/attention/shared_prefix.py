@@ -40,7 +40,8 @@ _TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 def prefix_groups(group_ids: Tensor) -> tuple[Tensor, Tensor]:
     """``(first, row_group)``: [n] long first row of each group (in row order) and [B] long
-    index into ``first`` of each row's group."""
+    index into ``first`` of each row's group.
+    """
     groups = group_ids.tolist()
     first: dict[int, int] = {}
     for row, g in enumerate(groups):

@@ -45,7 +45,8 @@ from visgrpo.data.signals import SignalRequest, Signals
 
 def connectivity(image_attention: Tensor | list[Tensor], image_mask: Tensor, response_mask: Tensor) -> Tensor:
     """``c`` [B, T]: attention mass of each response row on the valid image tokens, mean
-    over layers (a list of [B, T, N] or one [B, T, N] map); 0 at padding."""
+    over layers (a list of [B, T, N] or one [B, T, N] map); 0 at padding.
+    """
     maps = image_attention if isinstance(image_attention, (list, tuple)) else [image_attention]
     img = image_mask.bool()[:, None, :]  # [B, 1, N]
     c = torch.stack([(a.detach().float() * img).sum(-1) for a in maps]).mean(0)  # [B, T]
@@ -58,7 +59,8 @@ def anchor_tokens(c: Tensor, response_mask: Tensor, anchor_frac: float = 0.15) -
     return anchors
 
 
-def response_graph(attn: np.ndarray, top_k: int = 8, edge_scale: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def response_graph(attn: np.ndarray, top_k: int = 8,
+                   edge_scale: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR adjacency of one response's token graph (vectorised numpy).
 
     Args:
@@ -93,9 +95,11 @@ def response_graph(attn: np.ndarray, top_k: int = 8, edge_scale: int = 1000) -> 
     return xadj, v, weights.astype(np.int64)
 
 
-def partition_response(attn: np.ndarray, cluster_size: int = 16, top_k: int = 8, edge_scale: int = 1000, seed: int = 0) -> np.ndarray:
+def partition_response(attn: np.ndarray, cluster_size: int = 16, top_k: int = 8, edge_scale: int = 1000,
+                       seed: int = 0) -> np.ndarray:
     """Cluster index [n] of each real token: METIS into ``ceil(n / cluster_size)`` parts
-    (all zeros when that is 1)."""
+    (all zeros when that is 1).
+    """
     n = attn.shape[0]
     K = math.ceil(n / cluster_size)
     if K <= 1:
@@ -294,7 +298,8 @@ class ATRLCredit(CreditMethod):
         """AT-RL's target: :func:`atrl_token_weights` with its layers, clustering and cluster
         size: ``clusters_per_response``, ``anchor_share`` and ``weight_std``, the standard
         deviation of the weights over real tokens (0 when it cannot act, e.g. one cluster
-        per response)."""
+        per response).
+        """
         layers = self.resolve(self.layers)
         mask = signals.response_mask.bool()
         W, m = atrl_token_weights(
@@ -311,7 +316,8 @@ class ATRLCredit(CreditMethod):
 
     def _warn_if_single_cluster(self, mask: Tensor) -> None:
         """Warn once when no response is longer than ``cluster_size``: every response is one
-        cluster, every weight is exactly 1 and AT-RL is a no-op."""
+        cluster, every weight is exactly 1 and AT-RL is a no-op.
+        """
         lengths = mask.sum(-1)  # [B]
         if self._warned_single_cluster or not self.uses_graph or not bool((lengths > 0).any()):
             return

@@ -11,7 +11,8 @@ forward pass (:class:`Signals`) and may
 * add an auxiliary loss computed on attention WITH autograd (EASE, ``auxiliary_loss``).
 
 Each method also declares the validation metrics of its own target
-(:meth:`CreditMethod.target_metrics`). Methods compose through :class:`ComposedCredit` (e.g. EASE + AT-RL). Each method declares
+(:meth:`CreditMethod.target_metrics`). Methods compose through :class:`ComposedCredit`
+(e.g. EASE + AT-RL). Each method declares
 the signals it needs with :meth:`CreditMethod.request` (the base class binds the decoder
 depth first, so layer specs resolve there) and the forward pass probes only those layers.
 """
@@ -158,12 +159,14 @@ class CreditMethod:
 
     def request(self) -> SignalRequest:
         """The signals this method needs; layer specs resolved with :meth:`resolve`
-        (``num_layers`` is bound). Default: nothing."""
+        (``num_layers`` is bound). Default: nothing.
+        """
         return SignalRequest()
 
     def set_progress(self, rollout_batches: int) -> None:
         """Called at the start of every RL step with the number of rollout batches trained
-        so far (restored on resume): for settings on a schedule (PAPO's annealing)."""
+        so far (restored on resume): for settings on a schedule (PAPO's annealing).
+        """
 
     def extra_rewards(self, signals: Signals) -> tuple[Tensor | None, Metrics]:
         """Per-response reward [B] added to the outcome reward (None = nothing)."""
@@ -172,7 +175,8 @@ class CreditMethod:
     def loss_request(self, num_layers: int) -> SignalRequest:
         """The signals :meth:`auxiliary_loss` needs from the loss forward (every training
         forward requests them, also in later PPO epochs). Default: the grad attention layers
-        of :meth:`signal_request`; a loss that needs other signals overrides this."""
+        of :meth:`signal_request`; a loss that needs other signals overrides this.
+        """
         grad = self.signal_request(num_layers).grad_attention_layers
         return SignalRequest(image_attention_layers=grad, grad_attention_layers=grad)
 
@@ -181,7 +185,8 @@ class CreditMethod:
         """Statistics the method takes over the whole rollout batch: name -> how the partial
         values of micro-batches (and DDP ranks) combine, ``"min"``, ``"max"`` or ``"sum"``.
         Empty (default): every statistic lives in a response or a group, and groups are
-        whole inside micro-batches."""
+        whole inside micro-batches.
+        """
         return {}
 
     def batch_statistics(self, signals: Signals) -> dict[str, Tensor]:
@@ -245,7 +250,8 @@ class CreditMethod:
 
     def settings(self) -> dict:
         """The method's hyper-parameters as set (its public attributes, depth excluded): what
-        the run logs as its effective credit config."""
+        the run logs as its effective credit config.
+        """
         return {k: v for k, v in vars(self).items() if k != "num_layers" and not k.startswith("_")}
 
     def __repr__(self) -> str:
@@ -333,7 +339,8 @@ class ComposedCredit(CreditMethod):
 
     def auxiliary_loss(self, signals: Signals, normaliser=None) -> tuple[Tensor | None, Metrics]:
         """Sum of the members' losses; ``normaliser`` is a scalar (every member) or a dict
-        keyed by member prefix (as returned by :meth:`auxiliary_normaliser`)."""
+        keyed by member prefix (as returned by :meth:`auxiliary_normaliser`).
+        """
         total, metrics = None, {}
         for prefix, m in zip(self.prefixes, self.methods, strict=True):
             norm = normaliser.get(prefix) if isinstance(normaliser, dict) else normaliser

@@ -28,7 +28,8 @@ from visgrpo.data.signals import Signals
 
 def binned_slope(curve: Tensor) -> float:
     """Least-squares slope of ``curve`` [bins] against the bin centres ``(k + 0.5) / bins``
-    (relative position in [0, 1]), over the finite bins; NaN with fewer than two."""
+    (relative position in [0, 1]), over the finite bins; NaN with fewer than two.
+    """
     bins = curve.numel()
     x = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
     y = curve.double().cpu()
@@ -98,7 +99,8 @@ def visual_mass_by_position(mass: Tensor, response_mask: Tensor, bins: int = 10)
 
 def anchor_share(mass: Tensor, response_mask: Tensor, factor: float = 2.0, top_frac: float = 0.15) -> Metrics:
     """Share of real tokens with ``mass >= factor * mean mass`` of their response, and the
-    share of the batch's image-attention mass on each response's top ``top_frac`` tokens."""
+    share of the batch's image-attention mass on each response's top ``top_frac`` tokens.
+    """
     resp = response_mask.bool()
     m = mass.detach().float()
     n = resp.sum(-1, keepdim=True).clamp_min(1)  # [B, 1]

@@ -44,7 +44,8 @@ DIRECTIONS = ("forward", "reverse")
 def evenly_spaced_tokens(response_mask: Tensor, max_tokens: int = 64) -> Tensor:
     """[B, T] bool: all real tokens of a response with ``n <= max_tokens``, else
     ``max_tokens`` evenly spaced ones (ordinals ``floor(j (n-1) / (max_tokens-1))``: first
-    and last included, distinct). Vectorised."""
+    and last included, distinct). Vectorised.
+    """
     mask = response_mask.bool()
     B, T = mask.shape
     M = max(1, min(int(max_tokens), T))
@@ -170,7 +171,8 @@ class EASECredit(CreditMethod):
 
     def _warn_if_gate_empty(self, rewards: Tensor, passed: Tensor) -> None:
         """Warn (once per instance) when no response reaches ``reward_threshold``: EASE is
-        then silently off for the batch (e.g. a random-weight start, where it never acts)."""
+        then silently off for the batch (e.g. a random-weight start, where it never acts).
+        """
         if self._warned_no_gate or bool(passed.any()) or rewards.numel() == 0:
             return
         self._warned_no_gate = True
@@ -186,7 +188,8 @@ class EASECredit(CreditMethod):
     def target_metrics(self, signals: Signals) -> Metrics:
         """EASE's target at its layer: the ungated KL(p || q) of :func:`ease_attention_loss`
         (every response with evidence counts, not only the high-reward ones; ``kl``) and the
-        evidence attention ratio (``evidence_ratio``); ``layer`` is the layer index."""
+        evidence attention ratio (``evidence_ratio``); ``layer`` is the layer index.
+        """
         layers = self.resolve(self.layer)
         attn = signals.mean_image_attention(layers).detach()  # [B, T, N]
         out: Metrics = {"layer": float(layers[0])}

@@ -22,7 +22,8 @@ from visgrpo.data.signals import SignalRequest, Signals
 
 def layer_evidence_ratios(signals: Signals) -> Metrics:
     """``{"evidence_ratio_L<l>": ratio}`` for every layer of ``signals.image_attention``
-    (skipped without an evidence mask; a layer where no response is defined is left out)."""
+    (skipped without an evidence mask; a layer where no response is defined is left out).
+    """
     if signals.evidence_mask is None:
         return {}
     out: Metrics = {}
@@ -43,7 +44,8 @@ def methods_with_targets() -> list[str]:
 def target_methods(active: list[CreditMethod], num_layers: int) -> list[CreditMethod]:
     """One instance per method that declares a target (:func:`methods_with_targets`): the
     active one (its own settings) when trained, else a default instance (so every run
-    measures every target); depth bound."""
+    measures every target); depth bound.
+    """
     names = methods_with_targets()
     by_name = {m.name: m for m in active if m.name in names}
     out = [by_name.get(name) or CREDIT_METHODS.get(name)() for name in names]
@@ -54,7 +56,8 @@ def target_methods(active: list[CreditMethod], num_layers: int) -> list[CreditMe
 
 def target_request(methods: list[CreditMethod], num_layers: int) -> SignalRequest:
     """Detached signals measuring ``methods``' targets, plus image attention at every layer
-    (grad layers are asked for as plain image attention: measurements need no graph)."""
+    (grad layers are asked for as plain image attention: measurements need no graph).
+    """
     req = SignalRequest(image_attention_layers=frozenset(range(num_layers)))
     for m in methods:
         r = m.signal_request(num_layers)
@@ -69,7 +72,8 @@ def target_request(methods: list[CreditMethod], num_layers: int) -> SignalReques
 @torch.no_grad()
 def target_metrics(methods: list[CreditMethod], signals: Signals) -> Metrics:
     """Every target of ``methods`` (keys ``<method>/<quantity>``) plus the per-layer
-    evidence ratios, from detached ``signals``."""
+    evidence ratios, from detached ``signals``.
+    """
     out: Metrics = dict(layer_evidence_ratios(signals))
     for m in methods:
         out.update({f"{m.name}/{k}": v for k, v in (m.target_metrics(signals) or {}).items()})

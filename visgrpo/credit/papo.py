@@ -37,7 +37,8 @@ def perception_kl(logp: Tensor, masked_logp: Tensor) -> Tensor:
 def kl_token_mask(kl: Tensor, response_mask: Tensor, top_frac: float) -> Tensor:
     """[B, T] bool: the tokens whose ``kl`` reaches the per-row ``1 - top_frac`` quantile of
     the row's response tokens (``torch.nanquantile``, linear interpolation), as the authors'
-    ``use_kl_prcp_token_level_mask`` (https://github.com/MikeWangWZHL/PAPO/blob/fb63bf4/verl/workers/actor/dp_actor.py#L341-L350)."""
+    ``use_kl_prcp_token_level_mask`` (https://github.com/MikeWangWZHL/PAPO/blob/fb63bf4/verl/workers/actor/dp_actor.py#L341-L350).
+    """
     mask = response_mask.bool()
     thresh = torch.nanquantile(kl.detach().masked_fill(~mask, float("nan")), 1.0 - top_frac, dim=1, keepdim=True)
     return kl.detach() >= thresh  # [B, T]; rows without tokens: NaN threshold, nothing kept
@@ -135,7 +136,8 @@ class PAPOCredit(CreditMethod):
                              f"got {anneal_steps}")
         self.gamma, self.eta_aug, self.eta_ori = gamma, eta_aug, eta_ori
         self.mask_prob, self.patch_size = mask_prob, patch_size
-        self.recompute_masked_logp, self.kl_clip, self.kl_token_top_frac = recompute_masked_logp, kl_clip, kl_token_top_frac
+        self.recompute_masked_logp, self.kl_clip = recompute_masked_logp, kl_clip
+        self.kl_token_top_frac = kl_token_top_frac
         self.schedule, self.anneal_start, self.anneal_end, self.anneal_steps = (
             schedule, anneal_start, anneal_end, anneal_steps)
         self._rollout_batches = 0
@@ -149,7 +151,8 @@ class PAPOCredit(CreditMethod):
     def current_gamma(self) -> float:
         """``gamma`` at this rollout batch: the authors' ``AnnealingKLController`` value before
         its update (https://github.com/MikeWangWZHL/PAPO/blob/fb63bf4/verl/trainer/core_algos.py#L75-L90,
-        https://github.com/MikeWangWZHL/PAPO/blob/fb63bf4/verl/trainer/ray_trainer.py#L576-L580)."""
+        https://github.com/MikeWangWZHL/PAPO/blob/fb63bf4/verl/trainer/ray_trainer.py#L576-L580).
+        """
         if self.schedule == "fixed":
             return self.gamma
         start = self.gamma if self.anneal_start is None else self.anneal_start

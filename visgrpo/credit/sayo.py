@@ -123,7 +123,8 @@ def within_group_std(x: Tensor, group_ids: Tensor) -> Tensor:
     """Mean over groups of the population std of ``x`` [B] within each group (0-dim).
 
     The spread a group-normalised advantage sees: an extra reward equal for every response
-    of a group cancels in ``R - mean(R)`` whatever its value."""
+    of a group cancels in ``R - mean(R)`` whatever its value.
+    """
     inv, G = dense_group_index(group_ids)  # [B] compact group index
     x = x.float()
     count = torch.bincount(inv, minlength=G).float()  # [G]
@@ -226,7 +227,8 @@ class SAYOCredit(CreditMethod):
     def target_metrics(self, signals: Signals) -> Metrics:
         """SAYO's target on its selected tokens (its layer, entropy selection and pairing):
         the bonus ``reward`` (``r_attn``) and the region-to-image attention ratio
-        ``region_ratio`` (``a_reg / a_img``, batch means of numerator and denominator)."""
+        ``region_ratio`` (``a_reg / a_img``, batch means of numerator and denominator).
+        """
         if signals.entropies is None or (signals.evidence_mask is None and signals.region_labels is None):
             return {}
         own = self.entropy_attention_pairing == "authors"

@@ -80,7 +80,8 @@ def masked_minmax(
 
 def focus_cosine(hidden: Tensor, image_hidden_mean: Tensor) -> Tensor:
     """[B, T] cosine of each token's hidden state with its sample's mean image hidden state
-    (detached): the visual focus before the batch min-max."""
+    (detached): the visual focus before the batch min-max.
+    """
     h = hidden.detach()  # [B, T, D]
     v = image_hidden_mean.detach().to(h.dtype)  # [B, D]
     # cos = h.v / (max(|h|, eps) max(|v|, eps)), as F.cosine_similarity, without the
@@ -94,13 +95,15 @@ def visual_focus(
 ) -> Tensor:
     """``w`` [B, T]: :func:`focus_cosine` min-max normalised over the valid tokens of the
     batch (Eq. focus); ``focus_range`` is the batch's ``(min, max)`` when these rows are
-    only part of it (a micro-batch)."""
+    only part of it (a micro-batch).
+    """
     return masked_minmax(focus_cosine(hidden, image_hidden_mean), response_mask, value_range=focus_range)
 
 
 def normalised_position(response_mask: Tensor) -> Tensor:
     """``u`` [B, T] in [0, 1]: ordinal of each real token / (n - 1); 0 at padding and for
-    one-token responses."""
+    one-token responses.
+    """
     mask = response_mask.bool()
     ordinal = mask.long().cumsum(-1) - 1  # [B, T]
     n = mask.sum(-1, keepdim=True)  # [B, 1]
@@ -112,7 +115,8 @@ def compensation(
     u: Tensor, schedule: str = "linear", beta: float = 0.3, power: float = 2.0, step_start: float = 0.5
 ) -> Tensor:
     """Compensation ``C(u)`` [B, T]: linear ``beta*u``, exponential ``beta*u**power``,
-    step ``beta*[u >= step_start]``."""
+    step ``beta*[u >= step_start]``.
+    """
     if schedule == "linear":
         return beta * u
     if schedule == "exponential":
@@ -151,7 +155,8 @@ def focus_gate(
 
 def group_minmax(x: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
     """Min-max of ``x`` [B] within each group (degenerate group -> 0) and the group mean of
-    the result, broadcast back to [B]. Vectorised with ``scatter_reduce``."""
+    the result, broadcast back to [B]. Vectorised with ``scatter_reduce``.
+    """
     inv, G = dense_group_index(group_ids)  # [B] compact group index
     lo = x.new_full((G,), float("inf")).scatter_reduce(0, inv, x, "amin")  # [G]
     hi = x.new_full((G,), float("-inf")).scatter_reduce(0, inv, x, "amax")  # [G]
@@ -365,7 +370,8 @@ class VGPOCredit(CreditMethod):
         """VGPO's target: the visual focus :func:`focus_cosine` (its hidden position, raw,
         no min-max) binned by relative response position (``focus_pos<k>``, the
         "forgetting curve"), its mean over real tokens and its least-squares slope per unit
-        of relative position (``focus_slope``; negative: the focus fades along the response)."""
+        of relative position (``focus_slope``; negative: the focus fades along the response).
+        """
         hidden = getattr(signals, self._hidden_field)
         if hidden is None or signals.image_hidden_mean is None:
             return {}

@@ -1,7 +1,8 @@
 """VPPO: visually-perceptive policy optimisation (arXiv 2510.09285; docs/methods.md, VPPO).
 
 As the authors' code defines it (``update_policy`` in
-https://github.com/huaixuheqing/VPPO-RL/blob/HEAD/verl/workers/actor/dp_actor.py): with ``logp`` the rollout policy's log-probs on the real image and
+https://github.com/huaixuheqing/VPPO-RL/blob/HEAD/verl/workers/actor/dp_actor.py): with ``logp``
+the rollout policy's log-probs on the real image and
 ``logp_m`` those on an image with random 14-px patches blackened (p = 0.5)::
 
     d_t   = clamp(logp_m_t - logp_t, -20, 20)
@@ -50,7 +51,8 @@ def advantage_scale(score: Tensor, valid: Tensor, lo: Tensor, hi: Tensor, mean: 
                     beta_min: float) -> tuple[Tensor, Tensor | None]:
     """``(alpha [B], b_max or None)`` from the batch's min ``lo``, max ``hi``, mean ``mean``
     and number ``count`` of valid trajectory dependencies (alpha = 1 when the range is
-    degenerate or fewer than two responses are valid, as the authors' code)."""
+    degenerate or fewer than two responses are valid, as the authors' code).
+    """
     alpha = torch.ones_like(score)
     if int(count) <= 1 or float(hi - lo) <= 1e-6:
         return alpha, None
@@ -191,7 +193,8 @@ class VPPOCredit(CreditMethod):
         the k3 estimate of KL(pi(.|image) || pi(.|masked image)) at the sampled token): its
         mean over response tokens (``dependency``) and over the top ``top_frac`` tokens VPPO
         keeps (``dependency_top``). Every arm is measured with this one perturbation (PAPO's
-        runs too, as DAPO's), so the arms compare on one scale."""
+        runs too, as DAPO's), so the arms compare on one scale.
+        """
         if signals.masked_logp is None or signals.logp is None:
             return {}
         mask = signals.response_mask.bool()  # [B, T]

@@ -30,7 +30,8 @@ FINGERPRINT_FIELDS = ("family", "patch_size", "merge_size", "min_pixels", "max_p
 
 def smart_resize_of(image_processor) -> Callable:
     """The ``smart_resize`` function of the module defining ``image_processor``'s class
-    (never re-derived by hand)."""
+    (never re-derived by hand).
+    """
     for cls in type(image_processor).__mro__:
         fn = getattr(inspect.getmodule(cls), "smart_resize", None)
         if callable(fn):
@@ -40,7 +41,8 @@ def smart_resize_of(image_processor) -> Callable:
 
 def _qwen2_vl_smart_resize(*args, **kwargs):
     """The ``smart_resize`` of ``Qwen2VLImageProcessor`` (the image processor of all three
-    families in transformers 5), for a :class:`Geometry` built without a processor."""
+    families in transformers 5), for a :class:`Geometry` built without a processor.
+    """
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     return smart_resize(*args, **kwargs)
@@ -78,12 +80,14 @@ class Geometry:
 
     def fingerprint(self) -> dict:
         """``{family, patch_size, merge_size, min_pixels, max_pixels}``: the processor
-        fingerprint stored with evidence datasets (:data:`visgrpo.data.schema.FINGERPRINT_KEYS`)."""
+        fingerprint stored with evidence datasets (:data:`visgrpo.data.schema.FINGERPRINT_KEYS`).
+        """
         return {k: getattr(self, k) for k in FINGERPRINT_FIELDS}
 
     def resized_hw(self, height: int, width: int) -> tuple[int, int]:
         """``(h', w')`` of an ``height x width`` image after the processor's ``smart_resize``
-        (cached per size; errors such as an extreme aspect ratio propagate)."""
+        (cached per size; errors such as an extreme aspect ratio propagate).
+        """
         return _resized(self.smart_resize, self.token_pixels, int(self.min_pixels), int(self.max_pixels),
                         int(height), int(width))
 
@@ -119,7 +123,8 @@ class Geometry:
 def image_processor_settings(image_processor) -> dict:
     """``patch_size``, ``merge_size``, ``min_pixels``, ``max_pixels`` of an image processor:
     ``size.shortest_edge``/``longest_edge`` (what transformers 5 resizes with), else legacy
-    ``min_pixels``/``max_pixels`` attributes."""
+    ``min_pixels``/``max_pixels`` attributes.
+    """
     ip, size = image_processor, getattr(image_processor, "size", None)
 
     def _get(key: str, size_key: str) -> int:

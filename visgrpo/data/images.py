@@ -42,7 +42,8 @@ class ImageTooLarge(ImageError):
 class BadRecord(ValueError):
     """A dataset record that cannot be used at training or evaluation time (e.g. a truncated
     image that passed ``convert --check-images header``); the message names the record and
-    the field. The CLI prints it as one ``error:`` line (a user error, not a bug)."""
+    the field. The CLI prints it as one ``error:`` line (a user error, not a bug).
+    """
 
 
 def orientation(im: Image.Image) -> int:

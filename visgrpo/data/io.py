@@ -23,7 +23,8 @@ WORK_KINDS = ("tmp", "old", "shards")  # hidden work folders beside an output di
 
 def work_prefix(out: Path, kind: str) -> str:
     """Prefix of a hidden work folder of ``out`` owned by this process:
-    ``.<name>.<kind>-<pid>@<host>-`` (the owner tells :func:`clean_stale` when it is dead)."""
+    ``.<name>.<kind>-<pid>@<host>-`` (the owner tells :func:`clean_stale` when it is dead).
+    """
     return f".{out.name}.{kind}-{os.getpid()}@{socket.gethostname()}-"
 
 

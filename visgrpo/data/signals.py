@@ -142,7 +142,8 @@ class Signals:
     def detached(self) -> Signals:
         """A copy whose tensors (and the attention maps of every layer) are cut from the
         autograd graph: the credit signals, constants to the rewards and advantages they
-        shape. The only place signals are detached."""
+        shape. The only place signals are detached.
+        """
         values = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -155,7 +156,8 @@ class Signals:
 
     def layer_maps(self, kind: str, layers: Iterable[int]) -> list[Tensor]:
         """The maps of ``layers`` in ``image_attention``, ``response_attention`` or
-        ``own_image_attention`` (clear error)."""
+        ``own_image_attention`` (clear error).
+        """
         store = getattr(self, kind)
         out = []
         for i in layers:
@@ -171,7 +173,8 @@ class Signals:
 
     def mean_image_attention(self, layers: Iterable[int], own: bool = False) -> Tensor:
         """[B, T, N] image attention averaged over ``layers`` (keeps autograd); ``own``:
-        the queries at the tokens' own positions (``own_image_attention``)."""
+        the queries at the tokens' own positions (``own_image_attention``).
+        """
         maps = self.layer_maps("own_image_attention" if own else "image_attention", layers)
         return maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
 

@@ -1,10 +1,10 @@
-"""``visgrpo eval``: a model on standard benchmarks read from local copies.
+r"""``visgrpo eval``: a model on standard benchmarks read from local copies.
 
 Example::
 
-    visgrpo eval --model runs/exp/export --data-root benchmarks/ \\
+    visgrpo eval --model runs/exp/export --data-root benchmarks/ \
         --benchmarks mathvista_testmini mmstar pope --protocol greedy --out runs/exp/eval
-    visgrpo eval --model runs/exp/checkpoints/last.ckpt \\
+    visgrpo eval --model runs/exp/checkpoints/last.ckpt \
         --benchmark refcoco=/data/RefCOCO --protocol avg@k --k 8 --out eval/
     torchrun --nproc_per_node 8 -m visgrpo.cli eval --model ... --out eval/   # 8 ranks
 
@@ -137,7 +137,8 @@ def judge_config(args) -> JudgeConfig | None:
 
 def make_engine(args, model, processor, kind: str):
     """The rollout engine; vLLM loads ``--model`` itself (a merged export for adapters and
-    checkpoints, so it samples from the same weights)."""
+    checkpoints, so it samples from the same weights).
+    """
     if args.engine == "hf":
         return build_rollout_engine("hf")
     path = args.model
@@ -299,7 +300,8 @@ def _finish(args, suites, journals, protocol, failures, judge_cfg, out: Path, ra
 
 def main(argv: list[str] | None = None, engine=None) -> int:
     """Entry of ``visgrpo eval``; bad input prints one line and returns 1, and so does a
-    run in which some benchmark failed (after the others were written)."""
+    run in which some benchmark failed (after the others were written).
+    """
     args = build_parser().parse_args(argv)
     try:
         _, failures = run(args, engine)

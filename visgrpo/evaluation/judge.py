@@ -185,7 +185,8 @@ def judged(benchmark: str) -> bool:
 def judge_results(benchmark: str, results: list[ItemResult], judge: Judge,
                   progress: bool = True) -> None:
     """Replace the rule-based scores of a judged benchmark's results by the judge's (in
-    place; ``extractions`` set). Requests run ``judge.config.workers`` at a time."""
+    place; ``extractions`` set). Requests run ``judge.config.workers`` at a time.
+    """
     from tqdm.auto import tqdm
 
     def one(job: tuple[int, int]) -> tuple[str, float]:

@@ -1,4 +1,4 @@
-"""The official judges' prompts, transcribed (not paraphrased) from the authors' code.
+r"""The official judges' prompts, transcribed (not paraphrased) from the authors' code.
 
 * ``MATHVISTA_EXTRACT``: ``demo_prompt`` of lupantech/MathVista
   ``evaluation/prompts/ext_ans.py`` (commit 53d5258, lines 5-42), used by
@@ -8,7 +8,7 @@
   (commit 937b090), used by ``evaluation/extract_answer_s1.py`` ``create_test_prompt`` and
   ``evaluation/score_answer_s2.py`` ``create_test_prompt``.
 
-The escapes are the originals' (``\\n`` in the source is a newline in the prompt), so the
+The escapes are the originals' (``\n`` in the source is a newline in the prompt), so the
 judge reads byte-for-byte the prompt the official scripts send.
 """
 

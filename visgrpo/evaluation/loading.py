@@ -26,7 +26,6 @@ from visgrpo.rollout.base import SamplingConfig
 
 def _safe_globals():
     """Plain dataclasses a visgrpo checkpoint stores among its hyper-parameters."""
-
     return [PolicyConfig, LoraSettings, SamplingConfig, RewardSpec, ObjectiveOverrides]
 
 

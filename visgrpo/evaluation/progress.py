@@ -32,7 +32,8 @@ RUN_META = ("family", "width", "height", "resized_hw")
 
 def append_records(path: Path, records: list[dict]) -> None:
     """Append ``records`` as JSON lines with one ``os.write`` (retried on a short write),
-    then ``fsync``: a kill leaves whole lines plus at most one torn last line."""
+    then ``fsync``: a kill leaves whole lines plus at most one torn last line.
+    """
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -47,7 +48,8 @@ def append_records(path: Path, records: list[dict]) -> None:
 
 def read_records(path: Path, repair: bool = False) -> list[dict]:
     """The complete lines of a journal; a torn last line (no newline: the writer was killed
-    mid-append) is ignored, and cut off the file with ``repair`` (only its owner repairs)."""
+    mid-append) is ignored, and cut off the file with ``repair`` (only its owner repairs).
+    """
     raw = path.read_bytes()
     end = raw.rfind(b"\n") + 1
     if repair and end < len(raw):
@@ -66,7 +68,8 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
 
 def items_digest(items: list[EvalItem]) -> str:
     """A digest of what the model was asked: the items' ids and questions, in order (gold
-    answers and scorers are not in it: scoring is redone on every run)."""
+    answers and scorers are not in it: scoring is redone on every run).
+    """
     h = hashlib.sha256()
     for it in items:
         h.update(json.dumps([it.id, it.question]).encode())
@@ -75,7 +78,8 @@ def items_digest(items: list[EvalItem]) -> str:
 
 def model_fingerprint(path: str | Path) -> str:
     """Path, size and modification time of the model's files (a retrained model at the same
-    path gets a new fingerprint, so its predictions are never mixed with the old ones)."""
+    path gets a new fingerprint, so its predictions are never mixed with the old ones).
+    """
     p = Path(path)
     if p.is_file():
         files = [p]
@@ -122,7 +126,8 @@ class Journal:
 
     def done(self, items: list[EvalItem], batch_size: int) -> dict[int, list[dict]]:
         """``{batch: item records}`` over all part files, for the batches recorded with the
-        same items as ``items`` has now (a batch recorded differently is not done)."""
+        same items as ``items`` has now (a batch recorded differently is not done).
+        """
         found: dict[int, list[dict]] = {}
         keys: dict[int, str] = {}
         for path in self.parts():
@@ -159,7 +164,8 @@ class Journal:
 
 def assemble(items: list[EvalItem], done: dict[int, list[dict]], batch_size: int) -> list[list[str]]:
     """The completions of every item, in item order, from the finished batches; the
-    run-time fields the scorers read are restored onto the items."""
+    run-time fields the scorers read are restored onto the items.
+    """
     out: list[list[str]] = []
     for b in range((len(items) + batch_size - 1) // batch_size):
         chunk = items[b * batch_size : (b + 1) * batch_size]

@@ -3,7 +3,8 @@ the benchmarks that failed and why, all written atomically, and the MLflow run (
 per benchmark and category).
 
 Each row names how answers were extracted (``rules``, or ``judge:<model>`` with
-``--judge``), so a table never hides which protocol produced it."""
+``--judge``), so a table never hides which protocol produced it.
+"""
 
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def predictions_jsonl(benchmark: str, results: list[ItemResult]) -> str:
 def write_outputs(out: Path, rows: list[dict], predictions: dict[str, list[ItemResult]],
                   protocol: str, failures: dict[str, str] | None = None) -> list[Path]:
     """``OUT/results.md``, ``OUT/results.csv`` and ``OUT/predictions.jsonl`` (benchmarks
-    in the order given), plus ``OUT/failures.json`` when some failed."""
+    in the order given), plus ``OUT/failures.json`` when some failed.
+    """
     out = Path(out)
     paths = [out / "results.md", out / "results.csv", out / "predictions.jsonl"]
     texts = [markdown_table(rows, protocol, failures), csv_table(rows, protocol),
@@ -87,7 +89,8 @@ def write_outputs(out: Path, rows: list[dict], predictions: dict[str, list[ItemR
 
 def metric_name(row: dict) -> str:
     """``mathvista_testmini/acc``, ``mathvista_testmini/float/acc``, or for a composite
-    metric its name (``pope/adversarial/f1``, ``hallusionbench/qAcc``) (MLflow-safe)."""
+    metric its name (``pope/adversarial/f1``, ``hallusionbench/qAcc``) (MLflow-safe).
+    """
     if row.get("metric"):
         parts = [row["benchmark"], *str(row["metric"]).split("/")]
         return "/".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)

@@ -55,7 +55,8 @@ class Protocol:
 @dataclass
 class ItemResult:
     """An item's completions, their scores and their mean (the item's score); with a judge,
-    the answers it extracted from the completions."""
+    the answers it extracted from the completions.
+    """
 
     item: EvalItem
     completions: list[str]

@@ -1,14 +1,14 @@
-"""Rule-based scorers of benchmark answers (no judge model; nothing is ever ``eval``-ed).
+r"""Rule-based scorers of benchmark answers (no judge model; nothing is ever ``eval``-ed).
 
 Each scorer is ``fn(completion, item) -> float`` in [0, 1]. The answer is read from the
 last ``<answer>...</answer>`` when present, else from the whole completion
 (``visgrpo.rewards.parsing.answer_text``), exactly like the training rewards, so a model
 scores the same here as in its reward.
 
-* ``choice``: option letter (``"The answer is (B)"``, ``\\boxed{B}``, ``"B. cat"``: the
+* ``choice``: option letter (``"The answer is (B)"``, ``\boxed{B}``, ``"B. cat"``: the
   training reward's ``extract_choice``), else the option text itself (normalised, must equal
   exactly one option). Several gold letters (``"A, C"``, LogicVista) need the same set.
-* ``number``: the last number in the answer (``\\boxed{}`` content first), equal to the gold
+* ``number``: the last number in the answer (``\boxed{}`` content first), equal to the gold
   after rounding both to the benchmark's ``precision`` decimals (MathVista), else within a
   relative tolerance of 1e-2.
 * ``math``: math-verify equivalence (``visgrpo.rewards.accuracy.math_accuracy``: sympy in
@@ -94,8 +94,9 @@ def score_choice(completion: str, item: EvalItem) -> float:
 
 
 def parse_number(text: str) -> float | None:
-    """The number a text ends on: the last ``\\boxed{}`` content's last number, else the
-    text's last number (thousands separators allowed), or ``None``."""
+    r"""The number a text ends on: the last ``\\boxed{}`` content's last number, else the
+    text's last number (thousands separators allowed), or ``None``.
+    """
     boxed = _BOXED.findall(text)
     for source in ([boxed[-1]] if boxed else []) + [text]:
         found = _NUMBER.findall(source)

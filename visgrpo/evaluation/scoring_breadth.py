@@ -89,7 +89,8 @@ def _to_float(text: str) -> float | None:
 def relaxed_correctness(target: str, prediction: str,
                         max_relative_change: float = RELAXED_TOLERANCE) -> bool:
     """pix2struct metrics.py L81-110: within 5% of a non-zero numeric target, else exact
-    (case-insensitive). A zero target is compared as text, as officially."""
+    (case-insensitive). A zero target is compared as text, as officially.
+    """
     prediction_float = _to_float(prediction)
     target_float = _to_float(target)
     if prediction_float is not None and target_float:
@@ -98,8 +99,9 @@ def relaxed_correctness(target: str, prediction: str,
 
 
 def score_relaxed(completion: str, item: EvalItem) -> float:
-    """ChartQA: the answer part (its last ``\\boxed{}`` content when there is one, a
-    trailing period dropped) against the gold with ``relaxed_correctness``."""
+    r"""ChartQA: the answer part (its last ``\\boxed{}`` content when there is one, a
+    trailing period dropped) against the gold with ``relaxed_correctness``.
+    """
     text = answer_part(completion).strip()
     boxed = _BOXED.findall(text)
     pred = (boxed[-1] if boxed else text).strip().rstrip(".").strip()

@@ -1,4 +1,4 @@
-"""DynaMath's official rule-based scorer, transcribed.
+r"""DynaMath's official rule-based scorer, transcribed.
 
 Source: DynaMath/DynaMath ``evaluation/opensource_json_eval.py``: ``preprocess`` L26-40
 (the JSON object in a response), ``transfer`` L43-49 (``"2π"`` -> 2·pi), the fallback
@@ -13,7 +13,7 @@ short answer L100-106, and the comparison L113-146 by ``answer_type``:
 The authors ask for a JSON reply ``{"solution": ..., "short answer": ...}``; a reply
 that is not JSON falls back, as theirs, to its last line minus the last character. For
 visgrpo's prompts the short answer is read, in order, from such a JSON object, the last
-``\\boxed{}`` of the answer part, else the answer part itself (a documented addition:
+``\boxed{}`` of the answer part, else the answer part itself (a documented addition:
 the authors' prompt never yields a boxed answer).
 """
 
@@ -43,7 +43,7 @@ def transfer(text: str) -> float:
 
 
 def short_answer(answer_part: str) -> str:
-    """The reply's short answer (JSON ``short answer``, else ``\\boxed{}``, else the text)."""
+    r"""The reply's short answer (JSON ``short answer``, else ``\boxed{}``, else the text)."""
     try:
         reply = json.loads(preprocess(answer_part), strict=False)
         if isinstance(reply, dict) and "short answer" in reply:

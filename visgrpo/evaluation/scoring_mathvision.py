@@ -36,7 +36,8 @@ def is_number(s: str) -> bool:
 @contextmanager
 def _quiet():
     """Silence math-verify's per-call warning that no parsing timeout is set (inputs are
-    capped at ``MAX_LATEX_CHARS``; its signal-based timeout only works in the main thread)."""
+    capped at ``MAX_LATEX_CHARS``; its signal-based timeout only works in the main thread).
+    """
     log = logging.getLogger("math_verify")
     level = log.level
     log.setLevel(logging.ERROR)
@@ -49,7 +50,8 @@ def _quiet():
 def latex_value(s: str) -> float | int | None:
     """The numeric value of a LaTeX expression, or ``None`` (stands in for the official
     ``eval(str(latex2sympy(s)))``; nothing is ``eval``-ed). An integer stays an ``int``,
-    as ``eval`` of sympy's ``"2"`` does, so ``eval_tuple`` writes ``2`` and not ``2.0``."""
+    as ``eval`` of sympy's ``"2"`` does, so ``eval_tuple`` writes ``2`` and not ``2.0``.
+    """
     from math_verify import parse
     from math_verify.parser import LatexExtractionConfig
 
@@ -185,7 +187,7 @@ def _strip_string(string: str) -> str:
 
 
 def find_math_answer(s: str) -> str:
-    """utils.py L403-430: the last ``\\boxed{}`` content (else all), cleaned."""
+    r"""utils.py L403-430: the last ``\boxed{}`` content (else all), cleaned."""
     s = s.lower().replace("{}", "")
     found = _BOXED.findall(s)
     ans = found[-1] if found else s
@@ -228,7 +230,8 @@ def extract_answer(response: str) -> str:
 
 def mathvision_correct(response: str, answer: str, options: list[str]) -> bool:
     """evaluate.py L17-48: the extracted answer equals the gold letter or the gold
-    option's text (``is_equal``)."""
+    option's text (``is_equal``).
+    """
     gt_value = ""
     if options:
         index = ord(answer) - ord("A")

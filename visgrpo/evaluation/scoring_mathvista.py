@@ -1,4 +1,4 @@
-"""MathVista's official scoring: answer extraction, ``normalize_extracted_answer`` and
+r"""MathVista's official scoring: answer extraction, ``normalize_extracted_answer`` and
 ``safe_equal`` (lupantech/MathVista, ``evaluation/extract_answer.py`` and
 ``evaluation/calculate_score.py``).
 
@@ -9,7 +9,7 @@ The official pipeline is two steps:
    response that parses is kept; with ``--quick_extract``, ``The answer is "X".`` gives
    ``X``; everything else goes to GPT-4 with a few-shot prompt that pulls out the final
    answer. Without a judge, visgrpo replaces that GPT-4 call by the rules of
-   :func:`rule_extract` (the final-answer span: ``<answer>``, ``\\boxed{}``, ``answer is``
+   :func:`rule_extract` (the final-answer span: ``<answer>``, ``\boxed{}``, ``answer is``
    / ``Answer:``; then a letter, an option text or a number, with Unicode minus, thousands
    separators, number words and units handled) -- the answers GPT-4 extracts for such
    outputs.
@@ -66,7 +66,8 @@ def get_most_similar(prediction: str, choices: list[str]) -> str:
 def normalize_extracted_answer(extraction: Any, choices: list[str] | None, question_type: str,
                                answer_type: str, precision: int | None) -> str | None:
     """``calculate_score.py:27-74``, transcribed (``precision`` as an int: the parquet
-    release stores it as a float, which ``round`` rejects)."""
+    release stores it as a float, which ``round`` rejects).
+    """
     if question_type == "multi_choice":
         extraction = extraction.strip() if isinstance(extraction, str) else str(extraction)
         letter = re.findall(r"\(([a-zA-Z])\)", extraction)
@@ -102,7 +103,8 @@ def safe_equal(prediction: Any, answer: Any) -> bool:
 def official_quick_extract(response: str, choices: list[str] | None, question_type: str,
                            answer_type: str) -> str | None:
     """The rule steps of ``extract_answer.py:33-66`` (``None``: the official code would
-    ask GPT-4)."""
+    ask GPT-4).
+    """
     if response == "":
         return ""
     if question_type == "multi_choice" and response in (choices or []):
@@ -122,8 +124,9 @@ def official_quick_extract(response: str, choices: list[str] | None, question_ty
 
 
 def final_span(response: str) -> tuple[str, bool]:
-    """The part of a response that states the final answer, and whether a marker
-    (``<answer>``, ``\\boxed{}``, ``answer is``) was found."""
+    r"""The part of a response that states the final answer, and whether a marker
+    (``<answer>``, ``\\boxed{}``, ``answer is``) was found.
+    """
     inner, tagged = answer_text(response, "answer")
     if tagged:
         return inner.strip(), True
@@ -166,7 +169,8 @@ def _to_number(token: str) -> str | None:
 def rule_extract(response: str, choices: list[str] | None, question_type: str,
                  answer_type: str) -> str:
     """The answer a response gives: the official quick rules, then visgrpo's rules in
-    place of the GPT-4 extraction."""
+    place of the GPT-4 extraction.
+    """
     quick = official_quick_extract(response, choices, question_type, answer_type)
     if quick is not None:
         return quick

@@ -37,7 +37,8 @@ def _last(candidates: list[str], positions: list[int]) -> str:
 def parse_multi_choice_response(response: str, all_choices: list[str],
                                 index2ans: dict[str, str], rng: random.Random) -> str:
     """eval_utils.py L10-62: ``(A)`` candidates, else `` A `` candidates, else (over 5
-    words) option texts; the last one found wins; a random option when none is."""
+    words) option texts; the last one found wins; a random option when none is.
+    """
     for char in _PUNCT:
         response = response.strip(char)
     response = " " + response + " "
@@ -72,7 +73,8 @@ def _pick(response: str, candidates: list[str], index2ans: dict[str, str], index
 def parse_multi_choice_response_pro(response: str, all_choices: list[str],
                                     index2ans: dict[str, str], rng: random.Random) -> str:
     """mmmu-pro/evaluate.py L213-289: a unique letter after the last ``Answer:`` first;
-    then ``(A)``, ``"A "``, ``"A."`` candidates, then option texts, as MMMU."""
+    then ``(A)``, ``"A "``, ``"A."`` candidates, then option texts, as MMMU.
+    """
     last = response.rfind("Answer:")
     if last != -1:
         tail = response[last + len("Answer:"):].strip()
@@ -107,7 +109,8 @@ def check_is_number(string: str) -> bool:
 
 def normalize_str(string: str) -> list[str | float]:
     """eval_utils.py L76-98: numbers to floats rounded to 2; text lower-cased (a single
-    character padded with a space so it cannot match trivially)."""
+    character padded with a space so it cannot match trivially).
+    """
     string = string.strip()
     if check_is_number(string):
         return [round(float(string.replace(",", "")), 2)]
@@ -132,7 +135,8 @@ _INDICATORS = ["could be ", "so ", "is ", "thus ", "therefore ", "final ", "answ
 
 def _key_subresponses(response: str) -> list[str]:
     """eval_utils.py L128-155 (the split's ``(?=[A-Z])`` never matches after
-    ``lower()``: kept, as officially)."""
+    ``lower()``: kept, as officially).
+    """
     response = response.strip().strip(".").lower()
     sub_responses = re.split(r"\.\s(?=[A-Z])|\n", response)
     indicators = list(_INDICATORS)
@@ -165,7 +169,8 @@ def parse_open_response(response: str) -> list[str | float]:
 
 def eval_open(gold: str | list[str], preds: list[str | float]) -> bool:
     """eval_utils.py L191-216: a gold string inside a predicted string, or a predicted
-    number equal to a gold number."""
+    number equal to a gold number.
+    """
     golds = gold if isinstance(gold, list) else [gold]
     norm: list[str | float] = []
     for g in golds:

@@ -24,7 +24,8 @@ def answer_part(completion: str) -> str:
 
 def pope_parse(text: str) -> str:
     """AoiDragon/POPE ``evaluate.py:9-21``: keep the first sentence, drop commas, split on
-    spaces; ``No`` / ``not`` / ``no`` among the words means ``no``, anything else ``yes``."""
+    spaces; ``No`` / ``not`` / ``no`` among the words means ``no``, anything else ``yes``.
+    """
     if text.find(".") != -1:
         text = text.split(".")[0]
     words = text.replace(",", "").split(" ")
@@ -43,7 +44,8 @@ def process_punctuation(text: str) -> str:
     """``process_punctuation`` as open-compass/VLMEvalKit's ``YOrN_Extraction``
     (``vlmeval/dataset/utils/yorn.py``) calls it: the VQA-v2 evaluation's punctuation
     handling, quirks kept (``re.UNICODE`` passed where ``sub`` takes its count: at most 32
-    periods are stripped)."""
+    periods are stripped).
+    """
     out = text
     for p in _PUNCT:
         if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None:
@@ -55,7 +57,8 @@ def process_punctuation(text: str) -> str:
 
 def yorn_extract(text: str) -> str:
     """VLMEvalKit ``vlmeval/dataset/utils/yorn.py`` ``YOrN_Extraction``: ``yes`` when the
-    words hold ``yes`` and not ``no``, ``no`` for the reverse, else ``unknown`` (wrong)."""
+    words hold ``yes`` and not ``no``, ``no`` for the reverse, else ``unknown`` (wrong).
+    """
     words = process_punctuation(text.lower()).split()
     if "yes" in words and "no" not in words:
         return "yes"
@@ -70,7 +73,8 @@ def yorn_extract(text: str) -> str:
 def wemath_parse(response: str) -> str | None:
     """We-Math/We-Math ``evaluation/four_dimensional_metrics.py:37-39`` (the same in
     ``accuracy.py``): the text after the last ``Answer``, with ``>``, ``<``, ``:`` and ``.``
-    removed, stripped; its first character when it is one of ``A``-``H``, else ``None``."""
+    removed, stripped; its first character when it is one of ``A``-``H``, else ``None``.
+    """
     text = response.split("Answer")[-1].strip()
     text = re.sub(r"[>><<:.]", "", text).strip()
     return text[0] if text and text[0] in "ABCDEFGH" else None
@@ -85,12 +89,13 @@ _LETTERS = re.compile(r"^[\s(\[]*([A-Za-z])[\s)\].]*(?:(?:,|;|and|&|\s)+[\s(\[]*
 
 def logicvista_truth(answer: str) -> list[str]:
     """Yijia-Xiao/LogicVista ``eval/extract_accuracy_new.py:141-148``: the gold answer
-    split on ``", "``, lower-cased and sorted (``""`` gives ``[""]``)."""
+    split on ``", "``, lower-cased and sorted (``""`` gives ``[""]``).
+    """
     return sorted(a.lower() for a in str(answer).split(", "))
 
 
 def logicvista_extract(completion: str, numeric: bool) -> list[str]:
-    """The choices a response makes, as the authors' extraction returns them
+    r"""The choices a response makes, as the authors' extraction returns them
     (``extract_accuracy_new.py:78-134``): an empty response gives ``[""]``; a lone
     character that is neither a letter A-E nor a digit gives ``["ZZZZZ"]`` (no answer);
     otherwise GPT-4 lists the letters (or numbers) chosen. visgrpo's rules in place of that
@@ -98,7 +103,8 @@ def logicvista_extract(completion: str, numeric: bool) -> list[str]:
     ``\\boxed{B}``; any letter: some questions run to I), or, for questions answered by
     numbers, the numbers listed. The two official rules look at the raw response: only an
     empty response gives ``[""]`` (an empty ``<answer></answer>`` is no answer), and a
-    lone ``"G"`` is no answer while ``<answer>G</answer>`` is read."""
+    lone ``"G"`` is no answer while ``<answer>G</answer>`` is read.
+    """
     raw = completion.split("ASSISTANT:")[1] if "ASSISTANT:" in completion else completion
     raw = raw.strip()
     if not raw:

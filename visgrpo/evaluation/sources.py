@@ -23,7 +23,8 @@ TABLE_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl")
 def _split_filter(files: list[Path], split: str | None, strict: bool = False) -> list[Path]:
     """Files of ``split`` (``testmini-00000-of-00001.parquet``, ``testmini.json``, or in a
     ``testmini/`` folder), if any are, else all (none when ``strict``); ``test`` does not
-    pick ``testmini-*`` nor ``image`` ``non_image-*``."""
+    pick ``testmini-*`` nor ``image`` ``non_image-*``.
+    """
     if split is None:
         return files
     chosen = [p for p in files if p.name.startswith((f"{split}-", f"{split}."))
@@ -171,7 +172,8 @@ def _file_index(base: Path) -> dict[str, list[Path]]:
 
 def resolve_path(root: Path, rel: str) -> Path:
     """``root/rel``, else the one file named ``basename(rel)`` under ``root`` (archives
-    are often unpacked one folder deeper than the JSON's paths say)."""
+    are often unpacked one folder deeper than the JSON's paths say).
+    """
     p = Path(rel)
     if p.is_absolute() and p.exists():
         return p

@@ -201,7 +201,8 @@ def suite_table(suite: Suite, rows: list[dict], protocol: str) -> str:
 
 def suite_benchmarks(name: str, data_root: str | None) -> list[str]:
     """The suite's benchmarks that have a folder under ``data_root`` (one line when
-    ``--data-root`` is missing or holds none of them)."""
+    ``--data-root`` is missing or holds none of them).
+    """
     suite = get_suite(name)
     if not data_root:
         raise ValueError(f"--suite {name}: needs --data-root (one folder per benchmark: "

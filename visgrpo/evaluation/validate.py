@@ -77,7 +77,8 @@ def check_item(item: EvalItem) -> list[str]:
 
 def load_all(paths: dict[str, Path], limit: int | None = None) -> Loaded:
     """Load and check every benchmark; one that fails lands in ``problems``, with all its
-    problem lines, and the others load regardless."""
+    problem lines, and the others load regardless.
+    """
     out = Loaded()
     for name, path in paths.items():
         try:

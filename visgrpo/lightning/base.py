@@ -87,7 +87,8 @@ class PolicyModule(L.LightningModule):
         opt = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
         warmup = max(int(hp.warmup_steps), 0)
         # Linear warm-up: step s (0-based) runs at lr * (s + 1) / (warmup + 1), then at lr.
-        sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+        sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (warmup + 1), end_factor=1.0,
+                                                  total_iters=warmup)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def forward_signals(self, model, rollout: RolloutBatch, request: SignalRequest) -> Signals:
@@ -151,7 +152,8 @@ class PolicyModule(L.LightningModule):
     def attention_maps(self, prompts: PromptBatch, layer: int | str | None = None) -> list[tuple]:
         """``(image, heat [gh, gw], completion)`` for the first image of each prompt (greedy
         answer), at decoder ``layer`` (an index or a name such as ``two_thirds``; default the
-        diagnostics layer)."""
+        diagnostics layer).
+        """
         was_training = self.policy.training
         rollout = self.engine.generate(self.policy, self.processor, prompts, self.greedy(), seed=0).to(self.device)
         layer = self.diagnostics_layer if layer is None else resolve_layers(layer, self.num_layers)[0]

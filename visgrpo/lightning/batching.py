@@ -115,7 +115,8 @@ class Prepared:
     (None: on-policy, the loss forward's own ``logp.detach()``), advantages [b, T],
     ``ref_logp`` [b, T] (None without KL) and the masked-image log-probs [b, T] (None when no
     credit method asked), which every update reuses unless its loss forward recomputes them
-    (both authors' codes compute them once per rollout batch)."""
+    (both authors' codes compute them once per rollout batch).
+    """
 
     old_logp: Tensor | None
     adv: Tensor

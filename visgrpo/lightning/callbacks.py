@@ -30,7 +30,8 @@ def mlflow_client(trainer):
 
 class StepProgressBar(RichProgressBar):
     """Lightning's rich progress bar, labelled ``Epoch N`` (not ``Epoch 0/-2``) when the run
-    is bounded by ``max_steps`` alone (``max_epochs`` is then -1)."""
+    is bounded by ``max_steps`` alone (``max_epochs`` is then -1).
+    """
 
     def _get_train_description(self, current_epoch: int) -> str:
         if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
@@ -87,7 +88,8 @@ def attention_map(attn: torch.Tensor, response_mask: torch.Tensor, grid_hw: tupl
 
 def overlay_figure(image, heat: np.ndarray, title: str = "", boxes=()):
     """Matplotlib figure of ``image`` with ``heat`` (token grid) overlaid and the evidence
-    ``boxes`` (xyxy pixels) outlined."""
+    ``boxes`` (xyxy pixels) outlined.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,7 +215,8 @@ class ExportModel(L.Callback):
         if not trainer.is_global_zero:
             return
         out = export_hf(
-            pl_module.policy, pl_module.processor, self.dirpath or Path(trainer.default_root_dir) / "export", self.merged
+            pl_module.policy, pl_module.processor,
+            self.dirpath or Path(trainer.default_root_dir) / "export", self.merged
         )
         self.exported = out
         client, run_id = mlflow_client(trainer)
@@ -223,7 +226,8 @@ class ExportModel(L.Callback):
 
 def run_summary(trainer) -> str:
     """One line: where the run's directory, checkpoint (written or loaded), export and MLflow
-    run are (printed by the CLI at the end of ``fit``, ``validate`` and ``test``)."""
+    run are (printed by the CLI at the end of ``fit``, ``validate`` and ``test``).
+    """
     from lightning.pytorch.loggers import MLFlowLogger
 
     def shown(path) -> str:  # relative to the working directory when under it

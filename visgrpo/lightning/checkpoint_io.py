@@ -127,7 +127,8 @@ def refusal(path: str | Path, err: BaseException) -> UnsafeCheckpoint:
 
 class WeightsOnlyCheckpointIO(AtomicCheckpointIO):
     """Atomic writes (:class:`AtomicCheckpointIO`) and loads that are always weights-only
-    (``weights_only`` is ignored)."""
+    (``weights_only`` is ignored).
+    """
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
         if not is_url(path) and not get_filesystem(path).exists(path):

@@ -40,7 +40,8 @@ RUNS_ROOT = "runs"  # run directories go to runs/<experiment>/<run> unless defau
 
 class SaveConfigToMLflow(SaveConfigCallback):
     """Saves the resolved config to ``<default_root_dir>/config.yaml`` and, with an MLflow
-    logger, as the run artifact ``config.yaml`` (MLflow loggers have no ``log_dir``)."""
+    logger, as the run artifact ``config.yaml`` (MLflow loggers have no ``log_dir``).
+    """
 
     def __init__(self, parser, config, **kwargs) -> None:
         kwargs["save_to_log_dir"] = False
@@ -58,7 +59,8 @@ class SaveConfigToMLflow(SaveConfigCallback):
 
 def prepare_mlflow_stores(logger_config) -> None:
     """Create each configured MLFlowLogger's SQLite store and experiment once, under a file
-    lock (``visgrpo.lightning.mlflow_store``), before the loggers are instantiated."""
+    lock (``visgrpo.lightning.mlflow_store``), before the loggers are instantiated.
+    """
     configs = logger_config if isinstance(logger_config, list) else [logger_config]
     for cfg in configs:
         if str(getattr(cfg, "class_path", "")).endswith("MLFlowLogger"):
@@ -112,7 +114,8 @@ class VisgrpoCLI(LightningCLI):
         """Before anything loads: the run's directory and MLflow run name (:func:`run_layout`),
         the dataset paths the subcommand reads (:func:`check_split_paths`), the MLflow store.
         Checkpoints without a ``dirpath`` go to ``<run dir>/checkpoints``, where
-        ``--ckpt_path last`` finds the run to resume or validate."""
+        ``--ckpt_path last`` finds the run to resume or validate.
+        """
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand:
             check_split_paths(self.subcommand, cfg.data.train_path, cfg.data.val_path, cfg.data.test_path)
@@ -145,7 +148,8 @@ class VisgrpoCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads a local ``--ckpt_path``'s hyper-parameters with ``weights_only=True``;
-        a refusal becomes the one-line :class:`UnsafeCheckpoint`."""
+        a refusal becomes the one-line :class:`UnsafeCheckpoint`.
+        """
         try:
             super()._parse_ckpt_path()
         except pickle.UnpicklingError as err:

@@ -129,7 +129,8 @@ class ResumableLoader:
 def undecoded_images(ds):
     """``ds`` with its image columns read as ``{"bytes", "path"}``: the collator decodes them
     (:func:`visgrpo.rollout.prompts.row_images`: pixel limit first, then one orientation and
-    colour rule) instead of ``datasets``' decoder."""
+    colour rule) instead of ``datasets``' decoder.
+    """
     import datasets
 
     for col in IMAGE_COLUMNS:
@@ -383,7 +384,8 @@ class EvidenceDataModule(pl.LightningDataModule):
 
     def fixed_prompts(self, n: int) -> PromptBatch:
         """The first ``n`` validation prompts (train if there is no validation split): the
-        fixed images of the attention-overlay callback."""
+        fixed images of the attention-overlay callback.
+        """
         if not self.datasets:
             self.setup("fit")
         ds = self.datasets.get("val") or self.datasets["train"]

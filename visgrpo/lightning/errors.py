@@ -78,7 +78,8 @@ SPLITS_READ = {
 
 def check_split_paths(subcommand: str, train_path: str | None, val_path: str | None, test_path: str | None) -> None:
     """Refuse, before any model loads, a split the subcommand needs that is not set, or a
-    set one that is not a directory (:class:`ConfigError` naming ``data.<split>_path``)."""
+    set one that is not a directory (:class:`ConfigError` naming ``data.<split>_path``).
+    """
     paths = {"train_path": train_path, "val_path": val_path, "test_path": test_path}
     for key, required in SPLITS_READ.get(subcommand, ()):
         path = paths[key]
@@ -94,7 +95,8 @@ def check_split_paths(subcommand: str, train_path: str | None, val_path: str | N
 def check_length_norm(objective, sampling) -> None:
     """Dr.GRPO's constant ``L_max`` (``objective.max_response_length``, the divisor of
     seq_mean_token_sum_norm when ``loss_length_norm`` is unset) must be at least the
-    generation cap ``sampling.max_new_tokens``, or a response could weigh more than a full one."""
+    generation cap ``sampling.max_new_tokens``, or a response could weigh more than a full one.
+    """
     if objective.aggregation != "seq_mean_token_sum_norm" or objective.loss_length_norm is not None:
         return
     require(objective.max_response_length >= sampling.max_new_tokens,
@@ -117,7 +119,8 @@ def check_hyperparameters(**values: float | int) -> None:
             require(value > 0, key, f"must be > 0, got {value}")
         elif name in ("weight_decay", "warmup_steps", "max_grad_norm"):
             require(value >= 0, key, f"must be >= 0, got {value}")
-        elif name in ("micro_batch_size", "mini_batch_size", "ppo_epochs", "logprob_chunk_size", "attention_chunk_size"):
+        elif name in ("micro_batch_size", "mini_batch_size", "ppo_epochs", "logprob_chunk_size",
+                      "attention_chunk_size"):
             require(value >= 1, key, f"must be >= 1, got {value}")
         else:
             raise KeyError(f"no rule for hyper-parameter {name!r}")
@@ -134,7 +137,8 @@ def parser_error_line(err: BaseException, args: list[str] | None = None) -> str:
     """The useful part of a jsonargparse error: the key and the innermost reason, one line
     (a class's Union wrapper, the subtype list and the echoed value are dropped). A misspelt
     key gets the closest valid one (``did you mean``) and the config file that set it
-    (``args``: the command line as the user gave it)."""
+    (``args``: the command line as the user gave it).
+    """
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     if not lines:
         return type(err).__name__
@@ -239,7 +243,8 @@ def _has_key(data, dotted: list[str]) -> bool:
 
 def key_source(key: str, args: list[str]) -> str | None:
     """Where ``key`` was given: ``"in <file>"`` (the last ``--config`` file, or a file its
-    ``defaults:`` lists, that has it), ``"on the command line"``, or None."""
+    ``defaults:`` lists, that has it), ``"on the command line"``, or None.
+    """
     dotted = key.split(".")
     if any(a.startswith("--") and key.split(".")[-1] in a.split("=")[0] for a in args):
         return "on the command line"

@@ -53,7 +53,8 @@ def effective_config(pl_module) -> dict:
 
 def flat_params(config: dict) -> dict[str, str]:
     """MLflow params of :func:`effective_config`: ``section/field`` (credit methods as
-    ``credit/<k>_<name>/<setting>``, ``credit`` = ``none`` without any)."""
+    ``credit/<k>_<name>/<setting>``, ``credit`` = ``none`` without any).
+    """
     params: dict[str, str] = {}
     for section in ("objective", "sampling"):
         for k, v in config.get(section, {}).items():
@@ -70,7 +71,8 @@ def flat_params(config: dict) -> dict[str, str]:
 
 def log_effective_config(trainer, pl_module) -> Path | None:
     """Write ``<run dir>/effective_config.yaml`` and log it plus :func:`flat_params` to the
-    trainer's MLflow run (rank zero; nothing for a module without these settings)."""
+    trainer's MLflow run (rank zero; nothing for a module without these settings).
+    """
     config = effective_config(pl_module)
     if not config or not trainer.is_global_zero:
         return None

@@ -230,7 +230,8 @@ class RLVRModule(PolicyModule):
         """Optimiser steps of one rollout batch of ``prompts`` prompts (per rank):
         ``ppo_epochs * ceil(prompts / mini-batch prompts)``; every RL step takes this many
         (a short or empty batch fills them with empty steps), so ``global_step`` is always
-        ``rollout batches x updates_per_rollout``."""
+        ``rollout batches x updates_per_rollout``.
+        """
         minis = 1 if self.mini_prompts is None else -(-prompts // self.mini_prompts)
         return self.hparams.ppo_epochs * minis
 
@@ -249,7 +250,8 @@ class RLVRModule(PolicyModule):
     def _end_rollout_batch(self, step: int, metrics: dict, log: list[dict], skipped: int, n_updates: int) -> None:
         """Log the RL step, step the learning-rate schedule once per rollout batch (as
         verl / EasyR1, ``lr_scheduler.step()`` after ``update_policy``: fsdp_workers.py line 567
-        of VPPO-RL a23c54b) and count the rollout batch."""
+        of VPPO-RL a23c54b) and count the rollout batch.
+        """
         metrics.update(reduce_metrics(log))
         metrics["train/nonfinite_skipped"] = float(skipped)
         metrics["train/optimizer_steps"] = float(n_updates)
@@ -269,7 +271,8 @@ class RLVRModule(PolicyModule):
 
     def plan(self, rollout: RolloutBatch, rewards: Tensor) -> StepPlan:
         """Mini-batches, their micro-batches and normalisers, and the credit statistics of
-        the whole rollout batch."""
+        the whole rollout batch.
+        """
         self.policy.train()
         micro, mini, norm, aux = [], [], [], []
         for rows in group_mini_batches(rollout.group_ids, self.mini_prompts):
@@ -284,7 +287,8 @@ class RLVRModule(PolicyModule):
     def train_pass(self, plan: StepPlan, log: list[dict], prepared: list[Prepared] | None = None,
                    mini: int = 0) -> bool:
         """Forward + loss + backward of every micro-batch of mini-batch ``mini``; True if a
-        loss was not finite."""
+        loss was not finite.
+        """
         failed = False
         for k in plan.mini[mini]:
             failed |= self._micro_step(plan, plan.micro[k], log, None if prepared is None else prepared[k],
@@ -351,7 +355,8 @@ class RLVRModule(PolicyModule):
 
     def _aux_normaliser(self, evidence_target: Tensor | None, response_mask: Tensor, rewards: Tensor):
         """The credit methods' auxiliary-loss normalisers over a whole mini-batch (all ranks),
-        so the loss does not depend on micro-batching or the number of ranks."""
+        so the loss does not depend on micro-batching or the number of ranks.
+        """
         norm = self.credit.auxiliary_normaliser(rewards, evidence_target, response_mask)
         if norm is None or self.trainer.world_size == 1:
             return norm
@@ -377,7 +382,8 @@ class RLVRModule(PolicyModule):
 
     def _batch_statistics(self, rollout: RolloutBatch, rewards: Tensor, micro: list[Tensor]) -> dict | None:
         """The credit methods' batch statistics over the whole rollout batch and all ranks
-        (:func:`steps.batch_statistics`)."""
+        (:func:`steps.batch_statistics`).
+        """
         forward = partial(self.forward_signals, self.policy, request=self.signal_request)
         return batch_statistics(self.credit, forward, rollout, rewards, micro, self.trainer.world_size)
 
@@ -385,7 +391,8 @@ class RLVRModule(PolicyModule):
         """Clip and step, unless a loss (on any rank) or the gradient norm is not finite: then
         the gradients are dropped first, so the step changes nothing (AdamW skips parameters
         without a gradient) but still counts (``global_step``, the schedule and the per-step
-        seeds advance). Returns whether the step was skipped."""
+        seeds advance). Returns whether the step was skipped.
+        """
         opt = self.optimizers()
         if self.trainer.world_size > 1:
             flag = torch.tensor(float(nonfinite), device=self.device)

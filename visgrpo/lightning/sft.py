@@ -82,5 +82,6 @@ class SFTModule(PolicyModule):
         mask = tf.response_mask  # [B, T]
         loss = -(out.logp * mask).sum() / mask.sum().clamp(min=1)
         self.log("train/nll", loss.detach(), prog_bar=True, on_step=True, batch_size=len(batch))
-        self.log("train/target_prob", (out.logp.detach().exp() * mask).sum() / mask.sum(), on_step=True, batch_size=len(batch))
+        self.log("train/target_prob", (out.logp.detach().exp() * mask).sum() / mask.sum(), on_step=True,
+                 batch_size=len(batch))
         return loss

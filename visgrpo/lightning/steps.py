@@ -1,6 +1,7 @@
 """Pieces of the RL step that do not need the module: rollout collection (with DAPO dynamic
 sampling and overlong shaping), signals of a forward pass, and metric reduction over
-micro-batches."""
+micro-batches.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def score(reward_head, objective, max_new_tokens: int, rollout: RolloutBatch) ->
     metrics = {f"reward/{k}": v.float().mean() for k, v in out.components.items()}
     if objective.overlong_shaping:
         lengths = rollout.response_mask.sum(-1).cpu()  # [B]
-        penalty = overlong_penalty(lengths, max_new_tokens, overlong_cache(max_new_tokens, objective.overlong_cache_length))
+        penalty = overlong_penalty(lengths, max_new_tokens,
+                                   overlong_cache(max_new_tokens, objective.overlong_cache_length))
         rewards = rewards + penalty.to(rewards)
         metrics["reward/overlong"] = penalty.float().mean()
     metrics["reward/outcome"] = rewards.mean()
@@ -80,7 +82,8 @@ def collect_rollouts(
         ``reward/filtered/<k>`` (the returned batch, after the dynamic-sampling filter).
     """
     metrics: dict[str, float] = {}
-    acc = DynamicSamplingAccumulator(len(prompts.prompts), objective.max_sampling_tries, objective.dynamic_sampling_atol)
+    acc = DynamicSamplingAccumulator(len(prompts.prompts), objective.max_sampling_tries,
+                                     objective.dynamic_sampling_atol)
     rounds: list[RolloutBatch] = []
     while True:
         rollout = engine.generate(policy, processor, prompts, sampling, seed=seed + len(rounds) + 1).to(device)

@@ -38,7 +38,8 @@ class ModelNotFound(FileNotFoundError):
 
 def tiny_model(family: str, cache: Path = TINY_CACHE) -> Path:
     """The tiny random-weight model of ``family`` (``tiny:<family>``), built once into
-    ``cache/tiny_<family>`` (atomically: concurrent first uses build it once each and keep one)."""
+    ``cache/tiny_<family>`` (atomically: concurrent first uses build it once each and keep one).
+    """
     if family not in FAMILIES:
         raise ModelNotFound(f"{TINY_PREFIX}{family}: unknown family; valid: {', '.join(sorted(FAMILIES))}")
     out = cache / f"tiny_{family}"

@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                     "`visgrpo fit`.",
     )
     p.add_argument("--gpus", default="1,2,4,8", help="GPU counts to plan for, comma-separated (default 1,2,4,8)")
-    p.add_argument("--gpu-memory", type=float, default=80.0, help="memory of one GPU in GiB (default 80; an 80 GB H100 has about 79)")
+    p.add_argument("--gpu-memory", type=float, default=80.0,
+                   help="memory of one GPU in GiB (default 80; an 80 GB H100 has about 79)")
     p.add_argument("--strategy", choices=("auto", "ddp", "fsdp"), default="auto",
                    help="replicate (ddp) or shard (fsdp) weights, gradients and optimiser state; auto: the "
                         "config's trainer.strategy (fsdp/model-parallel shard, anything else replicates)")

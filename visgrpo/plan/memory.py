@@ -90,7 +90,8 @@ class StepShape:
     def attention_keys(self) -> int:
         """Key positions SDPA keeps for the backward over one micro-batch forward: the shared
         prefix's continuation attends from every row to its group's whole prompt (the cache
-        is indexed per row), the prefix pass to the prompt once per group."""
+        is indexed per row), the prefix pass to the prompt once per group.
+        """
         P, T = self.prompt_tokens, self.response_tokens
         if self.share_prefix:
             return self.micro_groups * P + self.micro_rows * (P + T)
@@ -111,7 +112,8 @@ class StepShape:
 def _lora_bytes_per_token(facts: ModelFacts, mask_bytes: int) -> int:
     """Per token and layer, what peft's LoRA layers keep: per adapted linear the dropout mask
     (``mask_bytes``) and its output (adapter dtype; the input is cast to it first), and the
-    rank-r output of ``lora_A``; with no dropout the cast input, once per shared input."""
+    rank-r output of ``lora_A``; with no dropout the cast input, once per shared input.
+    """
     lora = facts.lora
     if lora is None:
         return 0
@@ -129,13 +131,15 @@ def _lora_bytes_per_token(facts: ModelFacts, mask_bytes: int) -> int:
 
 def dropout_mask_bytes(facts: ModelFacts, device: str) -> int:
     """Bytes per element of a dropout mask: CUDA's fused ``native_dropout`` keeps a bool mask;
-    elsewhere ``dropout`` multiplies by a mask of the input's dtype (the LoRA adapters')."""
+    elsewhere ``dropout`` multiplies by a mask of the input's dtype (the LoRA adapters').
+    """
     return 1 if device == "cuda" else (facts.lora.adapter_bytes if facts.lora else facts.compute_bytes)
 
 
 def kv_bytes_per_key(facts: ModelFacts, padded: bool = True) -> int:
     """Bytes SDPA keeps per key position and layer: key and value, repeated to every query
-    head when a padding mask rules out SDPA's GQA path (transformers ``use_gqa_in_sdpa``)."""
+    head when a padding mask rules out SDPA's GQA path (transformers ``use_gqa_in_sdpa``).
+    """
     t = facts.text
     return 2 * facts.compute_bytes * (t.q_dim if padded and t.kv_heads != t.heads else t.kv_dim)
 
@@ -165,7 +169,8 @@ def decoder_bytes_per_token(facts: ModelFacts, padded: bool = True, device: str 
 def vision_bytes_per_patch(facts: ModelFacts) -> int:
     """Bytes autograd keeps per patch in one vision block (when the vision tower trains):
     two norms, the fused qkv output, the float32 rotated q/k, SDPA output and ``proj`` input,
-    and the MLP (SwiGLU ``4 b I``; fc1 -> GELU -> fc2 ``3 b I``)."""
+    and the MLP (SwiGLU ``4 b I``; fc1 -> GELU -> fc2 ``3 b I``).
+    """
     v, b = facts.vision, facts.compute_bytes
     norm = (F32 + 2 * b) * v.hidden
     attn = b * 3 * v.hidden + 2 * F32 * v.hidden + 2 * b * v.hidden
@@ -202,7 +207,8 @@ def probe_bytes(facts: ModelFacts, s: StepShape) -> int:
     """The attention probe (``visgrpo.attention.probe``): per probed layer the head-mean
     ``rows x T x N`` float32 result (per head on grad layers, which keep it for the backward;
     response-response layers ``T x T``), plus one chunk's float32 score buffer
-    ``rows x heads x chunk x keys`` (two in a grad layer's backward) and the float32 key copy."""
+    ``rows x heads x chunk x keys`` (two in a grad layer's backward) and the float32 key copy.
+    """
     if not (s.probe_layers or s.response_probe_layers):
         return 0
     t = facts.text
@@ -217,7 +223,8 @@ def probe_bytes(facts: ModelFacts, s: StepShape) -> int:
 
 def no_grad_forward_bytes(facts: ModelFacts, s: StepShape) -> int:
     """Peak of one extra no-grad forward of the micro-batch (masked image, reference): one
-    layer's working set over the tokens, and the response rows' logits with the chunk buffers."""
+    layer's working set over the tokens, and the response rows' logits with the chunk buffers.
+    """
     t, b = facts.text, facts.compute_bytes
     working = b * (2 * t.hidden + 2 * t.q_dim + 2 * t.kv_dim + 3 * t.inter)
     rows_T = s.micro_rows * s.response_tokens

@@ -53,7 +53,10 @@ class TextDims:
 
 @dataclass(frozen=True)
 class VisionDims:
-    """Vision tower sizes: ``depth`` blocks of width ``hidden``, MLP ``inter`` (``gated``: SwiGLU), ``heads``, ``merge``."""
+    """Vision tower sizes.
+
+    ``depth`` blocks of width ``hidden``, MLP ``inter`` (``gated``: SwiGLU), ``heads``, ``merge``.
+    """
 
     depth: int
     hidden: int
@@ -66,7 +69,8 @@ class VisionDims:
 @dataclass(frozen=True)
 class LoraShape:
     """The adapters of one decoder layer: rank, dropout, adapter dtype bytes, and the input
-    widths of the adapted linears grouped by shared input (q/k/v, o, gate/up, down)."""
+    widths of the adapted linears grouped by shared input (q/k/v, o, gate/up, down).
+    """
 
     r: int
     dropout: float

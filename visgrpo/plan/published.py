@@ -40,7 +40,8 @@ PUBLISHED: dict[str, str] = {
 
 def published_id(name: str) -> str | None:
     """The hub id of a shipped config matching ``name`` (a hub id, with or without the
-    ``Qwen/`` owner, case-insensitive), or None."""
+    ``Qwen/`` owner, case-insensitive), or None.
+    """
     wanted = name.strip().lower()
     for hub_id in PUBLISHED:
         if wanted in (hub_id.lower(), hub_id.split("/", 1)[1].lower()):

@@ -139,7 +139,8 @@ def read_recipe(args: list[str]) -> Recipe:
 
 def signal_request(recipe: Recipe, num_layers: int) -> SignalRequest:
     """The training forward's request: the credit methods' signals and loss signals plus the
-    diagnostics layer's image attention (``RLVRModule.set_credit``)."""
+    diagnostics layer's image attention (``RLVRModule.set_credit``).
+    """
     credit = ComposedCredit(list(recipe.credit))
     diag = resolve_layers(recipe.diagnostics_layer, num_layers)[0]
     return (credit.signal_request(num_layers).union(SignalRequest(image_attention_layers=frozenset({diag})))

@@ -35,10 +35,10 @@ _PHRASES = [
 
 
 def extract_choice(text: str, letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ") -> str | None:
-    """The option letter a text commits to, or ``None``.
+    r"""The option letter a text commits to, or ``None``.
 
     Tried in order: the whole text is a lone letter (``"B"``, ``"(b)"``, ``"B."``,
-    ``"**B**"``, ``"Option B"``); the LAST ``\\boxed{B}``; the LAST phrase ``answer is (B)``
+    ``"**B**"``, ``"Option B"``); the LAST ``\boxed{B}``; the LAST phrase ``answer is (B)``
     / ``answer: B`` / ``correct option is B``; the text starts with a marked letter
     (``"B. cat"``, ``"(B) cat"``, ``"B) cat"``). Free-text letters must be upper case (``"a"``
     is an article); a lone letter may be lower case. Letters outside ``letters`` are ignored.
@@ -111,7 +111,7 @@ _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 
 
 def _looks_bare(text: str) -> bool:
-    """A bare formula (``x*2``, ``\\frac{1}{2}``): no ``$``/``\\(``/``\\boxed`` and no words."""
+    r"""A bare formula (``x*2``, ``\frac{1}{2}``): no ``$``/``\(``/``\boxed`` and no words."""
     if any(s in text for s in ("$", "\\(", "\\[", "\\boxed")):
         return False
     return _WORD.search(text) is None
@@ -166,11 +166,11 @@ def math_accuracy(
     float_rounding: int = 6,
     pool: MathPool | None = None,
 ) -> RewardValue:
-    """1 if the answer equals the gold number/expression under math-verify's equivalence.
+    r"""1 if the answer equals the gold number/expression under math-verify's equivalence.
 
-    ``\\frac{1}{2}`` = ``0.5`` = ``1/2``; ``2x`` = ``x*2``; ``1{,}000`` = ``1000``. Bare
+    ``\frac{1}{2}`` = ``0.5`` = ``1/2``; ``2x`` = ``x*2``; ``1{,}000`` = ``1000``. Bare
     answers (in the tag, or the gold) are also parsed as LaTeX inside ``$...$``; free text
-    is handed to math-verify's extraction (``\\boxed{}``, last formula / number).
+    is handed to math-verify's extraction (``\boxed{}``, last formula / number).
 
     Args:
         timeout: seconds per check (hard limit; 0 with reason ``"timeout"`` when exceeded).

@@ -48,7 +48,8 @@ def from_original(
 
 def grounding_instruction(family: str, resized_hw: tuple[int, int] | None = None) -> str:
     """The prompt line asking for a box in ``family``'s convention (Qwen2.5-VL: the size
-    of the image as the model sees it, so the numbers it writes are in that frame)."""
+    of the image as the model sees it, so the numbers it writes are in that frame).
+    """
     if family not in INSTRUCTIONS:
         raise ValueError(f"unknown family {family!r}; expected one of {', '.join(INSTRUCTIONS)}")
     h, w = resized_hw if resized_hw is not None else (0, 0)

@@ -22,7 +22,8 @@ from visgrpo.data.fields import EVIDENCE_FIELDS
 
 def encode_prompts(processor, prompts: PromptBatch) -> dict[str, torch.Tensor]:
     """Processor output for the prompts, LEFT-padded (input_ids, attention_mask, pixel_values,
-    image_grid_thw, mm_token_type_ids)."""
+    image_grid_thw, mm_token_type_ids).
+    """
     images = [im for imgs in prompts.images for im in imgs]
     tok = processor.tokenizer
     side = tok.padding_side

@@ -20,5 +20,6 @@ EngineName = Literal[tuple(ROLLOUT_ENGINES.names())]
 
 def build_rollout_engine(name: str = "hf", **kwargs) -> RolloutEngine:
     """Instantiate the engine registered as ``name`` (``hf``, ``vllm`` or one a caller
-    registered in :data:`~visgrpo.rollout.base.ROLLOUT_ENGINES`) with ``kwargs``."""
+    registered in :data:`~visgrpo.rollout.base.ROLLOUT_ENGINES`) with ``kwargs``.
+    """
     return ROLLOUT_ENGINES.get(name)(**kwargs)

@@ -94,7 +94,7 @@ def build_messages(
 
 
 def prompt_text(processor, messages: list[dict]) -> str:
-    """Chat-template text with the generation prompt (``<|im_start|>assistant\\n``)."""
+    r"""Chat-template text with the generation prompt (``<|im_start|>assistant\n``)."""
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 

@@ -27,7 +27,8 @@ def vision_token_ids(tokenizer) -> list[int]:
 
 def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
     """End-of-sequence ids: the tokenizer's EOS (``<|im_end|>``), its pad (``<|endoftext|>``)
-    and those of the model's generation config."""
+    and those of the model's generation config.
+    """
     ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     cfg_eos = getattr(generation_config, "eos_token_id", None) if generation_config else None
     if isinstance(cfg_eos, int):

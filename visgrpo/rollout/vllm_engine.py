@@ -148,8 +148,9 @@ class VLLMRolloutEngine:
     def sampling_params(
         self, sampling: SamplingConfig, eos: list[int], seed: int | None, banned: list[str] = ()
     ):
-        """vLLM ``SamplingParams`` equivalent to ``sampling`` (n = G; greedy = temperature 0);
-        ``banned`` token strings are never sampled (``bad_words``)."""
+        """VLLM ``SamplingParams`` equivalent to ``sampling`` (n = G; greedy = temperature 0);
+        ``banned`` token strings are never sampled (``bad_words``).
+        """
         kwargs = dict(
             n=sampling.num_generations if sampling.do_sample else 1,
             max_tokens=sampling.max_new_tokens,

@@ -28,7 +28,8 @@ def authors_papo_terms(logp, aug, mask, gamma=0.01, eta_aug=0.03, eta_ori=0.03, 
                        coef=None):
     """``(-coef KL_prcp + d (eta_aug H_aug + eta_ori H_ori), KL_prcp)`` of one batch (floats);
     ``coef`` is the step's (annealed) coefficient, default ``gamma`` (the configured one), and
-    ``d = coef / gamma`` when they differ, else 1."""
+    ``d = coef / gamma`` when they differ, else 1.
+    """
     n = sum(sum(r) for r in mask)
     kl = h_aug = h_ori = 0.0
     for lrow, arow, mrow in zip(logp, aug, mask, strict=True):

@@ -82,7 +82,8 @@ def reference_vgpo(
 
 def reference_focus(hidden, image_hidden_mean, response_mask) -> list[list[float]]:
     """Visual focus [B][T]: cosine with the mean image hidden state, min-max over the
-    batch's real tokens (0 at padding)."""
+    batch's real tokens (0 at padding).
+    """
     H = _tolist(hidden)
     V = _tolist(image_hidden_mean)
     M = [[bool(x) for x in row] for row in _tolist(response_mask)]
@@ -109,7 +110,8 @@ def reference_weights(
     gate_rounding: str = "floor",
 ) -> tuple[list[list[float]], list[float]]:
     """Token weights psi [B][T] (1 at padding) and trajectory weights alpha [B] from the
-    batch-normalised focus [B][T]."""
+    batch-normalised focus [B][T].
+    """
     W = _tolist(focus)
     M = [[bool(x) for x in row] for row in _tolist(response_mask)]
     gids = [int(g) for g in _tolist(group_ids)]

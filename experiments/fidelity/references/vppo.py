@@ -44,6 +44,7 @@ def authors_vppo(adv, old, aug, mask, micro, top_p=0.4, target_min=0.9, entropy=
         micro: list of lists of row indices (the micro-batches, in order).
         entropy: [B][T] token entropies (``use_vppo_on_entropy``), or None (off).
         perception: ``use_vppo_on_perception`` (the perception top-p mask).
+
     Returns:
         [B][T] floats.
     """

@@ -35,7 +35,8 @@ def blink(root: Path) -> list[EvalItem]:
     ``choices``, ``answer`` (``"(A)"``), ``image_1`` ... ``image_4`` (the set ones, in
     order). Scorer: option letter (the authors' eval matches the letter and falls back
     to a GPT extraction, not reproduced). Composite: the mean over sub-tasks, the
-    paper's overall number."""
+    paper's overall number.
+    """
     folders = [root / s for s in SUBTASKS if (root / s).is_dir()]
     if not folders:
         raise FileNotFoundError(f"{root}: none of BLINK's sub-task folders is here "

@@ -16,7 +16,7 @@ _SPLIT_OF = {0: "human_test", 1: "augmented_test", "human": "human_test",
           source="lmms-lab/ChartQA, HuggingFaceM4/ChartQA (dataset cards); google-research/"
                  "pix2struct pix2struct/metrics.py relaxed_correctness; lmms-eval tasks/chartqa")
 def chartqa(root: Path) -> list[EvalItem]:
-    """ChartQA ``test`` (2,500 rows: 1,250 human-written, 1,250 augmented), in either release:
+    """ChartQA ``test`` (2,500 rows: 1,250 human-written, 1,250 augmented), in either release.
 
     * ``lmms-lab/ChartQA``: ``data/test-00000-of-00001.parquet`` with ``type``
       (``human_test`` / ``augmented_test``), ``question``, ``answer``, ``image``;
@@ -26,7 +26,8 @@ def chartqa(root: Path) -> list[EvalItem]:
 
     The id is the row index; the split is the category. The headline number is the
     relaxed accuracy over all rows (lmms-eval's ``relaxed_overall``). Scorer: relaxed
-    accuracy (5% for numbers)."""
+    accuracy (5% for numbers).
+    """
     items = []
     for i, row in enumerate(read_rows(root, split="test")):
         where = str(row.get("id", i))

@@ -19,7 +19,8 @@ def clevr_count(root: Path) -> list[EvalItem]:
     ``images`` (a list of one image; ``image`` also accepted), ``problem`` (with an
     ``<image>`` marker, removed; ``question`` also accepted), ``answer`` (an integer).
     Scorer: math-verify equivalence of the answer and the count (as the EasyR1 reward
-    PAPO trains and evaluates with: ``"10.0"`` is 10, ``"10.4"`` is not)."""
+    PAPO trains and evaluates with: ``"10.0"`` is 10, ``"10.4"`` is not).
+    """
     items = []
     for i, row in enumerate(read_rows(root, split="test")):
         where = str(row.get("id", i))

@@ -14,7 +14,8 @@ from visgrpo.evaluation.sources import ImageRef, read_rows
 def cv_bench_metrics(items: Sequence[EvalItem], completions: Sequence[str],
                      scores: Sequence[float]) -> dict[str, float]:
     """The dataset card's recipe: accuracy per ``source``; ``2d`` = mean of ADE20K and
-    COCO, ``3d`` = Omni3D, ``overall`` = mean of ``2d`` and ``3d``."""
+    COCO, ``3d`` = Omni3D, ``overall`` = mean of ``2d`` and ``3d``.
+    """
     by: dict[str, list[float]] = {}
     for item, s in zip(items, scores, strict=True):
         by.setdefault(str(item.meta.get("source")), []).append(float(s))
@@ -38,7 +39,8 @@ def cv_bench(root: Path) -> list[EvalItem]:
     (Count, Relation, Depth, Distance: the category), ``source`` (ADE20K, COCO, Omni3D),
     ``prompt`` (the question with its ``(A) ...`` choices; ``question`` if absent),
     ``choices``, ``answer`` (``"(B)"``), ``image`` (else ``filename`` under ``img/``).
-    Scorer: option letter. Composite: the card's 2D / 3D / overall recipe."""
+    Scorer: option letter. Composite: the card's 2D / 3D / overall recipe.
+    """
     files = sorted(root.glob("test_[23]d.parquet")) if root.is_dir() else []
     rows = [r for f in files for r in read_rows(f)] if files else read_rows(root, split="test")
     items = []

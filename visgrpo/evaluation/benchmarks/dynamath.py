@@ -18,7 +18,8 @@ def dynamath_metrics(items: Sequence[EvalItem], completions: Sequence[str],
                      scores: Sequence[float]) -> dict[str, float]:
     """DynaMath's two numbers: average-case accuracy (all concrete questions) and
     worst-case accuracy (a seed question counts only when every variant of it present is
-    right; paper Sec. 4.1)."""
+    right; paper Sec. 4.1).
+    """
     seeds: dict[str, list[float]] = {}
     for item, s in zip(items, scores, strict=True):
         seeds.setdefault(str(item.meta["seed"]), []).append(float(s))
@@ -39,7 +40,8 @@ def dynamath(root: Path) -> list[EvalItem]:
     question), ``question``, ``decoded_image`` (else ``image``), ``ground_truth``,
     ``answer_type`` (``float`` / ``multiple choice`` / ``free form``), ``subject`` (the
     category). Item ids are ``<variant>/<id>``. Scorer: DynaMath's comparison by answer
-    type. Composite: average-case and worst-case accuracy."""
+    type. Composite: average-case and worst-case accuracy.
+    """
     files = sorted((p for p in root.rglob("*.parquet") if _VARIANT.match(p.name)),
                    key=lambda p: (int(_VARIANT.match(p.name).group(1)), p.name))
     if not files:

@@ -15,7 +15,8 @@ def geometry3k(root: Path) -> list[EvalItem]:
     """Geometry3K (``huggingface-cli download --repo-type dataset hiyouga/geometry3k``:
     ``data/test-*.parquet`` read; train and validation not). Columns read: ``images`` (a list
     of one image), ``problem`` (with an ``<image>`` marker, removed: the chat template
-    places the image), ``answer``. Scorer: math-verify."""
+    places the image), ``answer``. Scorer: math-verify.
+    """
     items = []
     for i, row in enumerate(read_rows(root, split="test")):
         where = str(row.get("id", i))

@@ -1,5 +1,6 @@
 """HallusionBench: both splits, yes / no answers, and the official question, figure and
-question-pair accuracies (tianyi-lab/HallusionBench ``utils.py``)."""
+question-pair accuracies (tianyi-lab/HallusionBench ``utils.py``).
+"""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def hallusionbench_metrics(items: Sequence[EvalItem], completions: Sequence[str]
     question) all correct (``get_eval_pair_all``); ``easy`` / ``hard``: the same over the
     questions on the original figure (``figure_id`` 0) / on the edited ones
     (``get_eval_pair_easy`` / ``get_eval_pair_hard``), the leaderboard's "Acc per easy /
-    hard question" (``evaluation.py``)."""
+    hard question" (``evaluation.py``).
+    """
     figures: dict[str, list[bool]] = {}
     pairs: dict[str, list[bool]] = {}
     easy: dict[str, list[bool]] = {}
@@ -55,7 +57,8 @@ def hallusionbench(root: Path) -> list[EvalItem]:
     ``category`` (``VD`` / ``VS``), ``subcategory``, ``set_id``, ``figure_id``,
     ``question_id``, ``visual_input`` (``"0"``: asked without the image), ``question``,
     ``gt_answer`` (``"1"`` = yes, ``"0"`` = no), ``image`` or ``filename``. Scorer ``yorn``
-    (VLMEvalKit's yes / no extraction; the official correctness is a GPT-4 judge)."""
+    (VLMEvalKit's yes / no extraction; the official correctness is a GPT-4 judge).
+    """
     authors = sorted(root.rglob("HallusionBench.json")) if root.is_dir() else []
     if authors:
         rows = read_rows(authors[0])

@@ -1,5 +1,6 @@
 """LogicVista: letter sets, numbers and empty answers, matched as the authors' evaluation
-matches them (Yijia-Xiao/LogicVista ``eval/extract_accuracy_new.py``)."""
+matches them (Yijia-Xiao/LogicVista ``eval/extract_accuracy_new.py``).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def logicvista_metrics(items: Sequence[EvalItem], completions: Sequence[str],
     """The authors' table (``eval/analyze_accuracy.py``): accuracy per reasoning skill
     (``skill/inductive`` ...) and per capability (``capability/diagram``,
     ``capability/ocr``, ``capability/diagram_and_ocr``), an item counted under every skill and
-    capability it lists (``str.contains``)."""
+    capability it lists (``str.contains``).
+    """
     def acc(keep) -> float | None:
         hit = [s >= 1.0 for it, s in zip(items, scores, strict=True) if keep(it.meta)]
         return sum(hit) / len(hit) if hit else None
@@ -49,7 +51,8 @@ def logicvista(root: Path) -> list[EvalItem]:
     the authors' scorer compares with (``extract_accuracy_new.py:141``): one letter, several
     (``"A, C"``: the same set is needed), a number (``"3"``) or empty (``""``: only an empty
     response matches). The official per-skill and per-capability table comes from
-    :func:`logicvista_metrics` (``skill`` and ``capability`` are lists)."""
+    :func:`logicvista_metrics` (``skill`` and ``capability`` are lists).
+    """
     items = []
     for i, row in enumerate(read_rows(root, prefer=("dataset.json",))):
         where = str(row.get("_key", row.get("id", i)))

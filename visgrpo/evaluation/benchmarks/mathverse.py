@@ -1,5 +1,6 @@
 """MathVerse testmini: option letters (with the option list) or math-verify, per problem
-version."""
+version.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ _OPTION_LINE = re.compile(r"^\s*\(?([A-H])\)?\s*[:.：)]\s*(\S.*?)\s*$")
 
 def parse_options(question: str) -> list[str]:
     """The option texts listed after ``Choices:`` (``A:30°`` / ``(B) 60°`` / ``C. 90°`` one
-    a line), in letter order; ``[]`` when the text lists none."""
+    a line), in letter order; ``[]`` when the text lists none.
+    """
     _, sep, tail = question.rpartition("Choices")
     lines = tail.splitlines() if sep else question.splitlines()
     found = {}
@@ -42,7 +44,8 @@ def mathverse(root: Path) -> list[EvalItem]:
     with its ``Choices:`` list, which the official judge sees: Vision-Only questions have
     their options only in the image, so the option list comes from here), ``image``,
     ``answer``. Multiple choice: option letter, or the option text; free form:
-    math-verify (the official score is a GPT-4 judge)."""
+    math-verify (the official score is a GPT-4 judge).
+    """
     items = []
     for row in read_rows(root, split="testmini"):
         where = str(first(row, ("sample_index", "problem_index"), "?"))

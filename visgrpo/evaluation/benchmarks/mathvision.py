@@ -19,7 +19,8 @@ def _load(root: Path, split: str) -> list[EvalItem]:
     answer), ``decoded_image`` (else ``image``, a path such as ``images/1.jpg``),
     ``answer`` (the option letter, or the value), ``subject`` (the category), ``level``.
     The question gets the options as ``(A) ...`` lines, as the authors' model scripts add
-    them. Scorer: MathVision's ``is_equal`` on the extracted answer (``mathvision``)."""
+    them. Scorer: MathVision's ``is_equal`` on the extracted answer (``mathvision``).
+    """
     items = []
     for i, row in enumerate(read_rows(root, split=split)):
         where = str(row.get("id", i))

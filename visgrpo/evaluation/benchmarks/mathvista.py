@@ -15,7 +15,8 @@ def mathvista_metrics(items: Sequence[EvalItem], completions: Sequence[str],
                       scores: Sequence[float]) -> dict[str, float]:
     """Accuracy per task (``task/figure question answering`` ...) and per math skill
     (``skill/algebraic reasoning`` ...), the breakdowns of the paper's table
-    (``calculate_score.py:171-212``: an item counts under every skill it lists)."""
+    (``calculate_score.py:171-212``: an item counts under every skill it lists).
+    """
     groups: dict[str, list[float]] = {}
     for item, score in zip(items, scores, strict=True):
         task = item.meta.get("task")
@@ -40,7 +41,8 @@ def mathvista(root: Path) -> list[EvalItem]:
     ``precision``. Scorer ``mathvista``: the official extraction, normalisation and
     ``safe_equal`` (``visgrpo/evaluation/scoring_mathvista.py``). Category: ``multi_choice``
     or the answer type; ``metadata.task`` and ``metadata.skills`` give the per-task and
-    per-skill accuracies (:func:`mathvista_metrics`)."""
+    per-skill accuracies (:func:`mathvista_metrics`).
+    """
     items = []
     for row in read_rows(root, split="testmini"):
         where = str(row.get("pid"))

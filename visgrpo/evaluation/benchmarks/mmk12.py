@@ -30,7 +30,8 @@ def mmk12(root: Path) -> list[EvalItem]:
     (the category), ``image``, ``question`` (options written inline as ``A. ...`` lines),
     ``answer`` (the letter). Scorer: option letter, or the option's text (parsed from the
     inline lines). The papers reporting it (PAPO, VPPO, VGPO, EASE) score with their
-    training reward; lmms-eval uses an LLM judge; neither is reproduced exactly."""
+    training reward; lmms-eval uses an LLM judge; neither is reproduced exactly.
+    """
     items = []
     for i, row in enumerate(read_rows(root, split="test")):
         where = str(row.get("id", i))

@@ -18,7 +18,8 @@ _ID = re.compile(r"^(?:dev|validation|test)_(.+?)_\d+$")
 
 def literal_list(value: Any, where: str, field: str) -> list:
     """A list cell, or a list written as Python text (MMMU's ``options``: ``"['a', 'b']"``;
-    parsed with ``ast.literal_eval``, which evaluates literals only)."""
+    parsed with ``ast.literal_eval``, which evaluates literals only).
+    """
     if isinstance(value, list):
         return value
     try:
@@ -32,7 +33,8 @@ def literal_list(value: Any, where: str, field: str) -> list:
 
 def tagged_images(row: dict, texts: list[str], root: Path, where: str) -> list[ImageRef]:
     """The ``image_<n>`` cells in the order their ``<image n>`` tags appear (as MMMU-Pro's
-    ``replace_images_tokens`` + ``origin_mmmu_doc_to_visual``, infer_transformers.py L17-45)."""
+    ``replace_images_tokens`` + ``origin_mmmu_doc_to_visual``, infer_transformers.py L17-45).
+    """
     order = [int(n) for t in texts for n in _IMAGE_TAG.findall(t)]
     refs = []
     for n in order:
@@ -45,7 +47,8 @@ def tagged_images(row: dict, texts: list[str], root: Path, where: str) -> list[I
 
 def untag(prompt: str) -> str:
     """``<image n>`` tags become ``[image]`` (infer_transformers.py L17-20); the images
-    themselves go before the text, as every visgrpo prompt places them."""
+    themselves go before the text, as every visgrpo prompt places them.
+    """
     return _IMAGE_TAG.sub("[image]", prompt)
 
 
@@ -65,7 +68,8 @@ def mmmu(root: Path) -> list[EvalItem]:
     ``options`` (a Python-literal list as text), ``image_1`` ... ``image_7`` (placed in the
     order their ``<image n>`` tags appear), ``answer`` (a letter; open questions: the value,
     sometimes a list as text), ``question_type`` (``multiple-choice`` / ``open``). Scorer:
-    MMMU's ``parse_multi_choice_response`` / ``parse_open_response``."""
+    MMMU's ``parse_multi_choice_response`` / ``parse_open_response``.
+    """
     items = []
     for row in read_rows(root, split="validation"):
         where = str(get(row, "id", "?"))

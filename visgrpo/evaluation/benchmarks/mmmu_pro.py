@@ -32,7 +32,8 @@ PROMPTS = {
 def mmmu_pro_metrics(items: Sequence[EvalItem], completions: Sequence[str],
                      scores: Sequence[float]) -> dict[str, float]:
     """Per-setting accuracy and MMMU-Pro's headline ``overall``: the mean of the
-    ``standard (10 options)`` and ``vision`` accuracies (MMMU-Pro paper, Table 1)."""
+    ``standard (10 options)`` and ``vision`` accuracies (MMMU-Pro paper, Table 1).
+    """
     by: dict[str, list[float]] = {}
     for item, s in zip(items, scores, strict=True):
         by.setdefault(item.category, []).append(float(s))
@@ -52,7 +53,8 @@ def mmmu_pro(root: Path) -> list[EvalItem]:
     ``question``, ``options`` (a list as text), ``image_1`` ... ``image_7``, ``answer``
     (a letter), ``subject``; vision: ``id``, ``image`` (question and options are in the
     picture), ``options``, ``answer``. Prompts: the authors' CoT instructions. Scorer:
-    MMMU-Pro's parser (``Answer: X`` first)."""
+    MMMU-Pro's parser (``Answer: X`` first).
+    """
     items: list[EvalItem] = []
     folders = [(s, root / s) for s in SETTINGS if (root / s).is_dir()]
     if not folders:

@@ -14,7 +14,8 @@ from visgrpo.evaluation.sources import ImageRef, read_rows
 def mmstar(root: Path) -> list[EvalItem]:
     """MMStar (``huggingface-cli download --repo-type dataset Lin-Chen/MMStar``: the
     top-level ``mmstar.parquet``, split ``val``). Columns read: ``index``, ``question``
-    (with its ``Options: A: ...``), ``image``, ``answer`` (a letter), ``category``."""
+    (with its ``Options: A: ...``), ``image``, ``answer`` (a letter), ``category``.
+    """
     items = []
     for row in read_rows(root, split="val"):
         where = str(get(row, "index", "?"))

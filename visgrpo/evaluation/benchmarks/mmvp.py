@@ -17,7 +17,8 @@ _OPTION = re.compile(r"\(([a-z])\)\s*(.*?)\s*(?=\([a-z]\)|$)", re.S)
 def mmvp_metrics(items: Sequence[EvalItem], completions: Sequence[str],
                  scores: Sequence[float]) -> dict[str, float]:
     """MMVP's reported metric: pair accuracy, a pair (questions 1-2, 3-4, ...) counting
-    only when both of its questions are right (MMVP paper Sec. 3; gpt_grader.py)."""
+    only when both of its questions are right (MMVP paper Sec. 3; gpt_grader.py).
+    """
     pairs: dict[int, list[float]] = {}
     for item, s in zip(items, scores, strict=True):
         pairs.setdefault((int(item.meta["index"]) - 1) // 2, []).append(float(s))
@@ -31,7 +32,7 @@ def mmvp_metrics(items: Sequence[EvalItem], completions: Sequence[str],
           source="MMVP/MMVP (dataset card); lmms-lab-eval/MMVP (dataset card); tsb0601/MMVP "
                  "scripts/evaluate_mllm.py, gpt_grader.py")
 def mmvp(root: Path) -> list[EvalItem]:
-    """MMVP, 300 questions in 150 pairs on CLIP-blind image pairs, in either release:
+    """MMVP, 300 questions in 150 pairs on CLIP-blind image pairs, in either release.
 
     * ``MMVP/MMVP`` (an image folder): ``Questions.csv`` with ``MMVP Images/<Index>.jpg``;
     * ``lmms-lab-eval/MMVP``: ``data/train-*.parquet`` with the same columns and an
@@ -40,7 +41,8 @@ def mmvp(root: Path) -> list[EvalItem]:
     Columns read: ``Index``, ``Question``, ``Options`` (``"(a) Open (b) Closed"``),
     ``Correct Answer`` (``"(a)"``); the options become ``(A) ...`` lines. Scorer: option
     letter, or the option's text. Composite: pair accuracy (the paper's metric). The
-    authors grade with GPT-4; the rule-based letter / text match stands in for it."""
+    authors grade with GPT-4; the rule-based letter / text match stands in for it.
+    """
     found = sorted(root.rglob("Questions.csv")) if root.is_dir() else []
     if found:
         with found[0].open(newline="", encoding="utf-8") as fh:

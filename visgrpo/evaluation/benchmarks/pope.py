@@ -1,5 +1,6 @@
 """POPE: the official yes / no parser and accuracy, precision, recall, F1 and yes-ratio per
-category (AoiDragon/POPE ``evaluate.py``)."""
+category (AoiDragon/POPE ``evaluate.py``).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from visgrpo.evaluation.sources import ImageRef, read_rows
 
 def pope_counts(golds: Sequence[str], preds: Sequence[str]) -> dict[str, float]:
     """``evaluate.py:35-62``: accuracy, precision, recall, F1 and the yes ratio, with
-    ``yes`` the positive class (a zero denominator gives 0 where the script would raise)."""
+    ``yes`` the positive class (a zero denominator gives 0 where the script would raise).
+    """
     tp = sum(p == "yes" and g == "yes" for g, p in zip(golds, preds, strict=True))
     fp = sum(p == "yes" and g == "no" for g, p in zip(golds, preds, strict=True))
     tn = sum(p == "no" and g == "no" for g, p in zip(golds, preds, strict=True))
@@ -31,7 +33,8 @@ def pope_metrics(items: Sequence[EvalItem], completions: Sequence[str],
     """The official precision, recall, F1 and yes-ratio per category (``adversarial/f1``
     ...) and over all questions (``f1`` ...), from the predictions the official parser
     reads. Accuracy is left out: the accuracy rows (``all`` and per category) already are
-    the official accuracy, since the ``pope`` scorer is the official parser."""
+    the official accuracy, since the ``pope`` scorer is the official parser.
+    """
     preds = [pope_parse(answer_part(c)) for c in completions]
     golds = [str(it.answer) for it in items]
     out = {k: v for k, v in pope_counts(golds, preds).items() if k != "acc"}
@@ -50,7 +53,8 @@ def pope(root: Path) -> list[EvalItem]:
     ``data/test-0000k-of-00005.parquet``, 9,000 questions; the ``Full`` config's
     ``adversarial`` / ``popular`` / ``random`` files beside them are not read). Columns
     read: ``question_id``, ``question``, ``answer`` (``yes`` / ``no``), ``image``,
-    ``category`` (adversarial / popular / random). Scorer ``pope``: the official parser."""
+    ``category`` (adversarial / popular / random). Scorer ``pope``: the official parser.
+    """
     items = []
     for row in read_rows(root, split="test"):
         where = str(get(row, "question_id", "?"))

@@ -1,5 +1,6 @@
 """RefCOCO, RefCOCO+ and RefCOCOg referring-expression grounding, every split (one
-registry entry per dataset and split: ``refcoco`` is RefCOCO val)."""
+registry entry per dataset and split: ``refcoco`` is RefCOCO val).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _split_rows(root: Path, split: str) -> list[dict]:
 
 
 def load_refcoco(root: Path, split: str = "val") -> list[EvalItem]:
-    """Referring-expression grounding, one item per expression, in either release:
+    """Referring-expression grounding, one item per expression, in either release.
 
     * ``lmms-lab/RefCOCO`` / ``RefCOCOplus`` / ``RefCOCOg`` (``huggingface-cli download
       --repo-type dataset lmms-lab/RefCOCO``: ``data/<split>-0000k-of-0000n.parquet``;

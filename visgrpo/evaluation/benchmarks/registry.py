@@ -102,7 +102,8 @@ def composite_rows(name: str, results: Sequence[Any]) -> list[dict]:
 
 def get(row: dict, key: str, where: str, default: Any = ...) -> Any:
     """``row[key]``; a missing (or null, without ``default``) value is one line naming
-    the record and column."""
+    the record and column.
+    """
     value = row.get(key, default)
     if value is ... or (value is None and default is ...):
         raise ValueError(f"record {where!r}: column {key!r} is missing")

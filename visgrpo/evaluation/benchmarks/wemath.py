@@ -1,5 +1,6 @@
 """We-Math testmini: the official answer parser, S1 / S2 / S3 accuracy and the strict and
-loose four-dimensional metrics (We-Math/We-Math ``evaluation/``)."""
+loose four-dimensional metrics (We-Math/We-Math ``evaluation/``).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ _KEY = re.compile(r"^([23])steps_(\d+|multi)$")
 
 def _category(key: str, where: str) -> str:
     """``S1`` for a sub-question (``2steps_1``), ``S2`` / ``S3`` for the composite question
-    (``2steps_multi`` / ``3steps_multi``): the split of ``accuracy.py:57-60``."""
+    (``2steps_multi`` / ``3steps_multi``): the split of ``accuracy.py:57-60``.
+    """
     m = _KEY.match(key)
     if not m:
         raise ValueError(f"record {where!r}: key {key!r} is not Nsteps_<i> or Nsteps_multi")
@@ -33,7 +35,8 @@ def _embedded(value) -> bool:
 @lru_cache(maxsize=8)
 def _files_by_suffix(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[tuple[Path, str]]]]:
     """Files under ``root`` and members of its zip archives, by their last three path
-    parts (``2steps/image/1-1.png``)."""
+    parts (``2steps/image/1-1.png``).
+    """
     files: dict[str, list[Path]] = {}
     members: dict[str, list[tuple[Path, str]]] = {}
     for f in root.rglob("*"):
@@ -50,7 +53,8 @@ def _files_by_suffix(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[
 def resolve_image(root: Path, rel: str, where: str):
     """The image ``rel`` (``2steps/image/1-1.png``), relative to its step folder: ``root/rel``,
     else the one file (or zip member) whose path ends with ``rel``. The same file name exists
-    in ``2steps/image`` and ``3steps/image``, so a bare file name is never matched."""
+    in ``2steps/image`` and ``3steps/image``, so a bare file name is never matched.
+    """
     rel = rel.replace("\\", "/").lstrip("./")
     if (root / rel).is_file():
         return str(root / rel)
@@ -133,7 +137,8 @@ def wemath(root: Path) -> list[EvalItem]:
     read straight from the zip when not unpacked) or ``image``. Item id: ``ID/key`` (``ID``
     alone is not unique).
     Category: ``S1`` (sub-questions), ``S2`` / ``S3`` (composite questions), as
-    ``accuracy.py`` splits them. Scorer ``wemath``: the official parser."""
+    ``accuracy.py`` splits them. Scorer ``wemath``: the official parser.
+    """
     items = []
     for i, row in enumerate(read_rows(root, split="testmini")):
         problem = str(get(row, "ID", f"#{i}"))
