@@ -66,7 +66,6 @@ from visgrpo.objectives._common import masked_mean
 from visgrpo.objectives.presets import ObjectiveOverrides, PresetName
 from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig
-from visgrpo.rollout.engines import EngineName
 
 
 class RLVRModule(PolicyModule):
@@ -80,7 +79,8 @@ class RLVRModule(PolicyModule):
             classes), composed in order; empty = none.
         rewards: reward components of the reward head (default accuracy 1.0 + format 0.1).
         sampling: rollout sampling parameters (``num_generations`` = G).
-        rollout_engine: generation engine (``hf``, the default; ``vllm`` needs CUDA).
+        rollout_engine: generation engine registered in ``ROLLOUT_ENGINES`` (``hf``, the default;
+            ``vllm`` needs CUDA; an open registry, so a plain name rather than a closed choice).
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up steps.
@@ -118,7 +118,7 @@ class RLVRModule(PolicyModule):
         credit: list[CreditMethod] | None = None,
         rewards: list[RewardSpec] | None = None,
         sampling: SamplingConfig | None = None,
-        rollout_engine: EngineName = "hf",
+        rollout_engine: str = "hf",
         learning_rate: float = 1e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,

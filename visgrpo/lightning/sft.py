@@ -19,7 +19,6 @@ from visgrpo.models.loading import PolicyConfig
 from visgrpo.rewards import RewardSpec
 from visgrpo.rollout import SamplingConfig
 from visgrpo.rollout.assemble import assemble_rollout, encode_prompts
-from visgrpo.rollout.engines import EngineName
 from visgrpo.rollout.vision import eos_token_ids, vision_token_ids
 
 
@@ -53,7 +52,7 @@ class SFTModule(PolicyModule):
         target_template: str = "<think></think><answer>{answer}</answer>",
         rewards: list[RewardSpec] | None = None,
         sampling: SamplingConfig | None = None,
-        rollout_engine: EngineName = "hf",
+        rollout_engine: str = "hf",
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
