@@ -168,7 +168,7 @@ def test_crash_inside_a_rollout_batch_resumes_exactly(in_workspace, monkeypatch)
     a, b = _weights(straight), _weights(resumed)
     for n, w in a.items():
         torch.testing.assert_close(b[n], w, rtol=0, atol=1e-6, msg=n)
-    assert resumed.last_metrics["reward/outcome"] == straight.last_metrics["reward/outcome"]
+    assert resumed.last_metrics["reward/filtered/outcome"] == straight.last_metrics["reward/filtered/outcome"]
 
 
 def test_papo_updates_reuse_the_rollout_policys_masked_logprobs(in_workspace, monkeypatch):
