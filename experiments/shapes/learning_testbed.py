@@ -29,14 +29,13 @@ accuracy at 0.44 -- this model hardly told the pairs apart to begin with.
 from __future__ import annotations
 
 import json
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from experiments.shapes import recipe
-from experiments.shapes.stages import WARMSTART_DIR, Workdir, fit, write_json
+from experiments.shapes.stages import Workdir, sft_from_warmstart
 from experiments.shapes.warmstart import stage0
 from visgrpo.data.io import load_dataset_dir, save_dataset
 
@@ -83,26 +82,8 @@ def build(work: Workdir, tb: Learning = Learning(), out: Path = WARMSTART, log: 
         stage0(work, with_model=False)
     data = tb.sft_data(work)
     counts = skew(work.data / "train", data / "train", tb.colour, tb.share, tb.seed)
-    export = work.root / "runs" / "learning_sft" / "export"
-    seconds = fit(work, [recipe.SFT_CONFIG], [
-        f"--trainer.max_steps={tb.sft_steps}", f"--trainer.val_check_interval={tb.sft_steps}",
-        f"--model.init_args.learning_rate={tb.sft_lr}", "--model.init_args.warmup_steps=0",
-        f"--model.init_args.policy.name_or_path={WARMSTART_DIR}", f"--seed_everything={tb.seed}",
-        f"--data.train_path={data / 'train'}", f"--data.val_path={work.data / 'validation'}",
-        f"--trainer.logger.init_args.tracking_uri={work.tracking_uri}",
-        "--trainer.logger.init_args.experiment_name=learning_sft", "--trainer.default_root_dir=runs/learning_sft",
-        "--trainer.callbacks+=visgrpo.lightning.callbacks.ExportModel", f"--trainer.callbacks.dirpath={export}",
-    ], log=log)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(export, tmp)
-    write_json(tmp / "warmstart.json", {"testbed": asdict(tb), "source": "experiments/shapes/warmstart",
-                                        "sft_data": counts, "seconds": round(seconds, 1)})
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.replace(out)
-    return out
+    data_args = [f"--data.train_path={data / 'train'}", f"--data.val_path={work.data / 'validation'}"]
+    return sft_from_warmstart(work, recipe.SFT_CONFIG, "learning_sft", tb, data_args, {"sft_data": counts}, out, log)
 
 
 # The RL recipe on this testbed (the recipes table in README.md): 16 prompts x G = 8, lr 5e-4,

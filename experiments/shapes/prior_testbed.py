@@ -16,15 +16,14 @@ training prompts, rewarded against the true colours. ``python -m experiments.mec
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_tools.drawing import COLOURS
 from experiments.shapes import recipe
-from experiments.shapes.stages import WARMSTART_DIR, Workdir, fit, write_json
+from experiments.shapes.stages import Workdir, sft_from_warmstart
 from experiments.shapes.warmstart import stage0
 from visgrpo.data.io import load_dataset_dir, save_dataset
 
@@ -77,25 +76,8 @@ def build(work: Workdir, tb: Cue = Cue(), out: Path = WARMSTART, log: Path | Non
         counts["validation"] = add_cue(work.data / "validation", data / "validation", 0.0, tb.seed + 1)
     if (out / "config.json").exists():
         return out
-    export = work.root / "runs" / "prior_sft" / "export"
-    seconds = fit(work, [recipe.SFT_CONFIG], [
-        f"--trainer.max_steps={tb.sft_steps}", f"--trainer.val_check_interval={tb.sft_steps}",
-        f"--model.init_args.learning_rate={tb.sft_lr}", "--model.init_args.warmup_steps=0",
-        f"--model.init_args.policy.name_or_path={WARMSTART_DIR}", f"--seed_everything={tb.seed}",
-        *data_overrides(work, tb), f"--trainer.logger.init_args.tracking_uri={work.tracking_uri}",
-        "--trainer.logger.init_args.experiment_name=prior_sft", "--trainer.default_root_dir=runs/prior_sft",
-        "--trainer.callbacks+=visgrpo.lightning.callbacks.ExportModel", f"--trainer.callbacks.dirpath={export}",
-    ], log=log)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(export, tmp)
-    write_json(tmp / "warmstart.json", {"testbed": asdict(tb), "source": "experiments/shapes/warmstart",
-                                        "data": counts, "seconds": round(seconds, 1)})
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.replace(out)
-    return out
+    return sft_from_warmstart(work, recipe.SFT_CONFIG, "prior_sft", tb, data_overrides(work, tb), {"data": counts},
+                              out, log)
 
 
 def data_overrides(work: Workdir, tb: Cue = Cue()) -> list[str]:

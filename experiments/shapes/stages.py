@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -174,3 +175,30 @@ def write_json(path: Path, obj) -> None:
 
 def settings_dict(settings: DataSettings) -> dict:
     return asdict(settings)
+
+
+def sft_from_warmstart(work: Workdir, config: str | Path, name: str, tb, data_args: list[str], record: dict,
+                       out: Path, log: Path | None = None) -> Path:
+    """SFT from the committed shapes warm start on the data ``data_args`` name, with the
+    testbed ``tb``'s ``sft_steps`` / ``sft_lr`` / ``seed``; the export lands in ``out``
+    atomically, with ``warmstart.json`` (the testbed, ``record`` and the seconds it took).
+    """
+    export = work.root / "runs" / name / "export"
+    seconds = fit(work, [config], [
+        f"--trainer.max_steps={tb.sft_steps}", f"--trainer.val_check_interval={tb.sft_steps}",
+        f"--model.init_args.learning_rate={tb.sft_lr}", "--model.init_args.warmup_steps=0",
+        f"--model.init_args.policy.name_or_path={WARMSTART_DIR}", f"--seed_everything={tb.seed}",
+        *data_args, f"--trainer.logger.init_args.tracking_uri={work.tracking_uri}",
+        f"--trainer.logger.init_args.experiment_name={name}", f"--trainer.default_root_dir=runs/{name}",
+        "--trainer.callbacks+=visgrpo.lightning.callbacks.ExportModel", f"--trainer.callbacks.dirpath={export}",
+    ], log=log)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(export, tmp)
+    write_json(tmp / "warmstart.json", {"testbed": asdict(tb), "source": "experiments/shapes/warmstart",
+                                        **record, "seconds": round(seconds, 1)})
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
